@@ -1,0 +1,178 @@
+//! The child's side of a start: run the target, report its outcome on the
+//! outcome pipe, join the child's own children, and exit with Python's
+//! codes (0 when the target returned, 1 when it panicked).
+
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Once;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::time::Duration;
+
+use crate::outcome::Outcome;
+use crate::state::{GLOBAL, lock};
+use crate::sys::{self, SignalKind};
+use crate::target::EntryFn;
+
+/// The write end of the outcome pipe while this process runs a target,
+/// -1 otherwise. Read by the panic hook.
+static OUTCOME_FD: AtomicI32 = AtomicI32::new(-1);
+/// Set by the panic hook once it has reported a panic on the outcome pipe.
+static PANIC_REPORTED: AtomicBool = AtomicBool::new(false);
+
+/// Everything a child needs to run its target.
+pub(crate) struct ChildStart {
+    pub(crate) entry: EntryFn,
+    pub(crate) args: Vec<u8>,
+    pub(crate) outcome: OwnedFd,
+    /// Set for a daemon: the pid of the parent it must not outlive, and
+    /// whether it was started from the parent's main thread.
+    pub(crate) daemon_of: Option<(u32, bool)>,
+}
+
+/// Runs the target in a freshly started child and exits.
+pub(crate) fn run_child(start: ChildStart) -> ! {
+    if let Some((parent, from_main_thread)) = start.daemon_of {
+        die_with_parent(parent, from_main_thread);
+    }
+    OUTCOME_FD.store(start.outcome.as_raw_fd(), Ordering::SeqCst);
+    let entry = start.entry;
+    let result = panic::catch_unwind(AssertUnwindSafe(|| entry(&start.args)));
+    let (outcome, code) = match result {
+        Ok(o @ Outcome::Returned(_)) => (Some(o), 0),
+        Ok(o) => (Some(o), 1),
+        // The hook already reported it, with the location.
+        Err(_) if PANIC_REPORTED.load(Ordering::SeqCst) => (None, 1),
+        Err(payload) => (Some(Outcome::Panicked(payload_message(&*payload))), 1),
+    };
+    if let Some(o) = outcome {
+        // A parent that is gone or dropped the process cannot read it;
+        // there is nobody left to tell.
+        let _ = sys::write_all(start.outcome.as_fd(), &o.to_frame());
+    }
+    OUTCOME_FD.store(-1, Ordering::SeqCst);
+    drop(start.outcome);
+    join_children_at_exit();
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    sys::exit_now(code)
+}
+
+/// Makes this daemon process die when `parent` does, even by `SIGKILL`.
+fn die_with_parent(parent: u32, from_main_thread: bool) {
+    if from_main_thread {
+        // The kernel signals us when the thread that forked us exits; from
+        // the main thread, that is when the parent process exits.
+        if sys::set_parent_death_signal().is_err() || sys::getppid() != parent {
+            sys::exit_now(1);
+        }
+        return;
+    }
+    // Started from another thread, whose end must not end us: watch the
+    // parent process itself through a pidfd.
+    let Ok(pidfd) = sys::pidfd_open(parent) else {
+        sys::exit_now(1)
+    };
+    if sys::getppid() != parent {
+        sys::exit_now(1);
+    }
+    let spawned = std::thread::Builder::new()
+        .name("multiproc-parent-watch".into())
+        .spawn(move || {
+            loop {
+                if let Ok(ready) = sys::poll_readable(&[pidfd.as_fd()], None)
+                    && ready[0]
+                {
+                    break;
+                }
+            }
+            sys::kill_self();
+        });
+    if spawned.is_err() {
+        sys::exit_now(1);
+    }
+}
+
+/// Python's exit function: terminate daemonic children, then join all.
+/// Runs when a child's target ends, and at normal exit of any process.
+pub(crate) fn join_children_at_exit() {
+    let children = std::mem::take(&mut lock(&GLOBAL).children);
+    for c in children.iter().filter(|c| c.daemon) {
+        let _ = c.signal(SignalKind::Term);
+    }
+    for c in &children {
+        if c.daemon {
+            // A daemon that ignores SIGTERM must not keep us from exiting.
+            if let Ok(None) = c.wait_timeout(Some(Duration::from_secs(1))) {
+                let _ = c.signal(SignalKind::Kill);
+            }
+        }
+        let _ = c.wait_timeout(None);
+    }
+}
+
+extern "C" fn at_exit_hook() {
+    let _ = panic::catch_unwind(join_children_at_exit);
+}
+
+/// Installs, once per program, the panic hook that reports a child's panic
+/// to its parent and the exit hook that joins children.
+pub(crate) fn install_hooks() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = sys::register_at_exit(at_exit_hook);
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            let fd = OUTCOME_FD.load(Ordering::SeqCst);
+            if fd < 0 {
+                return previous(info);
+            }
+            let message = payload_message(info.payload());
+            let name = match GLOBAL.try_lock() {
+                Ok(g) => g.identity.name().to_owned(),
+                Err(_) => "child".to_owned(),
+            };
+            let location = info
+                .location()
+                .map(|l| format!(" at {}:{}:{}", l.file(), l.line(), l.column()))
+                .unwrap_or_default();
+            let _ = writeln!(
+                std::io::stderr(),
+                "{name} (pid {}) panicked{location}:\n{message}",
+                sys::getpid()
+            );
+            if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
+                let bt = std::backtrace::Backtrace::force_capture();
+                let _ = writeln!(std::io::stderr(), "stack backtrace:\n{bt}");
+            }
+            report_panic(fd, message);
+        }));
+    });
+}
+
+/// Writes a panic frame on the outcome pipe. Frames are kept under the
+/// pipe's atomic-write size, so panics of several threads never interleave.
+fn report_panic(fd: RawFd, mut message: String) {
+    const MAX: usize = 3 * 1024;
+    if message.len() > MAX {
+        let mut cut = MAX;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push_str("...");
+    }
+    if sys::write_raw(fd, &Outcome::Panicked(message).to_frame()).is_ok() {
+        PANIC_REPORTED.store(true, Ordering::SeqCst);
+    }
+}
+
+fn payload_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "Box<dyn Any>".to_owned()
+    }
+}

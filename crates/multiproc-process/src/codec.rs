@@ -1,0 +1,40 @@
+//! How values cross process boundaries: serde, encoded with postcard.
+//!
+//! Kept in one place so every crate encodes the same way and no postcard
+//! type appears in a public signature.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+
+/// Encodes `value` into bytes another process can decode with [`decode`].
+///
+/// # Errors
+///
+/// [`Error::Encode`] if the value's `Serialize` implementation fails.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
+    postcard::to_allocvec(value).map_err(|e| Error::Encode(e.to_string()))
+}
+
+/// Decodes bytes produced by [`encode`].
+///
+/// # Errors
+///
+/// [`Error::Decode`] if the bytes are not a valid encoding of `T`.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    postcard::from_bytes(bytes).map_err(|e| Error::Decode(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_clear_errors() {
+        let v = (1u8, "two".to_string(), vec![3.0f64]);
+        let bytes = encode(&v).unwrap();
+        assert_eq!(decode::<(u8, String, Vec<f64>)>(&bytes).unwrap(), v);
+        assert!(matches!(decode::<String>(&[200]), Err(Error::Decode(_))));
+    }
+}

@@ -1,0 +1,162 @@
+//! The one error type of the workspace.
+//!
+//! Every crate of multiproc returns [`Error`]; the facade re-exports it as
+//! `mp::Error` and `mp::Result`. Variants are added as the upper crates need
+//! them, which is why the enum is `#[non_exhaustive]`.
+
+use std::fmt;
+use std::io;
+
+/// The result type of every fallible multiproc call.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in multiproc.
+///
+/// Messages are lowercase without a trailing period, so they compose into
+/// larger messages (`"starting worker: process already started"`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system call failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+
+    /// A blocking call gave up after its timeout or deadline.
+    #[error("timed out")]
+    Timeout,
+
+    /// `start` was called on a process that was already started.
+    ///
+    /// Python raises `AssertionError("cannot start a process twice")`.
+    #[error("process already started")]
+    AlreadyStarted,
+
+    /// The call needs a started process (`join`, `terminate`, ...).
+    #[error("process not started")]
+    NotStarted,
+
+    /// The call needs a finished process (`close`, `take_result`), but it
+    /// still runs. Python raises `ValueError` for `close` here.
+    #[error("process {name} is still running")]
+    StillRunning {
+        /// The process name.
+        name: String,
+    },
+
+    /// The process was closed with `close`; its handle can no longer be used.
+    #[error("process object is closed")]
+    ProcessClosed,
+
+    /// The result of a process was already taken with `take_result`.
+    #[error("the result of process {name} was already taken")]
+    ResultTaken {
+        /// The process name.
+        name: String,
+    },
+
+    /// The target of a child process panicked.
+    #[error("process {name} panicked: {message}")]
+    ChildPanicked {
+        /// The process name.
+        name: String,
+        /// The panic message, as the child printed it.
+        message: String,
+    },
+
+    /// The child process exited with a non-zero code before its target
+    /// returned, for example through `std::process::exit(n)`.
+    #[error("process {name} exited with code {code}")]
+    ChildExited {
+        /// The process name.
+        name: String,
+        /// The exit code.
+        code: i32,
+    },
+
+    /// The child process was killed by a signal.
+    #[error("process {name} was killed by {}", SignalName(*signal))]
+    ChildKilled {
+        /// The process name.
+        name: String,
+        /// The signal number (9 for `SIGKILL`).
+        signal: i32,
+    },
+
+    /// A daemon process tried to start a child. Python forbids this too
+    /// ("daemonic processes are not allowed to have children").
+    #[error("daemonic processes are not allowed to have children")]
+    DaemonChildren,
+
+    /// A value could not be encoded for another process.
+    #[error("cannot encode value: {0}")]
+    Encode(String),
+
+    /// Bytes from another process could not be decoded into the expected type.
+    #[error("cannot decode value: {0}")]
+    Decode(String),
+
+    /// An argument was out of its valid range.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    /// The operation is not available on this platform or in this
+    /// configuration.
+    #[error("unsupported: {0}")]
+    Unsupported(&'static str),
+}
+
+impl Error {
+    /// The signal that killed a child, for the variants that carry one.
+    pub fn signal(&self) -> Option<i32> {
+        match self {
+            Error::ChildKilled { signal, .. } => Some(*signal),
+            _ => None,
+        }
+    }
+}
+
+/// Formats a signal number as its conventional name (`SIGKILL`), or as
+/// `signal N` for the ones without a well-known name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignalName(pub i32);
+
+impl fmt::Display for SignalName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self.0 {
+            1 => "SIGHUP",
+            2 => "SIGINT",
+            3 => "SIGQUIT",
+            4 => "SIGILL",
+            5 => "SIGTRAP",
+            6 => "SIGABRT",
+            7 => "SIGBUS",
+            8 => "SIGFPE",
+            9 => "SIGKILL",
+            10 => "SIGUSR1",
+            11 => "SIGSEGV",
+            12 => "SIGUSR2",
+            13 => "SIGPIPE",
+            14 => "SIGALRM",
+            15 => "SIGTERM",
+            n => return write!(f, "signal {n}"),
+        };
+        f.write_str(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_lowercase_and_name_the_signal() {
+        let e = Error::ChildKilled {
+            name: "Process-1".into(),
+            signal: 9,
+        };
+        assert_eq!(e.to_string(), "process Process-1 was killed by SIGKILL");
+        assert_eq!(e.signal(), Some(9));
+        assert_eq!(SignalName(64).to_string(), "signal 64");
+        assert_eq!(Error::Timeout.to_string(), "timed out");
+    }
+}

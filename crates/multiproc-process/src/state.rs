@@ -1,0 +1,140 @@
+//! Per-process global state: who this process is, which children it
+//! started, and which descriptors are private to it.
+//!
+//! Two locks guard it, always taken in this order: [`GLOBAL`] (identity and
+//! children), then [`PRIVATE_FDS`]. The fork path holds both across
+//! `fork(2)`, so the child sees a consistent copy, resets it, and releases
+//! them; no other thread can have been half-way through changing them.
+//!
+//! # Safety
+//!
+//! A forked child closes the parent's private descriptors by number; the
+//! argument that nothing else closes them again is at the call.
+#![allow(unsafe_code)]
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use crate::child::ChildShared;
+
+/// Locks a std mutex, ignoring poisoning: the data here stays consistent
+/// across a panic because every update is a single push, remove or store.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Who this process is, in Python's terms.
+#[derive(Debug, Clone)]
+pub(crate) struct Identity {
+    /// `None` in the main process ("MainProcess").
+    pub(crate) name: Option<String>,
+    /// Python's `_identity`: the counter of each ancestor, `[]` in the main
+    /// process, `[1]` for its first child, `[1, 2]` for that child's second.
+    pub(crate) ident: Vec<u32>,
+    /// Whether this process is a daemon.
+    pub(crate) daemon: bool,
+    /// The parent's pid and name, `None` in the main process.
+    pub(crate) parent: Option<(u32, String)>,
+    /// How many `Process` objects this process has created.
+    pub(crate) counter: u32,
+}
+
+impl Identity {
+    const MAIN: Identity = Identity {
+        name: None,
+        ident: Vec::new(),
+        daemon: false,
+        parent: None,
+        counter: 0,
+    };
+
+    pub(crate) fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or("MainProcess")
+    }
+}
+
+/// Identity and children of this process.
+pub(crate) struct Global {
+    pub(crate) identity: Identity,
+    /// Children started by this process and not yet known to have ended.
+    pub(crate) children: Vec<Arc<ChildShared>>,
+}
+
+pub(crate) static GLOBAL: Mutex<Global> = Mutex::new(Global {
+    identity: Identity::MAIN,
+    children: Vec::new(),
+});
+
+/// Raw numbers of the descriptors that are private to this process (pidfds
+/// of its children, read ends of their result pipes). A forked child closes
+/// them all, so it never holds its siblings' descriptors.
+pub(crate) static PRIVATE_FDS: Mutex<Vec<RawFd>> = Mutex::new(Vec::new());
+
+/// A descriptor that a forked child must not inherit. Its number is listed
+/// in [`PRIVATE_FDS`] for as long as it is open.
+#[derive(Debug)]
+pub(crate) struct PrivateFd(Option<OwnedFd>);
+
+impl PrivateFd {
+    /// Registers `fd`, with the list already locked by the caller.
+    pub(crate) fn register(list: &mut Vec<RawFd>, fd: OwnedFd) -> PrivateFd {
+        list.push(fd.as_raw_fd());
+        PrivateFd(Some(fd))
+    }
+}
+
+impl AsFd for PrivateFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match &self.0 {
+            Some(fd) => fd.as_fd(),
+            // The option is only emptied by `drop`.
+            None => unreachable!("PrivateFd used after drop"),
+        }
+    }
+}
+
+impl Drop for PrivateFd {
+    fn drop(&mut self) {
+        if let Some(fd) = self.0.take() {
+            let mut list = lock(&PRIVATE_FDS);
+            let raw = fd.as_raw_fd();
+            list.retain(|&r| r != raw);
+            // Closed while the list is locked: a concurrent fork either
+            // sees the number listed and the fd open, or neither.
+            drop(fd);
+        }
+    }
+}
+
+/// The parts of the global state that the fork path holds across `fork`.
+pub(crate) struct ForkGuard {
+    pub(crate) global: MutexGuard<'static, Global>,
+    pub(crate) fds: MutexGuard<'static, Vec<RawFd>>,
+}
+
+impl ForkGuard {
+    pub(crate) fn acquire() -> ForkGuard {
+        let global = lock(&GLOBAL);
+        let fds = lock(&PRIVATE_FDS);
+        ForkGuard { global, fds }
+    }
+
+    /// Resets the state in a freshly forked child: forgets the parent's
+    /// children, closes the parent's private descriptors, and takes on
+    /// `identity`. Releases both locks.
+    pub(crate) fn reset_in_child(mut self, identity: Identity) {
+        // The parent's `ChildShared` values stay alive in its copied memory;
+        // running their destructors here would close descriptors a second
+        // time, so they are forgotten, not dropped.
+        std::mem::forget(std::mem::take(&mut self.global.children));
+        for fd in self.fds.drain(..) {
+            // SAFETY: these descriptors are owned by `PrivateFd` values that
+            // live only in the parent's part of the copied memory (its
+            // `Process` objects and children list), whose destructors never
+            // run in this child: the forking thread never returns to the
+            // parent's frames, and the list of children was forgotten above.
+            unsafe { crate::sys::close_raw(fd) };
+        }
+        self.global.identity = identity;
+    }
+}

@@ -1,0 +1,244 @@
+//! Linux backend: fork, pidfd, waitid, poll, pipes, prctl.
+//!
+//! # Safety
+//!
+//! The unsafe code here wraps `fork(2)`, `_exit(2)`, `close(2)` on raw
+//! descriptors and `atexit(3)`. Each block states why its call is sound; the
+//! callers' obligations are spelled out in the `# Safety` section of each
+//! `unsafe fn`.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::process::{Pid, PidfdFlags, Signal, WaitId, WaitIdOptions};
+
+use super::ExitStatus;
+
+/// What `fork` returned in this process.
+pub(crate) enum Forked {
+    /// We are the parent; this is the child's pid.
+    Parent(u32),
+    /// We are the new child.
+    Child,
+}
+
+/// `fork(2)`.
+///
+/// # Safety
+///
+/// In the child, only the forking thread exists. The caller must make sure
+/// the child touches no lock that another thread of the parent may have held
+/// at the moment of the fork, except those it held itself across the call.
+pub(crate) unsafe fn fork() -> io::Result<Forked> {
+    // SAFETY: fork has no memory-safety preconditions of its own; the
+    // caller upholds the post-fork restrictions stated above.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        // A positive pid_t always fits in u32.
+        pid => Ok(Forked::Parent(pid.unsigned_abs())),
+    }
+}
+
+/// `_exit(2)`: ends the process at once, without running `atexit` hooks or
+/// destructors. Flush what must be flushed before calling it.
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit is always safe to call; it never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// `close(2)` on a raw descriptor that no `OwnedFd` of this process will
+/// close again.
+///
+/// # Safety
+///
+/// `fd` must not be owned by any live `OwnedFd` (or other owner) that will
+/// use or close it later. Used in a freshly forked child for descriptors
+/// whose owners live only in the parent's copied memory and never run.
+pub(crate) unsafe fn close_raw(fd: RawFd) {
+    // SAFETY: the caller guarantees nobody else owns `fd` in this process.
+    unsafe {
+        libc::close(fd);
+    }
+}
+
+/// A pipe whose two ends are close-on-exec.
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
+}
+
+/// Puts `fd` in non-blocking mode (`ioctl(FIONBIO)`).
+pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    Ok(rustix::io::ioctl_fionbio(fd, true)?)
+}
+
+/// Reads what is available from a non-blocking `fd` into `buf`.
+/// Returns `true` at end of file.
+pub(crate) fn read_nonblocking(fd: BorrowedFd<'_>, buf: &mut Vec<u8>) -> io::Result<bool> {
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        match rustix::io::read(fd, &mut chunk) {
+            Ok(0) => return Ok(true),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(rustix::io::Errno::AGAIN) => return Ok(false),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Writes all of `bytes` to `fd`, retrying on `EINTR`.
+pub(crate) fn write_all(fd: BorrowedFd<'_>, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        match rustix::io::write(fd, bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+fn to_pid(pid: u32) -> io::Result<Pid> {
+    i32::try_from(pid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "invalid pid"))
+}
+
+/// `pidfd_open(2)`: a close-on-exec descriptor that refers to process `pid`
+/// for as long as it is open, immune to pid reuse.
+pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    Ok(rustix::process::pidfd_open(
+        to_pid(pid)?,
+        PidfdFlags::empty(),
+    )?)
+}
+
+/// `pidfd_send_signal(2)`. Sending to a process that already exited but
+/// was not reaped is not an error.
+pub(crate) fn signal_pidfd(pidfd: BorrowedFd<'_>, signal: SignalKind) -> io::Result<()> {
+    let sig = match signal {
+        SignalKind::Term => Signal::TERM,
+        SignalKind::Kill => Signal::KILL,
+    };
+    match rustix::process::pidfd_send_signal(pidfd, sig) {
+        Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The signals multiproc sends.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum SignalKind {
+    /// `SIGTERM`, Python's `Process.terminate`.
+    Term,
+    /// `SIGKILL`, Python's `Process.kill`.
+    Kill,
+}
+
+/// `waitid(P_PIDFD, WEXITED | WNOHANG)`: reaps the child if it has exited.
+pub(crate) fn try_reap(pidfd: BorrowedFd<'_>) -> io::Result<Option<ExitStatus>> {
+    let opts = WaitIdOptions::EXITED | WaitIdOptions::NOHANG;
+    loop {
+        match rustix::process::waitid(WaitId::PidFd(pidfd), opts) {
+            Ok(Some(st)) => {
+                if let Some(code) = st.exit_status() {
+                    return Ok(Some(ExitStatus::Code(code)));
+                }
+                if let Some(sig) = st.terminating_signal() {
+                    return Ok(Some(ExitStatus::Signal(sig)));
+                }
+                // WNOHANG with nothing to report leaves si_pid at zero and
+                // no status; treat it as still running.
+                return Ok(None);
+            }
+            Ok(None) => return Ok(None),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Waits until one of `fds` is readable (or hung up), or `timeout` passes.
+/// Returns which ones are ready. `None` waits forever.
+pub(crate) fn poll_readable(
+    fds: &[BorrowedFd<'_>],
+    timeout: Option<Duration>,
+) -> io::Result<Vec<bool>> {
+    let mut pfds: Vec<PollFd<'_>> = fds
+        .iter()
+        .map(|fd| PollFd::new(fd, PollFlags::IN))
+        .collect();
+    let ts = timeout.map(|d| Timespec {
+        tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        tv_nsec: i64::from(d.subsec_nanos()),
+    });
+    match rustix::event::poll(&mut pfds, ts.as_ref()) {
+        Ok(_) | Err(rustix::io::Errno::INTR) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(pfds.iter().map(|p| !p.revents().is_empty()).collect())
+}
+
+/// `prctl(PR_SET_PDEATHSIG, SIGKILL)`: the kernel kills this process when
+/// the thread that created it exits.
+pub(crate) fn set_parent_death_signal() -> io::Result<()> {
+    Ok(rustix::process::set_parent_process_death_signal(Some(
+        Signal::KILL,
+    ))?)
+}
+
+/// This process's id.
+pub(crate) fn getpid() -> u32 {
+    std::process::id()
+}
+
+/// The id of this process's parent (0 if it has none in our namespace).
+pub(crate) fn getppid() -> u32 {
+    rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get().unsigned_abs())
+}
+
+/// Whether the calling thread is the process's main thread.
+pub(crate) fn is_main_thread() -> bool {
+    rustix::thread::gettid() == rustix::process::getpid()
+}
+
+/// Registers `hook` with `atexit(3)`, to run when the program exits normally.
+pub(crate) fn register_at_exit(hook: extern "C" fn()) -> io::Result<()> {
+    // SAFETY: `hook` is a plain function valid for the whole program.
+    let rc = unsafe { libc::atexit(hook) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::other("atexit registration failed"))
+    }
+}
+
+/// Writes `bytes` to the descriptor `fd` of the running target's outcome
+/// pipe, from the panic hook, which only has its number.
+pub(crate) fn write_raw(fd: RawFd, bytes: &[u8]) -> io::Result<()> {
+    // SAFETY: callers pass only the write end of the outcome pipe, which
+    // `bootstrap::run_child` owns and keeps open for as long as it
+    // publishes the number; the borrow ends with this call.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    write_all(fd, bytes)
+}
+
+/// Kills and reaps child `pid`, for a start that failed after the fork.
+pub(crate) fn kill_and_reap(pid: u32) {
+    if let Ok(p) = to_pid(pid) {
+        let _ = rustix::process::kill_process(p, Signal::KILL);
+        let _ = rustix::process::waitpid(Some(p), rustix::process::WaitOptions::empty());
+    }
+}
+
+/// Sends `SIGKILL` to this process.
+pub(crate) fn kill_self() -> ! {
+    let _ = rustix::process::kill_process(rustix::process::getpid(), Signal::KILL);
+    exit_now(137)
+}

@@ -1,0 +1,42 @@
+//! Operating-system code of the process crate.
+//!
+//! Every backend provides the same small set of functions, used by the rest
+//! of the crate and nowhere else:
+//!
+//! - `fork` and `exit_now` (the raw `fork(2)` and `_exit(2)`),
+//! - `pipe`, `set_nonblocking`, `read_nonblocking`, `write_all` on owned fds,
+//! - `pidfd_open`, `signal_pidfd`, `try_reap` (a `waitid(P_PIDFD)` that
+//!   returns the [`ExitStatus`] of an exited child),
+//! - `poll_readable` over a few fds with a timeout,
+//! - `set_parent_death_signal`, `getpid`, `getppid`, `is_main_thread`,
+//! - `close_raw` for the descriptors a forked child must drop,
+//! - `register_at_exit` for the hook that joins children at exit.
+//!
+//! Only Linux is supported today: process handles are pidfds (Linux 5.4+).
+
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "linux")]
+pub(crate) use linux::*;
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("multiproc supports Linux only (it is built on pidfd, memfd and futex)");
+
+/// How a child process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ExitStatus {
+    /// It exited with this code.
+    Code(i32),
+    /// It was killed by this signal.
+    Signal(i32),
+}
+
+impl ExitStatus {
+    /// Python's `Process.exitcode`: the code, or minus the signal number.
+    pub(crate) fn exitcode(self) -> i32 {
+        match self {
+            ExitStatus::Code(c) => c,
+            ExitStatus::Signal(s) => -s,
+        }
+    }
+}

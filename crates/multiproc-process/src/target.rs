@@ -1,0 +1,87 @@
+//! Process targets: plain functions of up to six arguments.
+//!
+//! A target must be a `fn` item or a closure that captures nothing, so that
+//! its type alone says what to run: a child started by re-executing the
+//! binary, or by a fork server forked before the target existed, can call it
+//! without receiving any of its bytes. This is checked at compile time.
+
+#![allow(unsafe_code)]
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::outcome::Outcome;
+
+/// A function a child process can run: a `fn` item, or a closure that
+/// captures nothing, taking 0 to 6 arguments given as a tuple.
+///
+/// Python: the `target` and `args` of `multiprocessing.Process`. Implemented
+/// for every such function; there is nothing to implement by hand.
+pub trait Target<Args>: Copy + Send + 'static {
+    /// What the function returns.
+    type Output;
+
+    /// Calls the function with its arguments unpacked from the tuple.
+    fn call(self, args: Args) -> Self::Output;
+}
+
+macro_rules! impl_target {
+    ($($arg:ident),*) => {
+        impl<Func, Ret, $($arg,)*> Target<($($arg,)*)> for Func
+        where
+            Func: Fn($($arg),*) -> Ret + Copy + Send + 'static,
+        {
+            type Output = Ret;
+
+            #[allow(non_snake_case, clippy::unused_unit)]
+            fn call(self, ($($arg,)*): ($($arg,)*)) -> Ret {
+                self($($arg),*)
+            }
+        }
+    };
+}
+
+impl_target!();
+impl_target!(A1);
+impl_target!(A1, A2);
+impl_target!(A1, A2, A3);
+impl_target!(A1, A2, A3, A4);
+impl_target!(A1, A2, A3, A4, A5);
+impl_target!(A1, A2, A3, A4, A5, A6);
+
+/// The type-erased form of a target with its argument and result types:
+/// decodes the arguments, calls the target, encodes what it returned.
+/// Its address is what reaches a child; the same binary maps it back.
+pub(crate) type EntryFn = fn(&[u8]) -> Outcome;
+
+/// Fails to compile for a target that is not zero-sized.
+pub(crate) const fn assert_zero_sized<F>() {
+    assert!(
+        size_of::<F>() == 0,
+        "a process target must be a fn item or a closure that captures nothing"
+    );
+}
+
+/// The entry of target `F` with arguments `A`.
+pub(crate) fn entry<F, A>(args: &[u8]) -> Outcome
+where
+    F: Target<A>,
+    F::Output: Serialize,
+    A: DeserializeOwned,
+{
+    const { assert_zero_sized::<F>() };
+    let args: A = match crate::codec::decode(args) {
+        Ok(a) => a,
+        Err(e) => return Outcome::Failed(format!("cannot decode the arguments: {e}")),
+    };
+    // SAFETY: `F` is zero-sized (asserted at compile time above) and `Copy`,
+    // and as a `Fn` type it is a fn item or a closure; a zero-sized closure
+    // captures nothing. Such a value has no bytes and no invariant, so
+    // conjuring it is the same as copying the one the parent was given.
+    let target: F = unsafe { std::mem::zeroed() };
+    let out = target.call(args);
+    match crate::codec::encode(&out) {
+        Ok(bytes) => Outcome::Returned(bytes),
+        Err(e) => Outcome::Failed(format!("cannot encode the result: {e}")),
+    }
+}

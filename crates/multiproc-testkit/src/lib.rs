@@ -1,0 +1,193 @@
+//! Test helpers for multiproc: run a blocking call under a deadline, look
+//! at the process tree through `/proc`, and check that a test leaked no
+//! descriptor, child process or shared-memory file.
+//!
+//! # Examples
+//!
+//! ```
+//! use multiproc_testkit::{LeakCheck, within};
+//! use std::time::Duration;
+//!
+//! let leaks = LeakCheck::new();
+//! let sum = within(Duration::from_secs(5), || 2 + 2);
+//! assert_eq!(sum, 4);
+//! leaks.assert_clean();
+//! ```
+//!
+//! # Platform support
+//!
+//! Linux (reads `/proc`).
+
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Runs `f` on a helper thread and returns its value, or panics if it takes
+/// longer than `limit`, so a hung call fails its test instead of hanging CI.
+///
+/// # Panics
+///
+/// If `f` panics, or does not return within `limit`.
+pub fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(v) => v,
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            panic!("blocking call did not return within {limit:?}")
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => match handle.join() {
+            Err(p) => std::panic::resume_unwind(p),
+            Ok(()) => panic!("helper thread ended without a value"),
+        },
+    }
+}
+
+/// Polls `cond` every millisecond until it holds or `limit` passes.
+/// Returns whether it held.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The number of open descriptors of this process.
+pub fn fd_count() -> usize {
+    // The directory handle itself is one more entry while it is read.
+    fs::read_dir("/proc/self/fd").map_or(0, |d| d.count().saturating_sub(1))
+}
+
+/// The child pids of process `pid` (all its threads' children), zombies
+/// included.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        if let Ok(s) = fs::read_to_string(task.path().join("children")) {
+            out.extend(s.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// The children of this process.
+pub fn my_children() -> Vec<u32> {
+    children_of(std::process::id())
+}
+
+/// The one-letter state of process `pid` (`R`, `S`, `Z`, ...), `None` if
+/// there is no such process.
+pub fn process_state(pid: u32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may contain spaces.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().next()?.chars().next()
+}
+
+/// Whether process `pid` exists and is not a zombie.
+pub fn is_running(pid: u32) -> bool {
+    matches!(process_state(pid), Some(s) if s != 'Z' && s != 'X')
+}
+
+/// The parent pid of process `pid`.
+pub fn parent_of(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The names in `/dev/shm`.
+pub fn shm_entries() -> BTreeSet<String> {
+    fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What a test owned when it began: descriptors, children and `/dev/shm`
+/// entries. [`assert_clean`](LeakCheck::assert_clean) checks it is all
+/// back to that at the end.
+#[derive(Debug)]
+pub struct LeakCheck {
+    fds: usize,
+    children: Vec<u32>,
+    shm: BTreeSet<String>,
+}
+
+impl LeakCheck {
+    /// Records the current state.
+    pub fn new() -> LeakCheck {
+        LeakCheck {
+            fds: fd_count(),
+            children: my_children(),
+            shm: shm_entries(),
+        }
+    }
+
+    /// Asserts that, within two seconds, the process has no more open
+    /// descriptors and no more children (zombies included) than it had at
+    /// [`new`](LeakCheck::new), and that `/dev/shm` holds nothing new.
+    ///
+    /// # Panics
+    ///
+    /// When something leaked, naming what.
+    pub fn assert_clean(&self) {
+        let limit = Duration::from_secs(2);
+        let ok = wait_until(limit, || {
+            fd_count() <= self.fds && my_children().len() <= self.children.len()
+        });
+        if !ok {
+            let fds: Vec<String> = fs::read_dir("/proc/self/fd")
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| {
+                            let target = fs::read_link(e.path()).unwrap_or_default();
+                            format!(
+                                "{} -> {}",
+                                e.file_name().to_string_lossy(),
+                                target.display()
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            panic!(
+                "leak: {} fds (was {}), children {:?} (was {:?}); open fds: {fds:#?}",
+                fd_count(),
+                self.fds,
+                my_children(),
+                self.children
+            );
+        }
+        let new_shm: Vec<String> = shm_entries().difference(&self.shm).cloned().collect();
+        assert!(
+            new_shm.is_empty(),
+            "leak: new entries in /dev/shm: {new_shm:?}"
+        );
+    }
+}
+
+impl Default for LeakCheck {
+    fn default() -> LeakCheck {
+        LeakCheck::new()
+    }
+}

@@ -1,0 +1,56 @@
+//! Python's `multiprocessing`, done the Rust way.
+//!
+//! Run functions in child processes, share memory between them, and
+//! coordinate them, with the vocabulary of Python's module and Rust's types.
+//! Write `use multiproc as mp;` where Python writes
+//! `import multiprocessing as mp`.
+//!
+//! | Python | Rust |
+//! |---|---|
+//! | `mp.Process(target=f, args=(5,))` | [`Process::new(f, (5,))`](Process::new) |
+//! | `p.start()`, `p.join()`, `p.join(1.0)` | [`start`](Process::start), [`join`](Process::join), [`join_timeout`](Process::join_timeout) |
+//! | `p.is_alive()`, `p.pid`, `p.exitcode` | [`is_alive`](Process::is_alive), [`pid`](Process::pid), [`exitcode`](Process::exitcode) |
+//! | `mp.current_process()`, `mp.cpu_count()` | [`current_process`], [`cpu_count`] |
+//!
+//! The full table is `docs/python-to-rust.md` in the repository.
+//!
+//! # Examples
+//!
+//! ```
+//! use multiproc as mp;
+//!
+//! fn greet(name: String) -> String {
+//!     format!("hello {name} from {}", mp::current_process().name())
+//! }
+//!
+//! # fn main() -> mp::Result<()> {
+//! let mut p = mp::Process::new(greet, ("bob".to_string(),));
+//! p.start()?;
+//! p.join()?;
+//! assert_eq!(p.take_result()?, "hello bob from Process-1");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Platform support
+//!
+//! Linux 5.4 or later.
+
+#![forbid(unsafe_code)]
+
+#[doc(inline)]
+pub use multiproc_process::{
+    Error, ParentProcess, Process, ProcessBuilder, ProcessInfo, Result, SignalName, StartMethod,
+    Target, active_children, cpu_count, current_process, parent_process,
+};
+
+/// How values are encoded to cross a process boundary (serde + postcard).
+pub mod codec {
+    #[doc(inline)]
+    pub use multiproc_process::codec::{decode, encode};
+}
+
+/// The README's code sample, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
