@@ -1,0 +1,500 @@
+//! Process control with real processes, after `_TestProcess` and
+//! `_TestSubclassingProcess` of CPython's `_test_multiprocessing.py`.
+
+#![allow(clippy::unwrap_used)] // a failed call fails the test, as it should
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use multiproc as mp;
+use multiproc_testkit::{LeakCheck, fd_count, is_running, wait_until};
+
+/// Every wait on a child in these tests is bounded by this.
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn join<R>(p: &mp::Process<R>) {
+    p.join_timeout(LIMIT).expect("child did not end in time");
+}
+
+fn sleep_ms(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+/// A child that sleeps for a minute unless killed: a daemon, so that a
+/// failing test's exit ends it instead of waiting for it.
+fn sleeper() -> mp::Process {
+    mp::Process::builder(sleep_ms, (60_000,))
+        .daemon(true)
+        .build()
+}
+
+fn my_pid() -> u32 {
+    std::process::id()
+}
+
+fn panics(message: String) {
+    panic!("{message}");
+}
+
+fn exits(code: i32) {
+    std::process::exit(code);
+}
+
+#[test]
+fn two_sleeps_run_in_parallel() {
+    let leaks = LeakCheck::new();
+    let t = Duration::from_millis(500);
+    let start = Instant::now();
+    let mut a = mp::Process::new(sleep_ms, (500,));
+    let mut b = mp::Process::new(sleep_ms, (500,));
+    a.start().unwrap();
+    b.start().unwrap();
+    join(&a);
+    join(&b);
+    let took = start.elapsed();
+    assert!(took >= t, "took {took:?}, less than one sleep");
+    assert!(took < t.mul_f64(1.6), "took {took:?}: not in parallel");
+    assert_eq!((a.exitcode(), b.exitcode()), (Some(0), Some(0)));
+    drop((a, b));
+    leaks.assert_clean();
+}
+
+#[test]
+fn pids_differ_and_match_what_children_report() {
+    let leaks = LeakCheck::new();
+    let mut a = mp::Process::new(my_pid, ());
+    let mut b = mp::Process::new(my_pid, ());
+    assert_eq!(a.pid(), None);
+    a.start().unwrap();
+    b.start().unwrap();
+    join(&a);
+    join(&b);
+    let (pa, pb) = (a.pid().unwrap(), b.pid().unwrap());
+    assert_ne!(pa, std::process::id());
+    assert_ne!(pb, std::process::id());
+    assert_ne!(pa, pb);
+    assert_eq!(a.take_result().unwrap(), pa);
+    assert_eq!(b.take_result().unwrap(), pb);
+    drop((a, b));
+    leaks.assert_clean();
+}
+
+#[test]
+fn is_alive_while_running_and_not_after_join() {
+    let leaks = LeakCheck::new();
+    let mut p = mp::Process::new(sleep_ms, (300,));
+    assert!(!p.is_alive(), "alive before start");
+    assert_eq!(p.exitcode(), None);
+    p.start().unwrap();
+    assert!(p.is_alive());
+    assert_eq!(p.exitcode(), None);
+    join(&p);
+    assert!(!p.is_alive());
+    assert_eq!(p.exitcode(), Some(0));
+    // Reaped: no zombie is left behind.
+    let pid = p.pid().unwrap();
+    assert!(wait_until(LIMIT, || multiproc_testkit::process_state(pid).is_none()));
+    drop(p);
+    leaks.assert_clean();
+}
+
+#[test]
+fn terminate_gives_minus_sigterm_and_kill_minus_sigkill() {
+    let leaks = LeakCheck::new();
+    let mut t = sleeper();
+    let mut k = sleeper();
+    t.start().unwrap();
+    k.start().unwrap();
+    t.terminate().unwrap();
+    k.kill().unwrap();
+    join(&t);
+    join(&k);
+    assert_eq!(t.exitcode(), Some(-15));
+    assert_eq!(k.exitcode(), Some(-9));
+    let err = k.take_result().unwrap_err();
+    assert!(
+        matches!(err, mp::Error::ChildKilled { signal: 9, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().ends_with("was killed by SIGKILL"), "{err}");
+    // Signalling a process that ended is not an error.
+    t.terminate().unwrap();
+    drop((t, k));
+    leaks.assert_clean();
+}
+
+#[test]
+fn join_timeout_returns_while_the_child_runs() {
+    let leaks = LeakCheck::new();
+    let mut p = sleeper();
+    p.start().unwrap();
+    let start = Instant::now();
+    let r = p.join_timeout(Duration::from_millis(200));
+    let took = start.elapsed();
+    assert!(matches!(r, Err(mp::Error::Timeout)), "{r:?}");
+    assert!(
+        took >= Duration::from_millis(200),
+        "gave up early: {took:?}"
+    );
+    assert!(took < Duration::from_secs(2), "gave up late: {took:?}");
+    assert!(p.is_alive());
+    p.kill().unwrap();
+    join(&p);
+    drop(p);
+    leaks.assert_clean();
+}
+
+#[test]
+fn exit_codes_follow_python() {
+    let leaks = LeakCheck::new();
+    let mut ok = mp::Process::new(sleep_ms, (0,));
+    let mut bad = mp::Process::new(panics, ("boom".to_string(),));
+    let mut seven = mp::Process::new(exits, (7,));
+    for p in [&mut ok, &mut bad] {
+        p.start().unwrap();
+    }
+    seven.start().unwrap();
+    join(&ok);
+    join(&bad);
+    join(&seven);
+    assert_eq!(ok.exitcode(), Some(0));
+    assert_eq!(bad.exitcode(), Some(1));
+    assert_eq!(seven.exitcode(), Some(7));
+    ok.take_result().unwrap();
+    assert!(matches!(
+        seven.take_result(),
+        Err(mp::Error::ChildExited { code: 7, .. })
+    ));
+    drop((ok, bad, seven));
+    leaks.assert_clean();
+}
+
+#[test]
+fn a_panic_reaches_the_parent_with_its_message() {
+    let mut p = mp::Process::builder(panics, ("the answer is not 41".to_string(),))
+        .name("worker")
+        .build();
+    p.start().unwrap();
+    join(&p);
+    match p.take_result() {
+        Err(mp::Error::ChildPanicked { name, message }) => {
+            assert_eq!(name, "worker");
+            assert_eq!(message, "the answer is not 41");
+        }
+        other => panic!("expected ChildPanicked, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_panicking_child_prints_its_name_on_stderr() {
+    let out = Command::new(env!("CARGO_BIN_EXE_mp_helper"))
+        .arg("panic")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "helper failed: {stderr}");
+    assert!(stdout.contains("exitcode Some(1)"), "{stdout}");
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("Process-1 (pid "))
+        .unwrap_or_else(|| panic!("no line prefixed with the process name in {stderr:?}"));
+    assert!(line.contains("panicked at"), "{line}");
+    assert!(stderr.contains("boom in child"), "{stderr}");
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq, Clone)]
+struct Record {
+    name: String,
+    score: u32,
+    tags: Vec<String>,
+}
+
+fn combine(a: i64, b: String, c: Vec<u8>, d: Option<f64>, e: Record, f: (bool, char)) -> String {
+    format!(
+        "{a}|{b}|{c:?}|{d:?}|{}:{}:{:?}|{f:?}",
+        e.name, e.score, e.tags
+    )
+}
+
+fn big(n: usize) -> Vec<u64> {
+    (0..n as u64).collect()
+}
+
+#[test]
+fn arguments_and_results_round_trip() {
+    let leaks = LeakCheck::new();
+    let rec = Record {
+        name: "Sam".into(),
+        score: 10,
+        tags: vec!["a".into(), "b".into()],
+    };
+    let mut p = mp::Process::new(
+        combine,
+        (
+            -5,
+            "x y".to_string(),
+            vec![1, 2],
+            Some(2.5),
+            rec,
+            (true, 'é'),
+        ),
+    );
+    p.start().unwrap();
+    join(&p);
+    assert_eq!(
+        p.take_result().unwrap(),
+        r#"-5|x y|[1, 2]|Some(2.5)|Sam:10:["a", "b"]|(true, 'é')"#
+    );
+    // A result far larger than a pipe buffer does not block the child.
+    let mut q = mp::Process::new(big, (1 << 18,));
+    q.start().unwrap();
+    join(&q);
+    let v = q.take_result().unwrap();
+    assert_eq!(v.len(), 1 << 18);
+    assert_eq!(v[12345], 12345);
+    drop((p, q));
+    leaks.assert_clean();
+}
+
+#[test]
+fn misuse_is_an_error_not_a_panic() {
+    let mut p = mp::Process::new(sleep_ms, (300,));
+    assert!(matches!(p.join(), Err(mp::Error::NotStarted)));
+    assert!(matches!(p.terminate(), Err(mp::Error::NotStarted)));
+    assert!(matches!(p.take_result(), Err(mp::Error::NotStarted)));
+    p.start().unwrap();
+    assert!(matches!(p.start(), Err(mp::Error::AlreadyStarted)));
+    assert!(matches!(p.set_daemon(true), Err(mp::Error::AlreadyStarted)));
+    assert!(matches!(p.close(), Err(mp::Error::StillRunning { .. })));
+    assert!(matches!(
+        p.take_result(),
+        Err(mp::Error::StillRunning { .. })
+    ));
+    join(&p);
+    p.take_result().unwrap();
+    assert!(matches!(
+        p.take_result(),
+        Err(mp::Error::ResultTaken { .. })
+    ));
+    p.close().unwrap();
+    assert!(matches!(p.join(), Err(mp::Error::ProcessClosed)));
+    assert!(matches!(p.start(), Err(mp::Error::ProcessClosed)));
+    assert!(!p.is_alive());
+    assert_eq!(p.exitcode(), None);
+}
+
+fn identity() -> (String, u32, Option<(String, u32)>, bool) {
+    let me = mp::current_process();
+    let parent = mp::parent_process().map(|p| {
+        assert!(p.is_alive());
+        (p.name().to_string(), p.pid())
+    });
+    (me.name().to_string(), me.pid(), parent, me.is_daemon())
+}
+
+fn child_names() -> (String, String) {
+    let mut p = mp::Process::new(identity, ());
+    p.start().expect("start grandchild");
+    p.join_timeout(LIMIT).expect("join grandchild");
+    let (name, ..) = p.take_result().expect("grandchild result");
+    (mp::current_process().name().to_string(), name)
+}
+
+#[test]
+fn current_and_parent_process() {
+    let me = mp::current_process();
+    assert_eq!(me.name(), "MainProcess");
+    assert_eq!(me.pid(), std::process::id());
+    assert!(mp::parent_process().is_none());
+
+    let mut p = mp::Process::new(identity, ());
+    let default_name = p.name().to_string();
+    assert!(default_name.starts_with("Process-"), "{default_name}");
+    p.start().unwrap();
+    join(&p);
+    let (name, pid, parent, daemon) = p.take_result().unwrap();
+    assert_eq!(name, default_name);
+    assert_eq!(Some(pid), p.pid());
+    assert_eq!(
+        parent,
+        Some(("MainProcess".to_string(), std::process::id()))
+    );
+    assert!(!daemon);
+
+    let mut named = mp::Process::builder(identity, ())
+        .name("fetcher")
+        .daemon(true)
+        .build();
+    named.start().unwrap();
+    join(&named);
+    let (name, _, _, daemon) = named.take_result().unwrap();
+    assert_eq!(name, "fetcher");
+    assert!(daemon);
+
+    // A grandchild is named after its parent, as in Python: Process-N:1.
+    let mut c = mp::Process::new(child_names, ());
+    c.start().unwrap();
+    join(&c);
+    let (child, grandchild) = c.take_result().unwrap();
+    assert_eq!(grandchild, format!("{child}:1"));
+}
+
+fn start_from_daemon() -> String {
+    let mut p = mp::Process::new(sleep_ms, (0,));
+    match p.start() {
+        Ok(()) => "started".to_string(),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn a_daemon_cannot_have_children() {
+    let mut d = mp::Process::builder(start_from_daemon, ())
+        .daemon(true)
+        .build();
+    d.start().unwrap();
+    join(&d);
+    assert_eq!(
+        d.take_result().unwrap(),
+        "daemonic processes are not allowed to have children"
+    );
+}
+
+#[test]
+fn active_children_lists_running_ones_and_reaps_the_rest() {
+    let leaks = LeakCheck::new();
+    let mut quick = mp::Process::new(sleep_ms, (0,));
+    let mut slow = sleeper();
+    quick.start().unwrap();
+    slow.start().unwrap();
+    let quick_pid = quick.pid().unwrap();
+    // Dropped without join: the child is still reaped, never a zombie.
+    drop(quick);
+    assert!(wait_until(LIMIT, || {
+        let live = mp::active_children();
+        live.len() == 1 && live[0].pid() == slow.pid().unwrap()
+    }));
+    assert!(wait_until(LIMIT, || multiproc_testkit::process_state(
+        quick_pid
+    )
+    .is_none()));
+    slow.kill().unwrap();
+    join(&slow);
+    assert!(mp::active_children().is_empty());
+    drop(slow);
+    leaks.assert_clean();
+}
+
+fn open_fds() -> usize {
+    fd_count()
+}
+
+#[test]
+fn a_child_does_not_inherit_its_siblings_descriptors() {
+    let leaks = LeakCheck::new();
+    let mut alone = mp::Process::new(open_fds, ());
+    alone.start().unwrap();
+    join(&alone);
+    let baseline = alone.take_result().unwrap();
+    let siblings: Vec<mp::Process> = (0..8)
+        .map(|_| {
+            let mut p = sleeper();
+            p.start().unwrap();
+            p
+        })
+        .collect();
+    let mut last = mp::Process::new(open_fds, ());
+    last.start().unwrap();
+    join(&last);
+    assert_eq!(last.take_result().unwrap(), baseline);
+    for p in &siblings {
+        p.kill().unwrap();
+        join(p);
+    }
+    drop((alone, last, siblings));
+    leaks.assert_clean();
+}
+
+fn helper(args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_mp_helper"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+fn read_pid(child: &mut std::process::Child) -> u32 {
+    use std::io::BufRead;
+    let mut line = String::new();
+    let out = child.stdout.as_mut().unwrap();
+    std::io::BufReader::new(out).read_line(&mut line).unwrap();
+    line.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("not a pid: {line:?}"))
+}
+
+fn wait_helper(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        assert!(Instant::now() < deadline, "helper did not exit in time");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn non_daemon_children_are_joined_at_exit() {
+    let dir = std::env::temp_dir().join(format!("mp-exit-joins-{}", std::process::id()));
+    let _ = std::fs::remove_file(&dir);
+    let mut h = helper(&["exit-joins", dir.to_str().unwrap()]);
+    let st = wait_helper(&mut h);
+    assert!(st.success());
+    // The parent waited for its child, which wrote the file 300 ms in.
+    assert_eq!(std::fs::read_to_string(&dir).unwrap(), "done");
+    std::fs::remove_file(&dir).unwrap();
+}
+
+#[test]
+fn daemon_children_are_terminated_at_exit() {
+    let mut h = helper(&["exit-terminates-daemon"]);
+    let daemon = read_pid(&mut h);
+    let st = wait_helper(&mut h);
+    assert!(st.success());
+    assert!(!is_running(daemon), "daemon {daemon} outlived its parent");
+}
+
+fn daemon_dies_with_killed_parent(from: &str) {
+    let mut h = helper(&["daemon-orphan", from]);
+    let daemon = read_pid(&mut h);
+    assert!(is_running(daemon));
+    // Still there after the starting thread (if any) has ended.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(is_running(daemon), "daemon died before its parent");
+    h.kill().unwrap();
+    wait_helper(&mut h);
+    assert!(
+        wait_until(Duration::from_secs(5), || !is_running(daemon)),
+        "daemon {daemon} outlived its SIGKILLed parent"
+    );
+}
+
+#[test]
+fn a_daemon_dies_when_its_parent_is_killed() {
+    daemon_dies_with_killed_parent("main");
+}
+
+#[test]
+fn a_daemon_started_from_a_thread_outlives_the_thread_not_the_parent() {
+    daemon_dies_with_killed_parent("thread");
+}
+
+#[test]
+fn cpu_count_is_positive() {
+    assert!(mp::cpu_count() >= 1);
+}
