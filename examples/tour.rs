@@ -1,0 +1,33 @@
+//! A tour of multiproc: the seed tutorial's programs, one after another,
+//! each printing what the Python original prints.
+//!
+//! `cargo run --release --example tour`
+
+use multiproc as mp;
+
+#[path = "seed_pids.rs"]
+mod seed_pids;
+#[path = "seed_sleep.rs"]
+mod seed_sleep;
+
+fn section(title: &str) {
+    println!("\n=== {title} ===");
+}
+
+fn main() -> mp::Result<()> {
+    println!(
+        "multiproc tour: running in {} (pid {}), {} CPUs",
+        mp::current_process().name(),
+        std::process::id(),
+        mp::cpu_count()
+    );
+
+    section("1. Process, start, join: two sleeps at once");
+    seed_sleep::main()?;
+
+    section("2. pid and is_alive");
+    seed_pids::main()?;
+
+    println!("\ntour finished: {} seed programs ran", 2);
+    Ok(())
+}
