@@ -1,0 +1,250 @@
+//! Project automation for multiproc, in plain Rust.
+//!
+//! - `cargo xtask test-all`: formatting, clippy, docs, the test suite,
+//!   doctests, every example under a timeout, and the tidy checks; prints a
+//!   summary and fails if any step failed.
+//! - `cargo xtask bench`: the criterion benchmarks beside CPython's figures
+//!   for the same work, written as ratios into `docs/benchmarks.md`.
+//! - `cargo xtask tidy`: the tidy checks alone.
+
+mod bench;
+mod tidy;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = project_root();
+    let ok = match args.first().map(String::as_str) {
+        Some("test-all") => test_all(&root),
+        Some("bench") => bench::run(&root, &args[1..]),
+        Some("tidy") => report(&[step("tidy", || tidy::check(&root))]),
+        _ => {
+            eprintln!("usage: cargo xtask test-all | bench [--quick] | tidy");
+            return ExitCode::from(2);
+        }
+    };
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn project_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .map_or(manifest.clone(), Path::to_path_buf)
+}
+
+/// The outcome of one step of a run.
+struct Step {
+    name: String,
+    ok: bool,
+    took: Duration,
+    detail: String,
+}
+
+fn step(name: &str, f: impl FnOnce() -> Result<(), String>) -> Step {
+    eprintln!("\n==> {name}");
+    let start = Instant::now();
+    let result = f();
+    let took = start.elapsed();
+    let (ok, detail) = match result {
+        Ok(()) => (true, String::new()),
+        Err(e) => (false, e),
+    };
+    eprintln!(
+        "<== {name}: {} in {:.1}s",
+        if ok { "ok" } else { "FAILED" },
+        took.as_secs_f64()
+    );
+    Step {
+        name: name.to_owned(),
+        ok,
+        took,
+        detail,
+    }
+}
+
+/// Prints the summary table; returns whether every step passed.
+fn report(steps: &[Step]) -> bool {
+    eprintln!("\nsummary");
+    for s in steps {
+        let mark = if s.ok { "ok    " } else { "FAILED" };
+        eprintln!(
+            "  {mark} {:<12} {:>7.1}s  {}",
+            s.name,
+            s.took.as_secs_f64(),
+            s.detail
+        );
+    }
+    let failed = steps.iter().filter(|s| !s.ok).count();
+    println!("test-all: {} passed, {failed} failed", steps.len() - failed);
+    failed == 0
+}
+
+/// Runs `cargo ARGS` in the project root, with extra environment `env`.
+fn cargo(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("cargo {} failed ({status})", args.join(" ")))
+    }
+}
+
+fn has_nextest(root: &Path) -> bool {
+    Command::new("cargo")
+        .current_dir(root)
+        .args(["nextest", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn test_all(root: &Path) -> bool {
+    let mut steps = vec![
+        step("fmt", || {
+            cargo(root, &["fmt", "--all", "--", "--check"], &[])
+        }),
+        step("clippy", || {
+            cargo(
+                root,
+                &[
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ],
+                &[],
+            )
+        }),
+        step("doc", || {
+            cargo(
+                root,
+                &[
+                    "doc",
+                    "--workspace",
+                    "--no-deps",
+                    "--document-private-items",
+                ],
+                &[("RUSTDOCFLAGS", "-D warnings")],
+            )
+        }),
+    ];
+    steps.push(step("tests", || {
+        if has_nextest(root) {
+            cargo(
+                root,
+                &["nextest", "run", "--workspace", "--profile", "ci"],
+                &[],
+            )
+        } else {
+            eprintln!("cargo-nextest not found: running cargo test, one test at a time");
+            cargo(
+                root,
+                &[
+                    "test",
+                    "--workspace",
+                    "--lib",
+                    "--bins",
+                    "--tests",
+                    "--",
+                    "--test-threads=1",
+                ],
+                &[],
+            )
+        }
+    }));
+    steps.push(step("doctests", || {
+        cargo(root, &["test", "--workspace", "--doc"], &[])
+    }));
+    steps.push(step("examples", || run_examples(root)));
+    steps.push(step("tidy", || tidy::check(root)));
+    report(&steps)
+}
+
+/// The `[[example]]` names of the examples package.
+fn example_names(root: &Path) -> Result<Vec<String>, String> {
+    let manifest = std::fs::read_to_string(root.join("examples/Cargo.toml"))
+        .map_err(|e| format!("examples/Cargo.toml: {e}"))?;
+    let mut names = Vec::new();
+    let mut in_example = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_example = line == "[[example]]";
+        } else if in_example && let Some(v) = line.strip_prefix("name") {
+            names.push(
+                v.trim_start_matches([' ', '='])
+                    .trim_matches('"')
+                    .to_owned(),
+            );
+        }
+    }
+    Ok(names)
+}
+
+/// Builds every example and runs each under a timeout, checking its exit
+/// status.
+fn run_examples(root: &Path) -> Result<(), String> {
+    const LIMIT: Duration = Duration::from_secs(180);
+    cargo(
+        root,
+        &["build", "--package", "multiproc-examples", "--examples"],
+        &[],
+    )?;
+    let dir = target_dir(root).join("debug/examples");
+    let mut failures = Vec::new();
+    for name in example_names(root)? {
+        eprintln!("--- example {name}");
+        let start = Instant::now();
+        let mut child = Command::new(dir.join(&name))
+            .current_dir(root)
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot run example {name}: {e}"))?;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break Some(status),
+                Ok(None) if start.elapsed() > LIMIT => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break None;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                Err(e) => return Err(format!("waiting for example {name}: {e}")),
+            }
+        };
+        match status {
+            Some(s) if s.success() => {
+                eprintln!(
+                    "--- example {name}: ok in {:.1}s",
+                    start.elapsed().as_secs_f64()
+                );
+            }
+            Some(s) => failures.push(format!("{name} ({s})")),
+            None => failures.push(format!("{name} (timed out after {LIMIT:?})")),
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("examples failed: {}", failures.join(", ")))
+    }
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
+}
