@@ -15,6 +15,7 @@ fn section(title: &str) {
 }
 
 fn main() -> mp::Result<()> {
+    mp::init();
     println!(
         "multiproc tour: running in {} (pid {}), {} CPUs",
         mp::current_process().name(),

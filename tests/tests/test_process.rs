@@ -1,7 +1,13 @@
 //! Process control with real processes, after `_TestProcess` and
 //! `_TestSubclassingProcess` of CPython's `_test_multiprocessing.py`.
 
+//!
+//! Every test runs under each start method: `fork::name`,
+//! `forkserver::name`, `spawn::name`.
+
 #![allow(clippy::unwrap_used)] // a failed call fails the test, as it should
+
+multiproc::test_setup!();
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -22,10 +28,8 @@ fn sleep_ms(ms: u64) {
 
 /// A child that sleeps for a minute unless killed: a daemon, so that a
 /// failing test's exit ends it instead of waiting for it.
-fn sleeper() -> mp::Process {
-    mp::Process::builder(sleep_ms, (60_000,))
-        .daemon(true)
-        .build()
+fn sleeper(ctx: mp::Context) -> mp::Process {
+    ctx.builder(sleep_ms, (60_000,)).daemon(true).build()
 }
 
 fn my_pid() -> u32 {
@@ -40,13 +44,12 @@ fn exits(code: i32) {
     std::process::exit(code);
 }
 
-#[test]
-fn two_sleeps_run_in_parallel() {
+fn two_sleeps_run_in_parallel(ctx: mp::Context) {
     let leaks = LeakCheck::new();
     let t = Duration::from_millis(500);
     let start = Instant::now();
-    let mut a = mp::Process::new(sleep_ms, (500,));
-    let mut b = mp::Process::new(sleep_ms, (500,));
+    let mut a = ctx.process(sleep_ms, (500,));
+    let mut b = ctx.process(sleep_ms, (500,));
     a.start().unwrap();
     b.start().unwrap();
     join(&a);
@@ -59,11 +62,10 @@ fn two_sleeps_run_in_parallel() {
     leaks.assert_clean();
 }
 
-#[test]
-fn pids_differ_and_match_what_children_report() {
+fn pids_differ_and_match_what_children_report(ctx: mp::Context) {
     let leaks = LeakCheck::new();
-    let mut a = mp::Process::new(my_pid, ());
-    let mut b = mp::Process::new(my_pid, ());
+    let mut a = ctx.process(my_pid, ());
+    let mut b = ctx.process(my_pid, ());
     assert_eq!(a.pid(), None);
     a.start().unwrap();
     b.start().unwrap();
@@ -79,10 +81,9 @@ fn pids_differ_and_match_what_children_report() {
     leaks.assert_clean();
 }
 
-#[test]
-fn is_alive_while_running_and_not_after_join() {
+fn is_alive_while_running_and_not_after_join(ctx: mp::Context) {
     let leaks = LeakCheck::new();
-    let mut p = mp::Process::new(sleep_ms, (300,));
+    let mut p = ctx.process(sleep_ms, (300,));
     assert!(!p.is_alive(), "alive before start");
     assert_eq!(p.exitcode(), None);
     p.start().unwrap();
@@ -98,11 +99,10 @@ fn is_alive_while_running_and_not_after_join() {
     leaks.assert_clean();
 }
 
-#[test]
-fn terminate_gives_minus_sigterm_and_kill_minus_sigkill() {
+fn terminate_gives_minus_sigterm_and_kill_minus_sigkill(ctx: mp::Context) {
     let leaks = LeakCheck::new();
-    let mut t = sleeper();
-    let mut k = sleeper();
+    let mut t = sleeper(ctx);
+    let mut k = sleeper(ctx);
     t.start().unwrap();
     k.start().unwrap();
     t.terminate().unwrap();
@@ -123,10 +123,9 @@ fn terminate_gives_minus_sigterm_and_kill_minus_sigkill() {
     leaks.assert_clean();
 }
 
-#[test]
-fn join_timeout_returns_while_the_child_runs() {
+fn join_timeout_returns_while_the_child_runs(ctx: mp::Context) {
     let leaks = LeakCheck::new();
-    let mut p = sleeper();
+    let mut p = sleeper(ctx);
     p.start().unwrap();
     let start = Instant::now();
     let r = p.join_timeout(Duration::from_millis(200));
@@ -144,12 +143,11 @@ fn join_timeout_returns_while_the_child_runs() {
     leaks.assert_clean();
 }
 
-#[test]
-fn exit_codes_follow_python() {
+fn exit_codes_follow_python(ctx: mp::Context) {
     let leaks = LeakCheck::new();
-    let mut ok = mp::Process::new(sleep_ms, (0,));
-    let mut bad = mp::Process::new(panics, ("boom".to_string(),));
-    let mut seven = mp::Process::new(exits, (7,));
+    let mut ok = ctx.process(sleep_ms, (0,));
+    let mut bad = ctx.process(panics, ("boom".to_string(),));
+    let mut seven = ctx.process(exits, (7,));
     for p in [&mut ok, &mut bad] {
         p.start().unwrap();
     }
@@ -169,9 +167,9 @@ fn exit_codes_follow_python() {
     leaks.assert_clean();
 }
 
-#[test]
-fn a_panic_reaches_the_parent_with_its_message() {
-    let mut p = mp::Process::builder(panics, ("the answer is not 41".to_string(),))
+fn a_panic_reaches_the_parent_with_its_message(ctx: mp::Context) {
+    let mut p = ctx
+        .builder(panics, ("the answer is not 41".to_string(),))
         .name("worker")
         .build();
     p.start().unwrap();
@@ -185,14 +183,8 @@ fn a_panic_reaches_the_parent_with_its_message() {
     }
 }
 
-#[test]
-fn a_panicking_child_prints_its_name_on_stderr() {
-    let out = Command::new(env!("CARGO_BIN_EXE_mp_helper"))
-        .arg("panic")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::piped())
-        .output()
-        .unwrap();
+fn a_panicking_child_prints_its_name_on_stderr(ctx: mp::Context) {
+    let out = helper(ctx, "panic", &[]).wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "helper failed: {stderr}");
@@ -223,15 +215,14 @@ fn big(n: usize) -> Vec<u64> {
     (0..n as u64).collect()
 }
 
-#[test]
-fn arguments_and_results_round_trip() {
+fn arguments_and_results_round_trip(ctx: mp::Context) {
     let leaks = LeakCheck::new();
     let rec = Record {
         name: "Sam".into(),
         score: 10,
         tags: vec!["a".into(), "b".into()],
     };
-    let mut p = mp::Process::new(
+    let mut p = ctx.process(
         combine,
         (
             -5,
@@ -249,7 +240,7 @@ fn arguments_and_results_round_trip() {
         r#"-5|x y|[1, 2]|Some(2.5)|Sam:10:["a", "b"]|(true, 'é')"#
     );
     // A result far larger than a pipe buffer does not block the child.
-    let mut q = mp::Process::new(big, (1 << 18,));
+    let mut q = ctx.process(big, (1 << 18,));
     q.start().unwrap();
     join(&q);
     let v = q.take_result().unwrap();
@@ -259,9 +250,8 @@ fn arguments_and_results_round_trip() {
     leaks.assert_clean();
 }
 
-#[test]
-fn misuse_is_an_error_not_a_panic() {
-    let mut p = mp::Process::new(sleep_ms, (300,));
+fn misuse_is_an_error_not_a_panic(ctx: mp::Context) {
+    let mut p = ctx.process(sleep_ms, (300,));
     assert!(matches!(p.join(), Err(mp::Error::NotStarted)));
     assert!(matches!(p.terminate(), Err(mp::Error::NotStarted)));
     assert!(matches!(p.take_result(), Err(mp::Error::NotStarted)));
@@ -295,22 +285,22 @@ fn identity() -> (String, u32, Option<(String, u32)>, bool) {
     (me.name().to_string(), me.pid(), parent, me.is_daemon())
 }
 
-fn child_names() -> (String, String) {
-    let mut p = mp::Process::new(identity, ());
+fn child_names(method: String) -> (String, String) {
+    let ctx = mp::get_context(method.parse().expect("a start method"));
+    let mut p = ctx.process(identity, ());
     p.start().expect("start grandchild");
     p.join_timeout(LIMIT).expect("join grandchild");
     let (name, ..) = p.take_result().expect("grandchild result");
     (mp::current_process().name().to_string(), name)
 }
 
-#[test]
-fn current_and_parent_process() {
+fn current_and_parent_process(ctx: mp::Context) {
     let me = mp::current_process();
     assert_eq!(me.name(), "MainProcess");
     assert_eq!(me.pid(), std::process::id());
     assert!(mp::parent_process().is_none());
 
-    let mut p = mp::Process::new(identity, ());
+    let mut p = ctx.process(identity, ());
     let default_name = p.name().to_string();
     assert!(default_name.starts_with("Process-"), "{default_name}");
     p.start().unwrap();
@@ -324,7 +314,8 @@ fn current_and_parent_process() {
     );
     assert!(!daemon);
 
-    let mut named = mp::Process::builder(identity, ())
+    let mut named = ctx
+        .builder(identity, ())
         .name("fetcher")
         .daemon(true)
         .build();
@@ -335,24 +326,25 @@ fn current_and_parent_process() {
     assert!(daemon);
 
     // A grandchild is named after its parent, as in Python: Process-N:1.
-    let mut c = mp::Process::new(child_names, ());
+    let mut c = ctx.process(child_names, (ctx.start_method().to_string(),));
     c.start().unwrap();
     join(&c);
     let (child, grandchild) = c.take_result().unwrap();
     assert_eq!(grandchild, format!("{child}:1"));
 }
 
-fn start_from_daemon() -> String {
-    let mut p = mp::Process::new(sleep_ms, (0,));
+fn start_from_daemon(method: String) -> String {
+    let ctx = mp::get_context(method.parse().expect("a start method"));
+    let mut p = ctx.process(sleep_ms, (0,));
     match p.start() {
         Ok(()) => "started".to_string(),
         Err(e) => e.to_string(),
     }
 }
 
-#[test]
-fn a_daemon_cannot_have_children() {
-    let mut d = mp::Process::builder(start_from_daemon, ())
+fn a_daemon_cannot_have_children(ctx: mp::Context) {
+    let mut d = ctx
+        .builder(start_from_daemon, (ctx.start_method().to_string(),))
         .daemon(true)
         .build();
     d.start().unwrap();
@@ -363,11 +355,10 @@ fn a_daemon_cannot_have_children() {
     );
 }
 
-#[test]
-fn active_children_lists_running_ones_and_reaps_the_rest() {
+fn active_children_lists_running_ones_and_reaps_the_rest(ctx: mp::Context) {
     let leaks = LeakCheck::new();
-    let mut quick = mp::Process::new(sleep_ms, (0,));
-    let mut slow = sleeper();
+    let mut quick = ctx.process(sleep_ms, (0,));
+    let mut slow = sleeper(ctx);
     quick.start().unwrap();
     slow.start().unwrap();
     let quick_pid = quick.pid().unwrap();
@@ -392,21 +383,20 @@ fn open_fds() -> usize {
     fd_count()
 }
 
-#[test]
-fn a_child_does_not_inherit_its_siblings_descriptors() {
+fn a_child_does_not_inherit_its_siblings_descriptors(ctx: mp::Context) {
     let leaks = LeakCheck::new();
-    let mut alone = mp::Process::new(open_fds, ());
+    let mut alone = ctx.process(open_fds, ());
     alone.start().unwrap();
     join(&alone);
     let baseline = alone.take_result().unwrap();
     let siblings: Vec<mp::Process> = (0..8)
         .map(|_| {
-            let mut p = sleeper();
+            let mut p = sleeper(ctx);
             p.start().unwrap();
             p
         })
         .collect();
-    let mut last = mp::Process::new(open_fds, ());
+    let mut last = ctx.process(open_fds, ());
     last.start().unwrap();
     join(&last);
     assert_eq!(last.take_result().unwrap(), baseline);
@@ -418,11 +408,14 @@ fn a_child_does_not_inherit_its_siblings_descriptors() {
     leaks.assert_clean();
 }
 
-fn helper(args: &[&str]) -> std::process::Child {
+/// Runs `mp_helper SCENARIO METHOD ARGS...`.
+fn helper(ctx: mp::Context, scenario: &str, args: &[&str]) -> std::process::Child {
     Command::new(env!("CARGO_BIN_EXE_mp_helper"))
+        .arg(scenario)
+        .arg(ctx.start_method().name())
         .args(args)
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap()
 }
@@ -448,11 +441,10 @@ fn wait_helper(child: &mut std::process::Child) -> std::process::ExitStatus {
     }
 }
 
-#[test]
-fn non_daemon_children_are_joined_at_exit() {
+fn non_daemon_children_are_joined_at_exit(ctx: mp::Context) {
     let dir = std::env::temp_dir().join(format!("mp-exit-joins-{}", std::process::id()));
     let _ = std::fs::remove_file(&dir);
-    let mut h = helper(&["exit-joins", dir.to_str().unwrap()]);
+    let mut h = helper(ctx, "exit-joins", &[dir.to_str().unwrap()]);
     let st = wait_helper(&mut h);
     assert!(st.success());
     // The parent waited for its child, which wrote the file 300 ms in.
@@ -460,17 +452,16 @@ fn non_daemon_children_are_joined_at_exit() {
     std::fs::remove_file(&dir).unwrap();
 }
 
-#[test]
-fn daemon_children_are_terminated_at_exit() {
-    let mut h = helper(&["exit-terminates-daemon"]);
+fn daemon_children_are_terminated_at_exit(ctx: mp::Context) {
+    let mut h = helper(ctx, "exit-terminates-daemon", &[]);
     let daemon = read_pid(&mut h);
     let st = wait_helper(&mut h);
     assert!(st.success());
     assert!(!is_running(daemon), "daemon {daemon} outlived its parent");
 }
 
-fn daemon_dies_with_killed_parent(from: &str) {
-    let mut h = helper(&["daemon-orphan", from]);
+fn daemon_dies_with_killed_parent(ctx: mp::Context, from: &str) {
+    let mut h = helper(ctx, "daemon-orphan", &[from]);
     let daemon = read_pid(&mut h);
     assert!(is_running(daemon));
     // Still there after the starting thread (if any) has ended.
@@ -484,17 +475,267 @@ fn daemon_dies_with_killed_parent(from: &str) {
     );
 }
 
-#[test]
-fn a_daemon_dies_when_its_parent_is_killed() {
-    daemon_dies_with_killed_parent("main");
+fn a_daemon_dies_when_its_parent_is_killed(ctx: mp::Context) {
+    daemon_dies_with_killed_parent(ctx, "main");
+}
+
+fn a_daemon_started_from_a_thread_outlives_the_thread_not_the_parent(ctx: mp::Context) {
+    daemon_dies_with_killed_parent(ctx, "thread");
+}
+
+fn checksum(n: u64) -> u64 {
+    (0..n).fold(0u64, |a, i| a.wrapping_mul(31).wrapping_add(i))
+}
+
+fn a_child_starts_while_a_background_thread_runs(ctx: mp::Context) {
+    let leaks = LeakCheck::new();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let busy = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                v.push(vec![0u8; 64]);
+                if v.len() > 1000 {
+                    v.clear();
+                }
+            }
+        })
+    };
+    for _ in 0..5 {
+        let mut p = ctx.process(checksum, (10_000,));
+        p.start().unwrap();
+        join(&p);
+        assert_eq!(p.take_result().unwrap(), checksum(10_000));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    busy.join().unwrap();
+    leaks.assert_clean();
+}
+
+fn write_through(out: mp::handoff::HandoffFd, text: String) -> usize {
+    use std::io::Write;
+    let mut f = std::fs::File::from(std::os::fd::OwnedFd::from(out));
+    f.write_all(text.as_bytes())
+        .expect("write through the handed-off fd");
+    text.len()
+}
+
+fn write_each(outs: Vec<mp::handoff::HandoffFd>) -> usize {
+    let n = outs.len();
+    for (i, out) in outs.into_iter().enumerate() {
+        write_through(out, format!("pipe {i}"));
+    }
+    n
+}
+
+fn a_handle_hands_its_descriptor_to_the_child(ctx: mp::Context) {
+    use std::io::{Read, Seek};
+    use std::os::fd::OwnedFd;
+    let leaks = LeakCheck::new();
+    // One end of a pipe: the child writes, the parent reads to end of file,
+    // which comes only once every copy of the write end is closed.
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    let mut p = ctx.process(
+        write_through,
+        (
+            mp::handoff::HandoffFd::from(OwnedFd::from(writer)),
+            "through a pipe".to_string(),
+        ),
+    );
+    p.start().unwrap();
+    join(&p);
+    assert_eq!(p.take_result().unwrap(), 14);
+    let text = multiproc_testkit::within(LIMIT, move || {
+        let mut text = String::new();
+        reader.read_to_string(&mut text).unwrap();
+        text
+    });
+    assert_eq!(text, "through a pipe");
+
+    // A file, written at the shared offset.
+    let path = std::env::temp_dir().join(format!(
+        "mp-handoff-{}-{}",
+        std::process::id(),
+        ctx.start_method()
+    ));
+    let file = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let mut q = ctx.process(
+        write_through,
+        (
+            mp::handoff::HandoffFd::from(OwnedFd::from(file.try_clone().unwrap())),
+            "into a file".to_string(),
+        ),
+    );
+    q.start().unwrap();
+    join(&q);
+    q.take_result().unwrap();
+    let mut file = file;
+    file.rewind().unwrap();
+    let mut text = String::new();
+    file.read_to_string(&mut text).unwrap();
+    assert_eq!(text, "into a file");
+
+    // Many descriptors in one value.
+    let pipes: Vec<_> = (0..20).map(|_| std::io::pipe().unwrap()).collect();
+    let (readers, writers): (Vec<_>, Vec<_>) = pipes.into_iter().unzip();
+    let outs = writers
+        .into_iter()
+        .map(|w| mp::handoff::HandoffFd::from(OwnedFd::from(w)))
+        .collect();
+    let mut r = ctx.process(write_each, (outs,));
+    r.start().unwrap();
+    join(&r);
+    assert_eq!(r.take_result().unwrap(), 20);
+    for (i, mut reader) in readers.into_iter().enumerate() {
+        let mut text = String::new();
+        reader.read_to_string(&mut text).unwrap();
+        assert_eq!(text, format!("pipe {i}"));
+    }
+    drop((p, q, r, file));
+    leaks.assert_clean();
+}
+
+fn without_init_the_start_method_says_so(ctx: mp::Context) {
+    let out = helper(ctx, "no-init", &[]).wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if ctx.start_method() == mp::StartMethod::Fork {
+        assert_eq!(stdout.trim(), "started, exitcode Some(0)");
+    } else {
+        assert!(
+            stdout.contains("multiproc::init() was not called"),
+            "{stdout}"
+        );
+    }
 }
 
 #[test]
-fn a_daemon_started_from_a_thread_outlives_the_thread_not_the_parent() {
-    daemon_dies_with_killed_parent("thread");
+fn the_start_method_is_set_once_unless_forced() {
+    let out = helper(mp::get_context(mp::StartMethod::Fork), "set-method", &[])
+        .wait_with_output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        [
+            "default forkserver",
+            "set spawn: Ok(())",
+            "set fork: the start method has already been set",
+            "forced: fork",
+            "child ran: Some(0) with fork",
+        ]
+    );
+}
+
+#[test]
+fn fork_in_a_threaded_process_warns_or_is_refused() {
+    let out = helper(mp::get_context(mp::StartMethod::Fork), "threaded-fork", &[])
+        .wait_with_output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("deny: refusing to fork a process with"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("warn: Some(0)"), "{stdout}");
+    assert!(stdout.contains("forkserver: Some(0)"), "{stdout}");
+    assert_eq!(
+        stderr.matches("may deadlock the child").count(),
+        1,
+        "{stderr}"
+    );
+}
+
+fn my_parent() -> u32 {
+    std::os::unix::process::parent_id()
+}
+
+#[test]
+fn a_dead_fork_server_is_replaced() {
+    let ctx = mp::get_context(mp::StartMethod::ForkServer);
+    let mut first = ctx.process(my_parent, ());
+    first.start().unwrap();
+    join(&first);
+    let server = first.take_result().unwrap();
+    assert_ne!(
+        server,
+        std::process::id(),
+        "a fork-server child is the server's"
+    );
+    let status = Command::new("kill")
+        .arg("-9")
+        .arg(server.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(wait_until(LIMIT, || !is_running(server)));
+    let mut second = ctx.process(my_parent, ());
+    second.start().unwrap();
+    join(&second);
+    assert_eq!(second.exitcode(), Some(0));
+    let new_server = second.take_result().unwrap();
+    assert_ne!(new_server, server);
 }
 
 #[test]
 fn cpu_count_is_positive() {
     assert!(mp::cpu_count() >= 1);
 }
+
+/// Runs each named test under every start method, as `METHOD::name`.
+macro_rules! each_method {
+    ($($name:ident),* $(,)?) => {
+        mod fork {
+            $(#[test] fn $name() { super::$name(super::mp::get_context(super::mp::StartMethod::Fork)) })*
+        }
+        mod forkserver {
+            $(#[test] fn $name() { super::$name(super::mp::get_context(super::mp::StartMethod::ForkServer)) })*
+        }
+        mod spawn {
+            $(#[test] fn $name() { super::$name(super::mp::get_context(super::mp::StartMethod::Spawn)) })*
+        }
+    };
+}
+
+each_method!(
+    two_sleeps_run_in_parallel,
+    pids_differ_and_match_what_children_report,
+    is_alive_while_running_and_not_after_join,
+    terminate_gives_minus_sigterm_and_kill_minus_sigkill,
+    join_timeout_returns_while_the_child_runs,
+    exit_codes_follow_python,
+    a_panic_reaches_the_parent_with_its_message,
+    a_panicking_child_prints_its_name_on_stderr,
+    arguments_and_results_round_trip,
+    misuse_is_an_error_not_a_panic,
+    current_and_parent_process,
+    a_daemon_cannot_have_children,
+    active_children_lists_running_ones_and_reaps_the_rest,
+    a_child_does_not_inherit_its_siblings_descriptors,
+    non_daemon_children_are_joined_at_exit,
+    daemon_children_are_terminated_at_exit,
+    a_daemon_dies_when_its_parent_is_killed,
+    a_daemon_started_from_a_thread_outlives_the_thread_not_the_parent,
+    a_child_starts_while_a_background_thread_runs,
+    a_handle_hands_its_descriptor_to_the_child,
+    without_init_the_start_method_says_so,
+);

@@ -1,6 +1,7 @@
-//! The child's side of a start: run the target, report its outcome on the
-//! outcome pipe, join the child's own children, and exit with Python's
-//! codes (0 when the target returned, 1 when it panicked).
+//! The child's side of a start: receive the launch (spawn and fork server),
+//! run the target, report its outcome on the channel, join the child's own
+//! children, and exit with Python's codes (0 when the target returned, 1
+//! when it panicked).
 
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -9,13 +10,15 @@ use std::sync::Once;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
-use crate::outcome::Outcome;
-use crate::state::{GLOBAL, lock};
-use crate::sys::{self, SignalKind};
-use crate::target::EntryFn;
+use serde::{Deserialize, Serialize};
 
-/// The write end of the outcome pipe while this process runs a target,
-/// -1 otherwise. Read by the panic hook.
+use crate::outcome::{Frame, Outcome};
+use crate::state::{GLOBAL, Identity, lock};
+use crate::sys::{self, SignalKind};
+use crate::target::{self, EntryFn};
+
+/// Our end of the channel while this process runs a target, -1 otherwise.
+/// Read by the panic hook.
 static OUTCOME_FD: AtomicI32 = AtomicI32::new(-1);
 /// Set by the panic hook once it has reported a panic on the outcome pipe.
 static PANIC_REPORTED: AtomicBool = AtomicBool::new(false);
@@ -24,20 +27,75 @@ static PANIC_REPORTED: AtomicBool = AtomicBool::new(false);
 pub(crate) struct ChildStart {
     pub(crate) entry: EntryFn,
     pub(crate) args: Vec<u8>,
+    /// Descriptors the arguments' handles claim (see `handoff`).
+    pub(crate) fds: Vec<OwnedFd>,
+    /// The child's end of its channel to the parent.
     pub(crate) outcome: OwnedFd,
     /// Set for a daemon: the pid of the parent it must not outlive, and
-    /// whether it was started from the parent's main thread.
+    /// whether it was started from that parent's main thread.
     pub(crate) daemon_of: Option<(u32, bool)>,
+}
+
+/// What a spawned or fork-server child receives on its channel.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct LaunchMsg {
+    /// Where the entry is in the binary (see `target::EntryAddress`).
+    pub(crate) entry: target::EntryAddress,
+    pub(crate) identity: Identity,
+    /// Whether the starting thread was the parent's main thread.
+    pub(crate) from_main_thread: bool,
+    pub(crate) args: Vec<u8>,
+}
+
+/// Receives the launch on `chan` and runs it; for a spawned child (its
+/// parent is the starter) and a fork-server child (its parent is the
+/// server, `real_parent`).
+pub(crate) fn run_from_channel(chan: OwnedFd, real_parent: Option<u32>) -> ! {
+    let msg = match crate::wire::recv::<LaunchMsg>(chan.as_fd(), usize::MAX) {
+        Ok(Some(m)) => m,
+        // The parent gave up on this start (its process died, or the
+        // launch could not be sent); there is nothing to run.
+        Ok(None) | Err(_) => sys::exit_now(1),
+    };
+    let (msg, fds) = msg;
+    let Some(entry) = msg.entry.resolve() else {
+        let _ = write_frame(
+            chan.as_fd(),
+            Outcome::Failed("the child runs a different binary than its parent".into()),
+        );
+        sys::exit_now(1)
+    };
+    let daemon = msg.identity.daemon;
+    let starter = msg.identity.parent.as_ref().map_or(0, |p| p.0);
+    lock(&GLOBAL).identity = msg.identity;
+    let daemon_of = match real_parent {
+        // The server is single-threaded: its death signal is the one.
+        Some(server) => daemon.then_some((server, true)),
+        None => daemon.then_some((starter, msg.from_main_thread)),
+    };
+    run_child(ChildStart {
+        entry,
+        args: msg.args,
+        fds,
+        outcome: chan,
+        daemon_of,
+    })
+}
+
+fn write_frame(chan: std::os::fd::BorrowedFd<'_>, outcome: Outcome) -> std::io::Result<()> {
+    sys::send_with_fds(chan, &Frame::from(outcome).to_bytes(), &[])
 }
 
 /// Runs the target in a freshly started child and exits.
 pub(crate) fn run_child(start: ChildStart) -> ! {
+    install_hooks();
     if let Some((parent, from_main_thread)) = start.daemon_of {
         die_with_parent(parent, from_main_thread);
     }
     OUTCOME_FD.store(start.outcome.as_raw_fd(), Ordering::SeqCst);
     let entry = start.entry;
-    let result = panic::catch_unwind(AssertUnwindSafe(|| entry(&start.args)));
+    let (args, fds) = (start.args, start.fds);
+    let result = panic::catch_unwind(AssertUnwindSafe(move || entry(&args, fds)));
     let (outcome, code) = match result {
         Ok(o @ Outcome::Returned(_)) => (Some(o), 0),
         Ok(o) => (Some(o), 1),
@@ -48,7 +106,7 @@ pub(crate) fn run_child(start: ChildStart) -> ! {
     if let Some(o) = outcome {
         // A parent that is gone or dropped the process cannot read it;
         // there is nobody left to tell.
-        let _ = sys::write_all(start.outcome.as_fd(), &o.to_frame());
+        let _ = write_frame(start.outcome.as_fd(), o);
     }
     OUTCOME_FD.store(-1, Ordering::SeqCst);
     drop(start.outcome);
@@ -150,8 +208,8 @@ pub(crate) fn install_hooks() {
     });
 }
 
-/// Writes a panic frame on the outcome pipe. Frames are kept under the
-/// pipe's atomic-write size, so panics of several threads never interleave.
+/// Writes a panic frame on the channel. Frames are kept small, so that each
+/// is one write and panics of several threads never interleave.
 fn report_panic(fd: RawFd, mut message: String) {
     const MAX: usize = 3 * 1024;
     if message.len() > MAX {
@@ -162,7 +220,7 @@ fn report_panic(fd: RawFd, mut message: String) {
         message.truncate(cut);
         message.push_str("...");
     }
-    if sys::write_raw(fd, &Outcome::Panicked(message).to_frame()).is_ok() {
+    if sys::write_raw(fd, &Frame::from(Outcome::Panicked(message)).to_bytes()).is_ok() {
         PANIC_REPORTED.store(true, Ordering::SeqCst);
     }
 }

@@ -1,5 +1,5 @@
 //! The parent's record of one started child: its pidfd, its exit status once
-//! known, and the pipe on which it reports its outcome.
+//! known, and the channel on which it reports its outcome.
 //!
 //! The record is shared between the user's [`Process`](crate::Process) and
 //! the registry of children, so a child is reaped exactly once, by whichever
@@ -10,9 +10,23 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::Result;
-use crate::outcome::Outcome;
+use crate::outcome::{Frame, FrameReader, Outcome};
 use crate::state::{PrivateFd, lock};
 use crate::sys::{self, ExitStatus, SignalKind};
+
+/// Who learns a child's exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reaper {
+    /// We are the child's parent and reap it with `waitid`.
+    Parent,
+    /// The fork server is its parent; it reaps it and sends the status as
+    /// the last frame on the child's channel.
+    Server,
+}
+
+/// The exit code CPython reports when the fork server vanished before it
+/// could tell how a child ended.
+const UNKNOWN_EXIT: i32 = 255;
 
 /// Parent-side record of a child process.
 #[derive(Debug)]
@@ -23,37 +37,43 @@ pub(crate) struct ChildShared {
     /// Refers to the child for as long as this record lives; polls readable
     /// once the child has exited.
     pidfd: PrivateFd,
+    reaper: Reaper,
     state: Mutex<ChildState>,
 }
 
 #[derive(Debug, Default)]
 struct ChildState {
     status: Option<ExitStatus>,
-    /// Read end of the outcome pipe, until it reached end of file or the
-    /// result was discarded. Shared so a poller can wait on it unlocked.
-    results: Option<Arc<PrivateFd>>,
-    /// Bytes read so far from the outcome pipe.
-    buf: Vec<u8>,
+    /// Our end of the child's channel, until it reached end of file.
+    /// Shared so a poller can wait on it unlocked.
+    chan: Option<Arc<PrivateFd>>,
+    frames: FrameReader,
+    /// The last outcome the child reported.
+    outcome: Option<Outcome>,
+    /// The status the fork server reported.
+    server_status: Option<ExitStatus>,
     /// Set when nobody will read the outcome (the `Process` was dropped).
     discard: bool,
 }
 
 impl ChildShared {
-    /// A record for child `pid`; `results` must be non-blocking.
+    /// A record for child `pid`; `chan` must be non-blocking.
     pub(crate) fn new(
         pid: u32,
         name: String,
         daemon: bool,
         pidfd: PrivateFd,
-        results: PrivateFd,
+        chan: PrivateFd,
+        reaper: Reaper,
     ) -> ChildShared {
         ChildShared {
             pid,
             name,
             daemon,
             pidfd,
+            reaper,
             state: Mutex::new(ChildState {
-                results: Some(Arc::new(results)),
+                chan: Some(Arc::new(chan)),
                 ..ChildState::default()
             }),
         }
@@ -70,21 +90,37 @@ impl ChildShared {
     pub(crate) fn wait_timeout(&self, timeout: Option<Duration>) -> Result<Option<ExitStatus>> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
-            let results = {
+            let chan = {
                 let mut st = lock(&self.state);
                 st.drain()?;
                 if st.status.is_none() {
-                    st.status = sys::try_reap(self.pidfd.as_fd())?;
+                    st.status = match self.reaper {
+                        Reaper::Parent => sys::try_reap(self.pidfd.as_fd())?,
+                        Reaper::Server => match (st.server_status, &st.chan) {
+                            (Some(s), _) => Some(s),
+                            // The server is gone without a word; once the
+                            // child has ended too, nobody can say how.
+                            (None, None)
+                                if sys::poll_readable(
+                                    &[self.pidfd.as_fd()],
+                                    Some(Duration::ZERO),
+                                )?[0] =>
+                            {
+                                Some(ExitStatus::Code(UNKNOWN_EXIT))
+                            }
+                            (None, _) => None,
+                        },
+                    };
                 }
                 if let Some(status) = st.status {
                     // The child wrote its outcome before exiting, so all of
-                    // it is in the pipe now; a grandchild holding the write
-                    // end open must not make us wait for end of file.
+                    // it has arrived; a grandchild holding the other end
+                    // open must not make us wait for end of file.
                     st.drain()?;
-                    st.results = None;
+                    st.chan = None;
                     return Ok(Some(status));
                 }
-                st.results.clone()
+                st.chan.clone()
             };
             let remaining = match deadline {
                 None => None,
@@ -96,9 +132,12 @@ impl ChildShared {
                     Some(d - now)
                 }
             };
-            match &results {
-                Some(r) => sys::poll_readable(&[self.pidfd.as_fd(), r.as_fd()], remaining)?,
-                None => sys::poll_readable(&[self.pidfd.as_fd()], remaining)?,
+            match (&chan, self.reaper) {
+                (Some(c), Reaper::Parent) => {
+                    sys::poll_readable(&[self.pidfd.as_fd(), c.as_fd()], remaining)?
+                }
+                (Some(c), Reaper::Server) => sys::poll_readable(&[c.as_fd()], remaining)?,
+                (None, _) => sys::poll_readable(&[self.pidfd.as_fd()], remaining)?,
             };
         }
     }
@@ -112,33 +151,40 @@ impl ChildShared {
         Ok(())
     }
 
-    /// Stops keeping the outcome: closes the pipe so a child still writing
-    /// to it gets `EPIPE` instead of blocking.
+    /// Stops keeping the outcome; the channel is still read, so the child
+    /// never blocks on it, and so the fork server's status still arrives.
     pub(crate) fn discard_outcome(&self) {
         let mut st = lock(&self.state);
         st.discard = true;
-        st.results = None;
-        st.buf = Vec::new();
+        st.outcome = None;
     }
 
     /// The outcome the child reported, once it has ended.
     pub(crate) fn outcome(&self) -> Option<Outcome> {
         let st = lock(&self.state);
         st.status?;
-        Outcome::parse_last(&st.buf)
+        st.outcome.clone()
     }
 }
 
 impl ChildState {
+    /// Reads what has arrived on the channel and takes in whole frames.
     fn drain(&mut self) -> Result<()> {
-        if let Some(r) = &self.results {
-            let eof = sys::read_nonblocking(r.as_fd(), &mut self.buf)?;
-            if self.discard {
-                self.buf.clear();
+        let Some(chan) = &self.chan else {
+            return Ok(());
+        };
+        let mut bytes = Vec::new();
+        let eof = sys::read_nonblocking(chan.as_fd(), &mut bytes)?;
+        self.frames.extend(&bytes);
+        while let Some(frame) = self.frames.next_frame() {
+            match frame {
+                Frame::Outcome(_) if self.discard => {}
+                Frame::Outcome(o) => self.outcome = Some(o),
+                Frame::Exit(s) => self.server_status = Some(s),
             }
-            if eof {
-                self.results = None;
-            }
+        }
+        if eof {
+            self.chan = None;
         }
         Ok(())
     }

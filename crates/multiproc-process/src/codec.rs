@@ -3,10 +3,34 @@
 //! Kept in one place so every crate encodes the same way and no postcard
 //! type appears in a public signature.
 
+use std::cell::RefCell;
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
+
+thread_local! {
+    /// The message of the last custom serde error raised on this thread.
+    /// postcard keeps only the fact of a custom error, not its text.
+    static CUSTOM: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Records `message` as the reason of the custom serde error about to be
+/// returned, so the caller's [`Error`] can carry it.
+pub(crate) fn custom_error(message: String) -> String {
+    CUSTOM.with(|c| *c.borrow_mut() = Some(message.clone()));
+    message
+}
+
+fn reason(e: &postcard::Error) -> String {
+    match e {
+        postcard::Error::SerdeSerCustom | postcard::Error::SerdeDeCustom => CUSTOM
+            .with(|c| c.borrow_mut().take())
+            .unwrap_or_else(|| e.to_string()),
+        _ => e.to_string(),
+    }
+}
 
 /// Encodes `value` into bytes another process can decode with [`decode`].
 ///
@@ -14,7 +38,7 @@ use crate::error::{Error, Result};
 ///
 /// [`Error::Encode`] if the value's `Serialize` implementation fails.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
-    postcard::to_allocvec(value).map_err(|e| Error::Encode(e.to_string()))
+    postcard::to_allocvec(value).map_err(|e| Error::Encode(reason(&e)))
 }
 
 /// Decodes bytes produced by [`encode`].
@@ -23,7 +47,7 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
 ///
 /// [`Error::Decode`] if the bytes are not a valid encoding of `T`.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    postcard::from_bytes(bytes).map_err(|e| Error::Decode(e.to_string()))
+    postcard::from_bytes(bytes).map_err(|e| Error::Decode(reason(&e)))
 }
 
 #[cfg(test)]

@@ -87,6 +87,28 @@ pub enum Error {
     #[error("daemonic processes are not allowed to have children")]
     DaemonChildren,
 
+    /// The fork server or spawn start method was used, but
+    /// [`init`](crate::init) never ran in this program.
+    #[error(
+        "multiproc::init() was not called: call it first in main (in a test file, write \
+         multiproc::test_setup!() once), or use the fork start method"
+    )]
+    NotInitialized,
+
+    /// [`set_start_method`](crate::set_start_method) was called after the
+    /// default start method was set or used. Python raises
+    /// `RuntimeError("context has already been set")`.
+    #[error("the start method has already been set")]
+    ContextAlreadySet,
+
+    /// The fork start method was refused because the process has other
+    /// threads (see [`set_threaded_fork`](crate::set_threaded_fork)).
+    #[error("refusing to fork a process with {threads} threads")]
+    ThreadedFork {
+        /// How many threads the process had.
+        threads: usize,
+    },
+
     /// A value could not be encoded for another process.
     #[error("cannot encode value: {0}")]
     Encode(String),

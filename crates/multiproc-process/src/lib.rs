@@ -16,6 +16,7 @@
 //! }
 //!
 //! # fn main() -> mp::Result<()> {
+//! mp::init();
 //! let t = Instant::now();
 //! let mut a = mp::Process::new(nap, (200,));
 //! let mut b = mp::Process::new(nap, (200,));
@@ -39,18 +40,52 @@
 mod bootstrap;
 mod child;
 pub mod codec;
+mod context;
 mod error;
+mod forkserver;
+pub mod handoff;
 mod outcome;
 mod process;
+mod spawn;
 mod start_method;
 mod state;
 mod sys;
 mod target;
+mod wire;
 
+pub use context::{
+    Context, get_context, get_start_method, init, set_start_method, set_start_method_force,
+};
 pub use error::{Error, Result, SignalName};
 pub use process::{
     ParentProcess, Process, ProcessBuilder, ProcessInfo, active_children, cpu_count,
     current_process, parent_process,
 };
-pub use start_method::StartMethod;
+pub use start_method::{StartMethod, ThreadedFork, set_threaded_fork};
 pub use target::Target;
+
+/// Runs [`init`] before the test harness's `main`, for a test file (an
+/// integration test crate) whose tests start processes. Write it once, at
+/// the top level of the file:
+///
+/// ```ignore
+/// multiproc::test_setup!();
+/// ```
+///
+/// A spawned child of a test binary then runs its target instead of the
+/// tests, and the fork server starts while the binary is single-threaded.
+/// It registers a constructor in `.init_array`, so a crate that forbids
+/// `unsafe_code` must allow it for this line.
+#[macro_export]
+macro_rules! test_setup {
+    () => {
+        #[used]
+        #[unsafe(link_section = ".init_array")]
+        static __MULTIPROC_TEST_SETUP: extern "C" fn() = {
+            extern "C" fn __multiproc_test_setup() {
+                $crate::init();
+            }
+            __multiproc_test_setup
+        };
+    };
+}

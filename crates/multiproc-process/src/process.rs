@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use crate::state::{GLOBAL, Identity, lock};
 use crate::sys::{self, ExitStatus, SignalKind};
 use crate::target::{self, EntryFn, Target};
 
-type Encoder = Box<dyn Fn() -> Result<Vec<u8>> + Send>;
+type Encoder = Box<dyn Fn() -> Result<(Vec<u8>, Vec<OwnedFd>)> + Send>;
 
 /// A function run in a child process.
 ///
@@ -37,6 +38,7 @@ type Encoder = Box<dyn Fn() -> Result<Vec<u8>> + Send>;
 /// }
 ///
 /// # fn main() -> mp::Result<()> {
+/// mp::init();
 /// let mut p = mp::Process::new(square, (12,));
 /// p.start()?;
 /// p.join()?;
@@ -49,7 +51,8 @@ pub struct Process<R = ()> {
     name: String,
     daemon: bool,
     ident: Vec<u32>,
-    method: StartMethod,
+    /// `None`: the default start method at the time of `start`.
+    method: Option<StartMethod>,
     entry: EntryFn,
     /// Encodes the arguments; dropped once the child started, as Python
     /// drops `_args`.
@@ -84,9 +87,10 @@ impl<R> ProcessBuilder<R> {
         self
     }
 
-    /// Chooses how the process is started (default [`StartMethod::Fork`]).
+    /// Chooses how the process is started (default: the program's default,
+    /// see [`set_start_method`](crate::set_start_method)).
     pub fn start_method(mut self, method: StartMethod) -> Self {
-        self.process.method = method;
+        self.process.method = Some(method);
         self
     }
 
@@ -143,9 +147,11 @@ impl<R> Process<R> {
             name,
             daemon: false,
             ident,
-            method: StartMethod::default(),
+            method: None,
             entry: target::entry::<F, A>,
-            args: Mutex::new(Some(Box::new(move || crate::codec::encode(&args)))),
+            args: Mutex::new(Some(Box::new(move || {
+                crate::handoff::encode_with_fds(&args)
+            }))),
             child: None,
             closed: false,
             taken: false,
@@ -195,9 +201,10 @@ impl<R> Process<R> {
         Ok(())
     }
 
-    /// The start method this process uses.
+    /// The start method this process uses (or will use, if it is not
+    /// started yet and was not given one).
     pub fn start_method(&self) -> StartMethod {
-        self.method
+        self.method.unwrap_or_else(crate::context::get_start_method)
     }
 
     /// Starts the child process. Python: `Process.start`.
@@ -206,8 +213,10 @@ impl<R> Process<R> {
     ///
     /// [`Error::AlreadyStarted`] the second time, [`Error::ProcessClosed`]
     /// after [`close`](Process::close), [`Error::DaemonChildren`] in a daemon
-    /// process, [`Error::Encode`] if an argument cannot be encoded,
-    /// [`Error::Io`] if the system refuses a new process.
+    /// process, [`Error::NotInitialized`] for the fork server or spawn if
+    /// [`init`](crate::init) never ran, [`Error::ThreadedFork`] for fork in a
+    /// threaded process when so configured, [`Error::Encode`] if an argument
+    /// cannot be encoded, [`Error::Io`] if the system refuses a new process.
     pub fn start(&mut self) -> Result<()> {
         if self.closed {
             return Err(Error::ProcessClosed);
@@ -221,10 +230,11 @@ impl<R> Process<R> {
         }
         reap_finished();
         let mut slot = lock(&self.args);
-        let args = match slot.as_ref() {
+        let (args, fds) = match slot.as_ref() {
             Some(encode) => encode()?,
             None => return Err(Error::AlreadyStarted),
         };
+        let method = self.method.unwrap_or_else(crate::context::fix_start_method);
         let identity = Identity {
             name: Some(self.name.clone()),
             ident: self.ident.clone(),
@@ -235,9 +245,11 @@ impl<R> Process<R> {
         let launch = Launch {
             entry: self.entry,
             args,
+            fds,
             identity,
         };
-        let child = start_method::start(self.method, launch)?;
+        let child = start_method::start(method, launch)?;
+        self.method = Some(method);
         *slot = None;
         drop(slot);
         self.child = Some(child);
@@ -412,6 +424,7 @@ impl<R> fmt::Debug for Process<R> {
             .field("name", &self.name)
             .field("pid", &self.pid())
             .field("daemon", &self.daemon)
+            .field("start_method", &self.start_method())
             .field("state", &state)
             .finish()
     }
@@ -476,11 +489,11 @@ impl ParentProcess {
         self.pid
     }
 
-    /// Whether the parent still runs. When a parent dies its children are
-    /// handed to another process, so this compares the parent pid the kernel
-    /// reports with the one recorded at start.
+    /// Whether the parent still runs.
     pub fn is_alive(&self) -> bool {
-        sys::getppid() == self.pid
+        // Our real parent (fork, spawn) is alive while the kernel names it;
+        // a fork-server child's parent is checked through a pidfd.
+        sys::getppid() == self.pid || sys::pid_alive(self.pid)
     }
 }
 

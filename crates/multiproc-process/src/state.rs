@@ -1,10 +1,11 @@
 //! Per-process global state: who this process is, which children it
 //! started, and which descriptors are private to it.
 //!
-//! Two locks guard it, always taken in this order: [`GLOBAL`] (identity and
-//! children), then [`PRIVATE_FDS`]. The fork path holds both across
-//! `fork(2)`, so the child sees a consistent copy, resets it, and releases
-//! them; no other thread can have been half-way through changing them.
+//! Three locks guard it, always taken in this order: [`SERVER`] (this
+//! process's fork server), [`GLOBAL`] (identity and children), then
+//! [`PRIVATE_FDS`]. Every fork holds all three across `fork(2)`, so the child
+//! sees a consistent copy, resets it, and releases them; no other thread can
+//! have been half-way through changing them.
 //!
 //! # Safety
 //!
@@ -16,6 +17,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::child::ChildShared;
+use crate::forkserver::ServerHandle;
 
 /// Locks a std mutex, ignoring poisoning: the data here stays consistent
 /// across a panic because every update is a single push, remove or store.
@@ -24,7 +26,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Who this process is, in Python's terms.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Identity {
     /// `None` in the main process ("MainProcess").
     pub(crate) name: Option<String>,
@@ -65,6 +67,9 @@ pub(crate) static GLOBAL: Mutex<Global> = Mutex::new(Global {
     children: Vec::new(),
 });
 
+/// The fork server this process talks to, once started.
+pub(crate) static SERVER: Mutex<Option<ServerHandle>> = Mutex::new(None);
+
 /// Raw numbers of the descriptors that are private to this process (pidfds
 /// of its children, read ends of their result pipes). A forked child closes
 /// them all, so it never holds its siblings' descriptors.
@@ -80,6 +85,11 @@ impl PrivateFd {
     pub(crate) fn register(list: &mut Vec<RawFd>, fd: OwnedFd) -> PrivateFd {
         list.push(fd.as_raw_fd());
         PrivateFd(Some(fd))
+    }
+
+    /// Registers `fd`.
+    pub(crate) fn new(fd: OwnedFd) -> PrivateFd {
+        PrivateFd::register(&mut lock(&PRIVATE_FDS), fd)
     }
 }
 
@@ -106,17 +116,27 @@ impl Drop for PrivateFd {
     }
 }
 
-/// The parts of the global state that the fork path holds across `fork`.
+/// The global state, held across `fork`.
 pub(crate) struct ForkGuard {
+    pub(crate) server: MutexGuard<'static, Option<ServerHandle>>,
     pub(crate) global: MutexGuard<'static, Global>,
     pub(crate) fds: MutexGuard<'static, Vec<RawFd>>,
 }
 
 impl ForkGuard {
     pub(crate) fn acquire() -> ForkGuard {
+        ForkGuard::with_server(lock(&SERVER))
+    }
+
+    /// Takes the rest of the locks for a caller already holding [`SERVER`].
+    pub(crate) fn with_server(server: MutexGuard<'static, Option<ServerHandle>>) -> ForkGuard {
         let global = lock(&GLOBAL);
         let fds = lock(&PRIVATE_FDS);
-        ForkGuard { global, fds }
+        ForkGuard {
+            server,
+            global,
+            fds,
+        }
     }
 
     /// Resets the state in a freshly forked child: forgets the parent's
@@ -127,6 +147,9 @@ impl ForkGuard {
         // running their destructors here would close descriptors a second
         // time, so they are forgotten, not dropped.
         std::mem::forget(std::mem::take(&mut self.global.children));
+        // The parent's fork server is not ours; its socket is private and
+        // closed below.
+        std::mem::forget(self.server.take());
         for fd in self.fds.drain(..) {
             // SAFETY: these descriptors are owned by `PrivateFd` values that
             // live only in the parent's part of the copied memory (its

@@ -5,10 +5,18 @@
 //! binary, or by a fork server forked before the target existed, can call it
 //! without receiving any of its bytes. This is checked at compile time.
 
+//!
+//! # Safety
+//!
+//! Two unsafe operations live here: conjuring a zero-sized target, and
+//! turning an entry's address, sent by the parent, back into a function
+//! pointer in a child that runs the same binary. Each is argued at its block.
 #![allow(unsafe_code)]
 
-use serde::Serialize;
+use std::os::fd::OwnedFd;
+
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::outcome::Outcome;
 
@@ -50,9 +58,53 @@ impl_target!(A1, A2, A3, A4, A5);
 impl_target!(A1, A2, A3, A4, A5, A6);
 
 /// The type-erased form of a target with its argument and result types:
-/// decodes the arguments, calls the target, encodes what it returned.
-/// Its address is what reaches a child; the same binary maps it back.
-pub(crate) type EntryFn = fn(&[u8]) -> Outcome;
+/// decodes the arguments (claiming the descriptors their handles need),
+/// calls the target, encodes what it returned. Its address is what reaches
+/// a spawned or fork-server child; the same binary maps it back.
+pub(crate) type EntryFn = fn(&[u8], Vec<OwnedFd>) -> Outcome;
+
+/// Two statics whose addresses anchor the position-independent image of
+/// the binary; their distance checks that a child runs the same layout.
+static ANCHOR: u8 = 0;
+static ANCHOR_END: u8 = 0;
+
+fn anchor(a: &'static u8) -> i64 {
+    // Addresses of a 64-bit image fit in i64.
+    (std::ptr::from_ref(a) as usize) as i64
+}
+
+/// Where an entry function sits in the binary, relative to [`ANCHOR`], so
+/// that a child whose image is loaded at another base finds it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct EntryAddress {
+    layout: i64,
+    offset: i64,
+}
+
+impl EntryAddress {
+    pub(crate) fn of(entry: EntryFn) -> EntryAddress {
+        EntryAddress {
+            layout: anchor(&ANCHOR_END) - anchor(&ANCHOR),
+            offset: (entry as usize) as i64 - anchor(&ANCHOR),
+        }
+    }
+
+    /// The entry in this process, or `None` if this binary's layout is not
+    /// the one the address was taken in.
+    pub(crate) fn resolve(self) -> Option<EntryFn> {
+        if self.layout != anchor(&ANCHOR_END) - anchor(&ANCHOR) {
+            return None;
+        }
+        let addr = (anchor(&ANCHOR) + self.offset) as usize;
+        // SAFETY: the address was computed by `of` from a value of type
+        // `EntryFn` in the parent, which runs this same binary: spawn
+        // executes `/proc/self/exe` of the parent, and a fork-server child
+        // is a copy of the parent's image. The image is relocated as a whole,
+        // so offsets from `ANCHOR` are the same in both, as the layout check
+        // above confirms for two statics of this crate.
+        Some(unsafe { std::mem::transmute::<usize, EntryFn>(addr) })
+    }
+}
 
 /// Fails to compile for a target that is not zero-sized.
 pub(crate) const fn assert_zero_sized<F>() {
@@ -63,14 +115,14 @@ pub(crate) const fn assert_zero_sized<F>() {
 }
 
 /// The entry of target `F` with arguments `A`.
-pub(crate) fn entry<F, A>(args: &[u8]) -> Outcome
+pub(crate) fn entry<F, A>(args: &[u8], fds: Vec<OwnedFd>) -> Outcome
 where
     F: Target<A>,
     F::Output: Serialize,
     A: DeserializeOwned,
 {
     const { assert_zero_sized::<F>() };
-    let args: A = match crate::codec::decode(args) {
+    let args: A = match crate::handoff::decode_with_fds(args, fds) {
         Ok(a) => a,
         Err(e) => return Outcome::Failed(format!("cannot decode the arguments: {e}")),
     };

@@ -11,6 +11,8 @@
 //! | `p.start()`, `p.join()`, `p.join(1.0)` | [`start`](Process::start), [`join`](Process::join), [`join_timeout`](Process::join_timeout) |
 //! | `p.is_alive()`, `p.pid`, `p.exitcode` | [`is_alive`](Process::is_alive), [`pid`](Process::pid), [`exitcode`](Process::exitcode) |
 //! | `mp.current_process()`, `mp.cpu_count()` | [`current_process`], [`cpu_count`] |
+//! | `mp.set_start_method("spawn")` | [`set_start_method(StartMethod::Spawn)`](set_start_method) |
+//! | `if __name__ == "__main__":` | [`init()`](init), the first line of `main` |
 //!
 //! The full table is `docs/python-to-rust.md` in the repository.
 //!
@@ -24,6 +26,7 @@
 //! }
 //!
 //! # fn main() -> mp::Result<()> {
+//! mp::init(); // first in main: a spawned child runs its target here
 //! let mut p = mp::Process::new(greet, ("bob".to_string(),));
 //! p.start()?;
 //! p.join()?;
@@ -40,9 +43,19 @@
 
 #[doc(inline)]
 pub use multiproc_process::{
-    Error, ParentProcess, Process, ProcessBuilder, ProcessInfo, Result, SignalName, StartMethod,
-    Target, active_children, cpu_count, current_process, parent_process,
+    Context, Error, ParentProcess, Process, ProcessBuilder, ProcessInfo, Result, SignalName,
+    StartMethod, Target, ThreadedFork, active_children, cpu_count, current_process, get_context,
+    get_start_method, init, parent_process, set_start_method, set_start_method_force,
+    set_threaded_fork, test_setup,
 };
+
+/// Handing file descriptors to another process along with a value.
+pub mod handoff {
+    #[doc(inline)]
+    pub use multiproc_process::handoff::{
+        HandoffFd, MAX_FDS, decode_with_fds, encode_with_fds, fd,
+    };
+}
 
 /// How values are encoded to cross a process boundary (serde + postcard).
 pub mod codec {

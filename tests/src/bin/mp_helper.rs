@@ -1,12 +1,16 @@
 //! A small program the integration tests run as a whole process, for the
 //! behaviours that only a program's start and exit show.
 //!
-//! `mp_helper SCENARIO [ARG]`:
+//! `mp_helper SCENARIO METHOD [ARG]`, METHOD a start method's name:
 //! - `panic`: a child panics with "boom in child"; prints its exit code.
 //! - `exit-joins FILE`: starts a child that sleeps 300 ms then writes FILE,
 //!   and returns from `main` at once (the child must be joined at exit).
 //! - `exit-terminates-daemon`: starts a daemon that sleeps for a minute,
 //!   prints its pid, and returns from `main` (the daemon must end with us).
+//! - `no-init`: starts a child without calling `init` first.
+//! - `set-method`: sets the default start method twice, then forces it.
+//! - `threaded-fork`: forks with a second thread running, refused then
+//!   warned about.
 //! - `daemon-orphan FROM_THREAD`: starts a daemon (from a helper thread
 //!   that then exits when FROM_THREAD is `thread`), prints its pid and
 //!   sleeps until killed.
@@ -29,47 +33,112 @@ fn sleep_long() {
     std::thread::sleep(Duration::from_secs(60));
 }
 
-fn start_daemon() -> mp::Result<mp::Process> {
-    let mut d = mp::Process::builder(sleep_long, ()).daemon(true).build();
+fn start_daemon(ctx: mp::Context) -> mp::Result<mp::Process> {
+    let mut d = ctx.builder(sleep_long, ()).daemon(true).build();
     d.start()?;
     Ok(d)
 }
 
+fn set_method() -> mp::Result<()> {
+    println!("default {}", mp::get_start_method());
+    println!(
+        "set spawn: {:?}",
+        mp::set_start_method(mp::StartMethod::Spawn)
+    );
+    match mp::set_start_method(mp::StartMethod::Fork) {
+        Err(e) => println!("set fork: {e}"),
+        Ok(()) => println!("set fork: accepted twice"),
+    }
+    mp::set_start_method_force(mp::StartMethod::Fork);
+    println!("forced: {}", mp::get_start_method());
+    let mut p = mp::Process::new(sleep_ms, (0,));
+    p.start()?;
+    p.join_timeout(Duration::from_secs(20))?;
+    println!("child ran: {:?} with {}", p.exitcode(), p.start_method());
+    Ok(())
+}
+
+fn sleep_ms(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+fn threaded_fork() -> mp::Result<()> {
+    let _busy = std::thread::spawn(|| std::thread::sleep(Duration::from_secs(60)));
+    let fork = mp::get_context(mp::StartMethod::Fork);
+    mp::set_threaded_fork(mp::ThreadedFork::Deny);
+    match fork.process(sleep_ms, (0,)).start() {
+        Err(e) => println!("deny: {e}"),
+        Ok(()) => println!("deny: started"),
+    }
+    mp::set_threaded_fork(mp::ThreadedFork::Warn);
+    for _ in 0..2 {
+        let mut p = fork.process(sleep_ms, (0,));
+        p.start()?;
+        p.join_timeout(Duration::from_secs(20))?;
+        println!("warn: {:?}", p.exitcode());
+    }
+    let mut p = mp::get_context(mp::StartMethod::ForkServer).process(sleep_ms, (0,));
+    p.start()?;
+    p.join_timeout(Duration::from_secs(20))?;
+    println!("forkserver: {:?}", p.exitcode());
+    Ok(())
+}
+
 fn main() -> mp::Result<()> {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).is_some_and(|a| a == "no-init") {
+        // Deliberately before `init`.
+        let method: mp::StartMethod = args[2].parse()?;
+        let mut p = mp::get_context(method).process(sleep_ms, (0,));
+        match p.start() {
+            Ok(()) => {
+                p.join_timeout(Duration::from_secs(20))?;
+                println!("started, exitcode {:?}", p.exitcode());
+            }
+            Err(e) => println!("{e}"),
+        }
+        return Ok(());
+    }
+    mp::init();
+    let method: mp::StartMethod = args
+        .get(2)
+        .map_or(Ok(mp::StartMethod::default()), |m| m.parse())?;
+    let ctx = mp::get_context(method);
     match args.get(1).map(String::as_str) {
         Some("panic") => {
-            let mut p = mp::Process::new(panicking, ());
+            let mut p = ctx.process(panicking, ());
             p.start()?;
             p.join_timeout(Duration::from_secs(20))?;
             println!("exitcode {:?}", p.exitcode());
         }
         Some("exit-joins") => {
-            let mut p = mp::Process::new(sleep_then_write, (args[2].clone(),));
+            let mut p = ctx.process(sleep_then_write, (args[3].clone(),));
             p.start()?;
             println!("started {}", p.pid().unwrap_or(0));
         }
         Some("exit-terminates-daemon") => {
-            let d = start_daemon()?;
+            let d = start_daemon(ctx)?;
             println!("{}", d.pid().unwrap_or(0));
             std::io::stdout().flush()?;
             std::mem::forget(d);
         }
+        Some("set-method") => set_method()?,
+        Some("threaded-fork") => threaded_fork()?,
         Some("daemon-orphan") => {
-            let from_thread = args.get(2).is_some_and(|a| a == "thread");
+            let from_thread = args.get(3).is_some_and(|a| a == "thread");
             let d = if from_thread {
-                std::thread::spawn(start_daemon)
+                std::thread::spawn(move || start_daemon(ctx))
                     .join()
                     .map_err(|_| mp::Error::Unsupported("helper thread panicked"))??
             } else {
-                start_daemon()?
+                start_daemon(ctx)?
             };
             println!("{}", d.pid().unwrap_or(0));
             std::io::stdout().flush()?;
             std::thread::sleep(Duration::from_secs(60));
         }
         _ => {
-            eprintln!("usage: mp_helper SCENARIO [ARG]");
+            eprintln!("usage: mp_helper SCENARIO METHOD [ARG]");
             std::process::exit(2);
         }
     }

@@ -9,7 +9,7 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use rustix::event::{PollFd, PollFlags, Timespec};
@@ -67,6 +67,7 @@ pub(crate) unsafe fn close_raw(fd: RawFd) {
 }
 
 /// A pipe whose two ends are close-on-exec.
+#[cfg(test)]
 pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
 }
@@ -77,12 +78,13 @@ pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
 }
 
 /// Reads what is available from a non-blocking `fd` into `buf`.
-/// Returns `true` at end of file.
+/// Returns `true` at end of file. A socket whose peer died with data unread
+/// (`ECONNRESET`) is at end of file too.
 pub(crate) fn read_nonblocking(fd: BorrowedFd<'_>, buf: &mut Vec<u8>) -> io::Result<bool> {
     let mut chunk = [0u8; 16 * 1024];
     loop {
         match rustix::io::read(fd, &mut chunk) {
-            Ok(0) => return Ok(true),
+            Ok(0) | Err(rustix::io::Errno::CONNRESET) => return Ok(true),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(rustix::io::Errno::AGAIN) => return Ok(false),
             Err(rustix::io::Errno::INTR) => continue,
@@ -92,6 +94,7 @@ pub(crate) fn read_nonblocking(fd: BorrowedFd<'_>, buf: &mut Vec<u8>) -> io::Res
 }
 
 /// Writes all of `bytes` to `fd`, retrying on `EINTR`.
+#[cfg(test)]
 pub(crate) fn write_all(fd: BorrowedFd<'_>, mut bytes: &[u8]) -> io::Result<()> {
     while !bytes.is_empty() {
         match rustix::io::write(fd, bytes) {
@@ -219,14 +222,14 @@ pub(crate) fn register_at_exit(hook: extern "C" fn()) -> io::Result<()> {
     }
 }
 
-/// Writes `bytes` to the descriptor `fd` of the running target's outcome
-/// pipe, from the panic hook, which only has its number.
+/// Writes `bytes` to the running target's channel `fd`, from the panic
+/// hook, which only has its number.
 pub(crate) fn write_raw(fd: RawFd, bytes: &[u8]) -> io::Result<()> {
     // SAFETY: callers pass only the write end of the outcome pipe, which
     // `bootstrap::run_child` owns and keeps open for as long as it
     // publishes the number; the borrow ends with this call.
     let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-    write_all(fd, bytes)
+    send_with_fds(fd, bytes, &[])
 }
 
 /// Kills and reaps child `pid`, for a start that failed after the fork.
@@ -241,4 +244,160 @@ pub(crate) fn kill_and_reap(pid: u32) {
 pub(crate) fn kill_self() -> ! {
     let _ = rustix::process::kill_process(rustix::process::getpid(), Signal::KILL);
     exit_now(137)
+}
+
+/// `fcntl(F_DUPFD_CLOEXEC)`: a close-on-exec duplicate of `fd`.
+pub(crate) fn dup_cloexec(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    Ok(rustix::io::fcntl_dupfd_cloexec(fd, 0)?)
+}
+
+/// A connected pair of close-on-exec Unix stream sockets.
+pub(crate) fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    Ok(rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?)
+}
+
+/// Waits until `sock` can be written to.
+fn wait_writable(sock: BorrowedFd<'_>) -> io::Result<()> {
+    let mut pfd = [PollFd::new(&sock, PollFlags::OUT)];
+    match rustix::event::poll(&mut pfd, None) {
+        Ok(_) | Err(rustix::io::Errno::INTR) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Sends all of `bytes` on a stream socket (blocking or not), with `fds`
+/// attached to the first byte (`SCM_RIGHTS`). Never raises `SIGPIPE`.
+pub(crate) fn send_with_fds(
+    sock: BorrowedFd<'_>,
+    bytes: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<()> {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    use std::mem::MaybeUninit;
+    let mut sent = 0;
+    if !fds.is_empty() {
+        let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        if !control.push(SendAncillaryMessage::ScmRights(fds)) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "too many descriptors",
+            ));
+        }
+        loop {
+            let iov = [io::IoSlice::new(bytes)];
+            match rustix::net::sendmsg(sock, &iov, &mut control, SendFlags::NOSIGNAL) {
+                Ok(n) => {
+                    sent = n;
+                    break;
+                }
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(rustix::io::Errno::AGAIN) => wait_writable(sock)?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    while sent < bytes.len() {
+        match rustix::net::send(sock, &bytes[sent..], rustix::net::SendFlags::NOSIGNAL) {
+            Ok(n) => sent += n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(rustix::io::Errno::AGAIN) => wait_writable(sock)?,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Receives up to `buf.len()` bytes from a stream socket, appending any
+/// descriptors that came with them (close-on-exec) to `fds`. Returns the
+/// number of bytes, 0 at end of file.
+pub(crate) fn recv_with_fds(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<usize> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+    use std::mem::MaybeUninit;
+    let mut space =
+        vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(crate::handoff::MAX_FDS))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let n = loop {
+        let mut iov = [io::IoSliceMut::new(buf)];
+        match rustix::net::recvmsg(sock, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC) {
+            Ok(msg) => break msg.bytes,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    for msg in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = msg {
+            fds.extend(received);
+        }
+    }
+    Ok(n)
+}
+
+/// The number of threads of this process (`/proc/self/stat`, field 20).
+pub(crate) fn thread_count() -> usize {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 1;
+    };
+    // Fields after the command name, which is in parentheses.
+    let after = stat.rfind(')').map_or("", |i| &stat[i + 1..]);
+    after
+        .split_whitespace()
+        .nth(17)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1)
+}
+
+/// Whether `fd` is an open socket.
+pub(crate) fn is_socket(fd: BorrowedFd<'_>) -> bool {
+    rustix::fs::fstat(fd).is_ok_and(|st| {
+        rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Socket
+    })
+}
+
+/// Takes ownership of descriptor `fd`, inherited across `exec` at a number
+/// agreed with the parent.
+///
+/// # Safety
+///
+/// `fd` must be open and owned by nothing else in this process.
+pub(crate) unsafe fn own_raw(fd: RawFd) -> OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: the caller guarantees `fd` is open and unowned.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// Whether `fd` is an open descriptor (without taking ownership).
+pub(crate) fn is_open_raw(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD only queries the descriptor table; on a closed
+    // number it fails with EBADF and touches nothing.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
+}
+
+/// Ignores `SIGINT` (`true`) or restores its default action (`false`).
+pub(crate) fn ignore_sigint(ignore: bool) {
+    let action = if ignore { libc::SIG_IGN } else { libc::SIG_DFL };
+    // SAFETY: installing SIG_IGN or SIG_DFL runs no code of ours in a
+    // signal handler; `signal` has no other precondition.
+    unsafe {
+        libc::signal(libc::SIGINT, action);
+    }
+}
+
+/// Whether process `pid` exists and has not exited (a pidfd polls
+/// readable once it has).
+pub(crate) fn pid_alive(pid: u32) -> bool {
+    match pidfd_open(pid) {
+        Ok(fd) => poll_readable(&[fd.as_fd()], Some(Duration::ZERO)).is_ok_and(|r| !r[0]),
+        Err(_) => false,
+    }
 }

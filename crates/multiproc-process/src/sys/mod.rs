@@ -3,13 +3,17 @@
 //! Every backend provides the same small set of functions, used by the rest
 //! of the crate and nowhere else:
 //!
-//! - `fork` and `exit_now` (the raw `fork(2)` and `_exit(2)`),
-//! - `pipe`, `set_nonblocking`, `read_nonblocking`, `write_all` on owned fds,
+//! - `fork`, `exit_now`, `kill_self`, `kill_and_reap` (the raw `fork(2)`,
+//!   `_exit(2)` and `kill(2)`),
+//! - `socketpair`, `send_with_fds`, `recv_with_fds` (`SCM_RIGHTS`),
+//!   `dup_cloexec`, `set_nonblocking`, `read_nonblocking`, `write_raw`,
 //! - `pidfd_open`, `signal_pidfd`, `try_reap` (a `waitid(P_PIDFD)` that
-//!   returns the [`ExitStatus`] of an exited child),
+//!   returns the [`ExitStatus`] of an exited child), `pid_alive`,
 //! - `poll_readable` over a few fds with a timeout,
-//! - `set_parent_death_signal`, `getpid`, `getppid`, `is_main_thread`,
-//! - `close_raw` for the descriptors a forked child must drop,
+//! - `set_parent_death_signal`, `ignore_sigint`, `getpid`, `getppid`,
+//!   `is_main_thread`, `thread_count`,
+//! - `close_raw`, `own_raw`, `is_open_raw`, `is_socket` for descriptors
+//!   known by number (a forked child's inherited ones, spawn's descriptor 3),
 //! - `register_at_exit` for the hook that joins children at exit.
 //!
 //! Only Linux is supported today: process handles are pidfds (Linux 5.4+).
