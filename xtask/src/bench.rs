@@ -25,13 +25,29 @@ struct Case {
     goal: &'static str,
 }
 
-const CASES: &[Case] = &[Case {
-    criterion: "process_start_join/fork",
-    python: Some("spawn_fork_us"),
-    metric: Metric::Micros,
-    what: "start + join of a process doing nothing, fork",
-    goal: "at least 6x faster than CPython",
-}];
+const CASES: &[Case] = &[
+    Case {
+        criterion: "process_start_join/fork",
+        python: Some("spawn_fork_us"),
+        metric: Metric::Micros,
+        what: "start + join of a process doing nothing, fork",
+        goal: "at least 6x faster than CPython",
+    },
+    Case {
+        criterion: "process_start_join/forkserver",
+        python: Some("spawn_forkserver_us"),
+        metric: Metric::Micros,
+        what: "start + join, forkserver",
+        goal: "at most 500 us",
+    },
+    Case {
+        criterion: "process_start_join/spawn",
+        python: Some("spawn_spawn_us"),
+        metric: Metric::Micros,
+        what: "start + join, spawn",
+        goal: "at most 2000 us",
+    },
+];
 
 pub(crate) fn run(root: &Path, extra: &[String]) -> bool {
     let mut args = vec!["bench", "--package", "multiproc-benches", "--"];
