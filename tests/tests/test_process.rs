@@ -701,22 +701,7 @@ fn cpu_count_is_positive() {
     assert!(mp::cpu_count() >= 1);
 }
 
-/// Runs each named test under every start method, as `METHOD::name`.
-macro_rules! each_method {
-    ($($name:ident),* $(,)?) => {
-        mod fork {
-            $(#[test] fn $name() { super::$name(super::mp::get_context(super::mp::StartMethod::Fork)) })*
-        }
-        mod forkserver {
-            $(#[test] fn $name() { super::$name(super::mp::get_context(super::mp::StartMethod::ForkServer)) })*
-        }
-        mod spawn {
-            $(#[test] fn $name() { super::$name(super::mp::get_context(super::mp::StartMethod::Spawn)) })*
-        }
-    };
-}
-
-each_method!(
+multiproc_testkit::each_start_method!(
     two_sleeps_run_in_parallel,
     pids_differ_and_match_what_children_report,
     is_alive_while_running_and_not_after_join,

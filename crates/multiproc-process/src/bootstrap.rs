@@ -151,8 +151,36 @@ fn die_with_parent(parent: u32, from_main_thread: bool) {
     }
 }
 
-/// Python's exit function: terminate daemonic children, then join all.
-/// Runs when a child's target ends, and at normal exit of any process.
+/// Hooks registered with [`at_exit`](crate::at_exit).
+static HOOKS: std::sync::Mutex<Vec<fn()>> = std::sync::Mutex::new(Vec::new());
+
+/// Registers `hook` to run when this process ends normally: when `main`
+/// returns or `std::process::exit` is called, and when the target of a
+/// child process returns or panics. Each hook runs once per process, after
+/// the process's children were joined; hooks registered in a parent run in
+/// its forked children too, so a hook that cleans up should check which
+/// process owns what it cleans.
+///
+/// Python: `multiprocessing.util.Finalize` with `exitpriority`, and
+/// `atexit.register`.
+pub fn at_exit(hook: fn()) {
+    install_hooks();
+    let mut hooks = lock(&HOOKS);
+    if !hooks.iter().any(|h| std::ptr::fn_addr_eq(*h, hook)) {
+        hooks.push(hook);
+    }
+}
+
+fn run_exit_hooks() {
+    let hooks = std::mem::take(&mut *lock(&HOOKS));
+    for hook in hooks {
+        let _ = panic::catch_unwind(hook);
+    }
+}
+
+/// Python's exit function: terminate daemonic children, join all, then run
+/// the [`at_exit`] hooks. Runs when a child's target ends, and at normal
+/// exit of any process.
 pub(crate) fn join_children_at_exit() {
     let children = std::mem::take(&mut lock(&GLOBAL).children);
     for c in children.iter().filter(|c| c.daemon) {
@@ -167,6 +195,7 @@ pub(crate) fn join_children_at_exit() {
         }
         let _ = c.wait_timeout(None);
     }
+    run_exit_hooks();
 }
 
 extern "C" fn at_exit_hook() {

@@ -109,6 +109,36 @@ pub enum Error {
         threads: usize,
     },
 
+    /// A lock's previous owner died while holding it; the lock was taken
+    /// over. The lock's own `acquire` hands the guard over with this fact
+    /// (`AcquireError::OwnerDied`); this variant is what `?` turns it into.
+    #[error("the previous owner of the lock died while holding it")]
+    OwnerDied,
+
+    /// A non-blocking call could not proceed at once (`try_acquire` on a
+    /// held lock).
+    #[error("the operation would block")]
+    WouldBlock,
+
+    /// A lock or semaphore was released more times than acquired, or by a
+    /// process or thread that does not hold it. Python raises `ValueError`
+    /// or `RuntimeError` here.
+    #[error("{0}")]
+    NotHeld(&'static str),
+
+    /// A barrier was broken (aborted, reset while waited on, or timed out)
+    /// while this process waited on it. Python: `BrokenBarrierError`.
+    #[error("the barrier is broken")]
+    BrokenBarrier,
+
+    /// A named object already exists. Python: `FileExistsError`.
+    #[error("{0:?} already exists")]
+    AlreadyExists(String),
+
+    /// A named object does not exist. Python: `FileNotFoundError`.
+    #[error("{0:?} does not exist")]
+    NotFound(String),
+
     /// A value could not be encoded for another process.
     #[error("cannot encode value: {0}")]
     Encode(String),

@@ -53,6 +53,7 @@ mod sys;
 mod target;
 mod wire;
 
+pub use bootstrap::at_exit;
 pub use context::{
     Context, get_context, get_start_method, init, set_start_method, set_start_method_force,
 };
@@ -62,7 +63,7 @@ pub use process::{
     current_process, parent_process,
 };
 pub use start_method::{StartMethod, ThreadedFork, set_threaded_fork};
-pub use target::Target;
+pub use target::{RemoteFn, Target};
 
 /// Runs [`init`] before the test harness's `main`, for a test file (an
 /// integration test crate) whose tests start processes. Write it once, at

@@ -114,6 +114,69 @@ pub(crate) const fn assert_zero_sized<F>() {
     );
 }
 
+/// A plain function (`fn()`) that any process of the program can call: it
+/// crosses process boundaries as its place in the binary, as a target does,
+/// so a shared object can carry one (a barrier's action, say).
+///
+/// Python: a picklable module-level function.
+#[derive(Clone, Copy)]
+pub struct RemoteFn(fn());
+
+impl RemoteFn {
+    /// Wraps `f`.
+    pub fn new(f: fn()) -> RemoteFn {
+        RemoteFn(f)
+    }
+
+    /// Calls the function.
+    pub fn call(self) {
+        (self.0)();
+    }
+}
+
+impl std::fmt::Debug for RemoteFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("RemoteFn")
+            .field(&(self.0 as usize as *const ()))
+            .finish()
+    }
+}
+
+/// Where a `fn()` sits in the binary; the same scheme as [`EntryAddress`].
+#[derive(Serialize, Deserialize)]
+struct FnAddress {
+    layout: i64,
+    offset: i64,
+}
+
+impl Serialize for RemoteFn {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        FnAddress {
+            layout: anchor(&ANCHOR_END) - anchor(&ANCHOR),
+            offset: (self.0 as usize) as i64 - anchor(&ANCHOR),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for RemoteFn {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RemoteFn, D::Error> {
+        let a = FnAddress::deserialize(d)?;
+        if a.layout != anchor(&ANCHOR_END) - anchor(&ANCHOR) {
+            return Err(serde::de::Error::custom(crate::codec::custom_error(
+                "a function from a different binary".into(),
+            )));
+        }
+        let addr = (anchor(&ANCHOR) + a.offset) as usize;
+        // SAFETY: as for `EntryAddress::resolve`: the offset was taken from a
+        // `fn()` value in a process running this same binary, whose image is
+        // relocated as a whole, as the layout check confirms.
+        Ok(RemoteFn(unsafe {
+            std::mem::transmute::<usize, fn()>(addr)
+        }))
+    }
+}
+
 /// The entry of target `F` with arguments `A`.
 pub(crate) fn entry<F, A>(args: &[u8], fds: Vec<OwnedFd>) -> Outcome
 where

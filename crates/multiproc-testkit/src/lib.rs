@@ -191,3 +191,26 @@ impl Default for LeakCheck {
         LeakCheck::new()
     }
 }
+
+/// Runs each named test function under every start method, as
+/// `fork::name`, `forkserver::name` and `spawn::name`. Each function takes
+/// a `multiproc::Context`; the test file must depend on `multiproc`.
+///
+/// ```ignore
+/// fn counts(ctx: multiproc::Context) { /* ... */ }
+/// multiproc_testkit::each_start_method!(counts);
+/// ```
+#[macro_export]
+macro_rules! each_start_method {
+    ($($name:ident),* $(,)?) => {
+        mod fork {
+            $(#[test] fn $name() { super::$name(::multiproc::get_context(::multiproc::StartMethod::Fork)) })*
+        }
+        mod forkserver {
+            $(#[test] fn $name() { super::$name(::multiproc::get_context(::multiproc::StartMethod::ForkServer)) })*
+        }
+        mod spawn {
+            $(#[test] fn $name() { super::$name(::multiproc::get_context(::multiproc::StartMethod::Spawn)) })*
+        }
+    };
+}

@@ -43,10 +43,20 @@
 
 #[doc(inline)]
 pub use multiproc_process::{
-    Context, Error, ParentProcess, Process, ProcessBuilder, ProcessInfo, Result, SignalName,
-    StartMethod, Target, ThreadedFork, active_children, cpu_count, current_process, get_context,
-    get_start_method, init, parent_process, set_start_method, set_start_method_force,
-    set_threaded_fork, test_setup,
+    Context, Error, ParentProcess, Process, ProcessBuilder, ProcessInfo, RemoteFn, Result,
+    SignalName, StartMethod, Target, ThreadedFork, active_children, at_exit, cpu_count,
+    current_process, get_context, get_start_method, init, parent_process, set_start_method,
+    set_start_method_force, set_threaded_fork, test_setup,
+};
+
+#[doc(inline)]
+pub use multiproc_shm::{RawArray, RawValue, Segment, SharedMemory};
+
+#[doc(inline)]
+pub use multiproc_sync::{
+    AcquireError, AcquireResult, Array, ArrayGuard, Barrier, BoundedSemaphore,
+    BoundedSemaphoreGuard, Condition, ConditionGuard, Event, Lock, LockGuard, RLock, RLockGuard,
+    Semaphore, SemaphoreGuard, Value, ValueGuard,
 };
 
 /// Handing file descriptors to another process along with a value.

@@ -11,6 +11,8 @@
 //! - `set-method`: sets the default start method twice, then forces it.
 //! - `threaded-fork`: forks with a second thread running, refused then
 //!   warned about.
+//! - `shm-exit NAME keep|unlink`: creates named shared memory and exits,
+//!   keeping it or not.
 //! - `daemon-orphan FROM_THREAD`: starts a daemon (from a helper thread
 //!   that then exits when FROM_THREAD is `thread`), prints its pid and
 //!   sleeps until killed.
@@ -123,6 +125,12 @@ fn main() -> mp::Result<()> {
             std::mem::forget(d);
         }
         Some("set-method") => set_method()?,
+        Some("shm-exit") => {
+            let shm = mp::SharedMemory::create(Some(&args[3]), 4096)?;
+            if args.get(4).is_some_and(|m| m == "keep") {
+                shm.keep();
+            }
+        }
         Some("threaded-fork") => threaded_fork()?,
         Some("daemon-orphan") => {
             let from_thread = args.get(3).is_some_and(|a| a == "thread");

@@ -1,0 +1,91 @@
+//! The layouts of the primitives in shared memory, in one place.
+//!
+//! Each is `#[repr(C)]`, holds only atomics, and is valid as all-zero
+//! bytes (how a new segment starts); that is what [`ShmState`] promises.
+//!
+//! # Safety
+//!
+//! The `unsafe impl`s below are the promise of [`ShmState`], checked by
+//! reading each struct: atomics only, zero valid, small, aligned to at most
+//! 8 bytes.
+#![allow(unsafe_code)]
+
+use std::sync::atomic::AtomicU64;
+
+use crate::core::event::EventWord;
+use crate::core::lock::LockWord;
+use crate::core::semaphore::SemWord;
+use crate::shared::ShmState;
+use crate::shim::AtomicU32;
+
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct LockState {
+    pub(crate) word: LockWord,
+}
+
+// SAFETY: one atomic word; zero is unlocked.
+unsafe impl ShmState for LockState {}
+
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct RLockState {
+    pub(crate) word: LockWord,
+    /// How many times the owner holds it.
+    pub(crate) count: AtomicU32,
+    /// The owning thread (see `owner::thread_id`), with the word's process.
+    pub(crate) thread: AtomicU64,
+}
+
+// SAFETY: atomics only; zero is unlocked, count 0, no thread.
+unsafe impl ShmState for RLockState {}
+
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct SemState {
+    pub(crate) sem: SemWord,
+}
+
+// SAFETY: atomics only; zero is a semaphore at 0, unbounded.
+unsafe impl ShmState for SemState {}
+
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct CondState {
+    pub(crate) word: LockWord,
+    /// Bumped by every notify; the futex word waiters sleep on.
+    pub(crate) seq: AtomicU32,
+    /// Processes inside `wait`.
+    pub(crate) waiters: AtomicU32,
+}
+
+// SAFETY: atomics only; zero is unlocked with nobody waiting.
+unsafe impl ShmState for CondState {}
+
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct EventState {
+    pub(crate) event: EventWord,
+}
+
+// SAFETY: atomics only; zero is a clear event with nobody waiting.
+unsafe impl ShmState for EventState {}
+
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct BarrierState {
+    /// Guards `count`, `phase` changes and `reset_from`.
+    pub(crate) word: LockWord,
+    /// Arrivals in the current round.
+    pub(crate) count: AtomicU32,
+    /// `generation << 1 | broken`: the futex word waiters sleep on.
+    pub(crate) phase: AtomicU32,
+    /// One more than the generation a `reset` ended (0: none), so that its
+    /// waiters report a broken barrier, not a completed round.
+    pub(crate) reset_from: AtomicU32,
+    pub(crate) parties: AtomicU32,
+}
+
+// SAFETY: atomics only; zero is an empty, unbroken barrier (parties are set
+// before the barrier is shared).
+unsafe impl ShmState for BarrierState {}

@@ -1,0 +1,263 @@
+//! [`Lock`], its guard, and [`AcquireError`], the error of every acquire.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use multiproc_process::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::core::lock::{Acquired, LockWord};
+use crate::layout::LockState;
+use crate::owner;
+use crate::shared::Shared;
+use crate::shim::{Deadline, SpinBudget};
+
+/// Why an acquire did not simply succeed.
+///
+/// Like std's `PoisonError<Guard>`, [`OwnerDied`](AcquireError::OwnerDied)
+/// hands the guard over: the lock is yours, and the data it protects may be
+/// half-updated by the process that died. `?` turns it into
+/// [`Error::OwnerDied`] (dropping the guard, which releases the lock).
+pub enum AcquireError<G> {
+    /// `try_acquire` found the lock held.
+    WouldBlock,
+    /// The timeout passed first.
+    Timeout,
+    /// The previous owner died holding the lock; it is now yours.
+    OwnerDied(G),
+}
+
+/// The result of an acquire.
+pub type AcquireResult<G> = std::result::Result<G, AcquireError<G>>;
+
+impl<G> AcquireError<G> {
+    /// The guard, when the lock was taken over from a dead owner.
+    pub fn into_guard(self) -> Option<G> {
+        match self {
+            AcquireError::OwnerDied(g) => Some(g),
+            _ => None,
+        }
+    }
+
+    /// Whether the previous owner died holding the lock.
+    pub fn owner_died(&self) -> bool {
+        matches!(self, AcquireError::OwnerDied(_))
+    }
+}
+
+impl<G> fmt::Debug for AcquireError<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AcquireError::WouldBlock => "WouldBlock",
+            AcquireError::Timeout => "Timeout",
+            AcquireError::OwnerDied(_) => "OwnerDied(..)",
+        })
+    }
+}
+
+impl<G> fmt::Display for AcquireError<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(
+            &Error::from(match self {
+                AcquireError::WouldBlock => AcquireError::<()>::WouldBlock,
+                AcquireError::Timeout => AcquireError::Timeout,
+                AcquireError::OwnerDied(_) => AcquireError::OwnerDied(()),
+            }),
+            f,
+        )
+    }
+}
+
+impl<G> std::error::Error for AcquireError<G> {}
+
+impl<G> From<AcquireError<G>> for Error {
+    fn from(e: AcquireError<G>) -> Error {
+        match e {
+            AcquireError::WouldBlock => Error::WouldBlock,
+            AcquireError::Timeout => Error::Timeout,
+            AcquireError::OwnerDied(_) => Error::OwnerDied,
+        }
+    }
+}
+
+/// Maps how a lock word's acquire ended to the public result.
+pub(crate) fn acquire_result<G>(a: Acquired, guard: impl FnOnce() -> G) -> AcquireResult<G> {
+    match a {
+        Acquired::Yes => Ok(guard()),
+        Acquired::OwnerDied => Err(AcquireError::OwnerDied(guard())),
+        Acquired::TimedOut => Err(AcquireError::Timeout),
+    }
+}
+
+/// Acquires `word` for this process, until `deadline`.
+pub(crate) fn lock_word(word: &LockWord, deadline: Deadline, spin: &SpinBudget) -> Acquired {
+    word.lock(owner::token(), deadline, spin, owner::owner_dead)
+}
+
+/// A lock shared between processes.
+///
+/// Python: `multiprocessing.Lock`. Acquiring it returns a guard that
+/// releases it when dropped (Python's `with lock:`). Not reentrant: a
+/// second acquire by the holder waits (see [`RLock`](crate::RLock)).
+///
+/// A process that dies holding the lock does not wedge the others: the next
+/// acquirer takes it over within 100 ms of the death and learns so through
+/// [`AcquireError::OwnerDied`]. CPython deadlocks here.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc as mp;
+///
+/// fn add(total: mp::Value<i64>, lock: mp::Lock) {
+///     for _ in 0..1000 {
+///         let _g = lock.acquire().expect("no holder dies here");
+///         total.set(total.get() + 1); // two locked steps, made one by `lock`
+///     }
+/// }
+///
+/// # fn main() -> mp::Result<()> {
+/// mp::init();
+/// let (total, lock) = (mp::Value::new(0i64)?, mp::Lock::new()?);
+/// let mut ps: Vec<_> = (0..2).map(|_| mp::Process::new(add, (total.clone(), lock.clone()))).collect();
+/// for p in &mut ps { p.start()?; }
+/// for p in &mut ps { p.join()?; assert_eq!(p.exitcode(), Some(0)); }
+/// assert_eq!(total.get(), 2000);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Lock {
+    shared: Shared<LockState>,
+    #[serde(skip)]
+    spin: Arc<SpinBudget>,
+}
+
+impl Lock {
+    /// A new, unlocked lock.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the system refuses the shared memory.
+    pub fn new() -> Result<Lock> {
+        Ok(Lock::from_shared(Shared::new(0)?))
+    }
+
+    pub(crate) fn from_shared(shared: Shared<LockState>) -> Lock {
+        Lock {
+            shared,
+            spin: Arc::default(),
+        }
+    }
+
+    pub(crate) fn shared(&self) -> &Shared<LockState> {
+        &self.shared
+    }
+
+    fn word(&self) -> &LockWord {
+        &self.shared.state().word
+    }
+
+    fn acquire_until(&self, deadline: Deadline) -> AcquireResult<LockGuard<'_>> {
+        acquire_result(lock_word(self.word(), deadline, &self.spin), || LockGuard {
+            lock: self,
+        })
+    }
+
+    /// Acquires the lock, waiting as long as it takes.
+    /// Python: `Lock.acquire()`.
+    ///
+    /// # Errors
+    ///
+    /// [`AcquireError::OwnerDied`] (with the guard) if the previous owner
+    /// died holding it.
+    pub fn acquire(&self) -> AcquireResult<LockGuard<'_>> {
+        self.acquire_until(None)
+    }
+
+    /// Acquires the lock if it is free. Python: `Lock.acquire(False)`.
+    ///
+    /// # Errors
+    ///
+    /// [`AcquireError::WouldBlock`] if it is held.
+    #[doc(alias = "acquire_nowait")]
+    pub fn try_acquire(&self) -> AcquireResult<LockGuard<'_>> {
+        if self.word().try_lock(owner::token()) {
+            Ok(LockGuard { lock: self })
+        } else {
+            Err(AcquireError::WouldBlock)
+        }
+    }
+
+    /// Acquires the lock, waiting at most `timeout`.
+    /// Python: `Lock.acquire(timeout=t)`.
+    ///
+    /// # Errors
+    ///
+    /// [`AcquireError::Timeout`], or [`AcquireError::OwnerDied`].
+    pub fn acquire_timeout(&self, timeout: Duration) -> AcquireResult<LockGuard<'_>> {
+        self.acquire_until(Some(Instant::now() + timeout))
+    }
+
+    /// Acquires the lock, waiting until `deadline` at most.
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire_timeout`](Lock::acquire_timeout).
+    pub fn acquire_deadline(&self, deadline: Instant) -> AcquireResult<LockGuard<'_>> {
+        self.acquire_until(Some(deadline))
+    }
+
+    /// Releases the lock, whoever acquired it (Python allows this too); for
+    /// a lock acquired with its guard forgotten (`std::mem::forget`).
+    /// Python: `Lock.release()`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotHeld`] if the lock is not held.
+    pub fn release(&self) -> Result<()> {
+        if self.word().owner() == 0 || !self.word().unlock() {
+            return Err(Error::NotHeld("release unlocked lock"));
+        }
+        Ok(())
+    }
+
+    /// Whether some process holds the lock now.
+    pub fn is_locked(&self) -> bool {
+        self.word().owner() != 0
+    }
+}
+
+impl fmt::Debug for Lock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lock")
+            .field("locked", &self.is_locked())
+            .finish()
+    }
+}
+
+/// Holds a [`Lock`]; releases it when dropped.
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct LockGuard<'a> {
+    lock: &'a Lock,
+}
+
+impl LockGuard<'_> {
+    /// The lock this guard holds.
+    pub fn lock(&self) -> &Lock {
+        self.lock
+    }
+}
+
+impl Drop for LockGuard<'_> {
+    fn drop(&mut self) {
+        self.lock.word().unlock();
+    }
+}
+
+impl fmt::Debug for LockGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LockGuard")
+    }
+}

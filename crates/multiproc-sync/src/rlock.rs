@@ -1,0 +1,166 @@
+//! [`RLock`]: a lock its owner may acquire again.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use multiproc_process::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::core::lock::Acquired;
+use crate::layout::RLockState;
+use crate::lock::{AcquireError, AcquireResult, lock_word};
+use crate::owner;
+use crate::shared::Shared;
+use crate::shim::{Deadline, SpinBudget};
+
+/// A reentrant lock shared between processes: the thread that holds it may
+/// acquire it again, and must release it as many times.
+///
+/// Python: `multiprocessing.RLock`. Only the owning thread of the owning
+/// process may release it. A dead owner is handled as for
+/// [`Lock`](crate::Lock).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct RLock {
+    shared: Shared<RLockState>,
+    #[serde(skip)]
+    spin: Arc<SpinBudget>,
+}
+
+impl RLock {
+    /// A new, unlocked reentrant lock.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the system refuses the shared memory.
+    pub fn new() -> Result<RLock> {
+        Ok(RLock {
+            shared: Shared::new(0)?,
+            spin: Arc::default(),
+        })
+    }
+
+    fn state(&self) -> &RLockState {
+        self.shared.state()
+    }
+
+    fn mine(&self) -> bool {
+        let st = self.state();
+        st.word.owner() == owner::token() && st.thread.load(Ordering::Relaxed) == owner::thread_id()
+    }
+
+    fn take(&self) -> RLockGuard<'_> {
+        let st = self.state();
+        st.thread.store(owner::thread_id(), Ordering::Relaxed);
+        st.count.store(1, Ordering::Relaxed);
+        RLockGuard { lock: self }
+    }
+
+    fn acquire_until(&self, deadline: Deadline) -> AcquireResult<RLockGuard<'_>> {
+        if self.mine() {
+            self.state().count.fetch_add(1, Ordering::Relaxed);
+            return Ok(RLockGuard { lock: self });
+        }
+        match lock_word(&self.state().word, deadline, &self.spin) {
+            Acquired::Yes => Ok(self.take()),
+            Acquired::OwnerDied => Err(AcquireError::OwnerDied(self.take())),
+            Acquired::TimedOut => Err(AcquireError::Timeout),
+        }
+    }
+
+    /// Acquires the lock (again, if this thread holds it).
+    /// Python: `RLock.acquire()`.
+    ///
+    /// # Errors
+    ///
+    /// [`AcquireError::OwnerDied`] (with the guard) if the previous owner
+    /// died holding it.
+    pub fn acquire(&self) -> AcquireResult<RLockGuard<'_>> {
+        self.acquire_until(None)
+    }
+
+    /// Acquires the lock if it is free or this thread holds it.
+    ///
+    /// # Errors
+    ///
+    /// [`AcquireError::WouldBlock`] if another holds it.
+    #[doc(alias = "acquire_nowait")]
+    pub fn try_acquire(&self) -> AcquireResult<RLockGuard<'_>> {
+        if self.mine() {
+            self.state().count.fetch_add(1, Ordering::Relaxed);
+            return Ok(RLockGuard { lock: self });
+        }
+        if self.state().word.try_lock(owner::token()) {
+            Ok(self.take())
+        } else {
+            Err(AcquireError::WouldBlock)
+        }
+    }
+
+    /// Acquires the lock, waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`AcquireError::Timeout`], or [`AcquireError::OwnerDied`].
+    pub fn acquire_timeout(&self, timeout: Duration) -> AcquireResult<RLockGuard<'_>> {
+        self.acquire_until(Some(Instant::now() + timeout))
+    }
+
+    /// Releases one level of the lock, for a guard that was forgotten.
+    /// Python: `RLock.release()`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotHeld`] unless this thread of this process holds it.
+    pub fn release(&self) -> Result<()> {
+        if !self.mine() {
+            return Err(Error::NotHeld("cannot release un-acquired lock"));
+        }
+        let st = self.state();
+        match st.count.load(Ordering::Relaxed) {
+            0 | 1 => {
+                st.count.store(0, Ordering::Relaxed);
+                st.thread.store(0, Ordering::Relaxed);
+                st.word.unlock();
+            }
+            n => st.count.store(n - 1, Ordering::Relaxed),
+        }
+        Ok(())
+    }
+
+    /// How many times the owner holds the lock (0 when free).
+    pub fn count(&self) -> u32 {
+        if self.state().word.owner() == 0 {
+            0
+        } else {
+            self.state().count.load(Ordering::Relaxed)
+        }
+    }
+}
+
+impl fmt::Debug for RLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RLock")
+            .field("count", &self.count())
+            .finish()
+    }
+}
+
+/// Holds one level of an [`RLock`]; releases it when dropped.
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct RLockGuard<'a> {
+    lock: &'a RLock,
+}
+
+impl Drop for RLockGuard<'_> {
+    fn drop(&mut self) {
+        let _ = self.lock.release();
+    }
+}
+
+impl fmt::Debug for RLockGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RLockGuard")
+    }
+}

@@ -1,0 +1,335 @@
+//! [`Value`] and [`Array`]: plain data in shared memory with a lock.
+//!
+//! # Safety
+//!
+//! The guards hand out `&T` / `&mut [T]` into shared memory while they hold
+//! the object's lock, which every access to the data takes; the data is
+//! aligned (64 bytes into a page-aligned segment) and zero-initialized,
+//! valid for any `T: Pod`.
+#![allow(unsafe_code)]
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+
+use bytemuck::Pod;
+use multiproc_process::{Error, Result};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::lock::{AcquireResult, Lock, LockGuard};
+use crate::shared::Shared;
+
+/// Takes the lock even from a dead owner: for the calls that do not report
+/// it (`get`, `set`, `lock`).
+fn take(lock: &Lock) -> LockGuard<'_> {
+    match lock.acquire() {
+        Ok(g) => g,
+        Err(e) => match e.into_guard() {
+            Some(g) => g,
+            // `acquire` without a deadline ends only with the lock held.
+            None => unreachable!("an acquire without a timeout returned without the lock"),
+        },
+    }
+}
+
+/// One value of plain data in shared memory, with a lock.
+///
+/// Python: `multiprocessing.Value('i', 10)` is `Value::new(10i32)`.
+/// [`get`](Value::get) and [`set`](Value::set) each hold the lock for one
+/// step; [`lock`](Value::lock) holds it for as long as its guard lives, so
+/// `*v.lock() += 1` is the Rust for `with v.get_lock(): v.value += 1`.
+pub struct Value<T> {
+    lock: Lock,
+    _t: PhantomData<T>,
+}
+
+impl<T: Pod> Value<T> {
+    /// A value in new shared memory, set to `v`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the system refuses the shared memory.
+    pub fn new(v: T) -> Result<Value<T>> {
+        const { assert!(align_of::<T>() <= 64, "Value supports alignments up to 64") };
+        let value = Value {
+            lock: Lock::from_shared(Shared::new(size_of::<T>())?),
+            _t: PhantomData,
+        };
+        *value.lock() = v;
+        Ok(value)
+    }
+
+    fn ptr(&self) -> *mut T {
+        self.lock.shared().data().cast()
+    }
+
+    /// A copy of the value, read under the lock. Python: `v.value`.
+    pub fn get(&self) -> T {
+        *self.lock()
+    }
+
+    /// Sets the value under the lock. Python: `v.value = x`.
+    pub fn set(&self, v: T) {
+        *self.lock() = v;
+    }
+
+    /// Holds the lock; the guard reads and writes the value. Takes the lock
+    /// over from a dead owner without telling (see
+    /// [`lock_checked`](Value::lock_checked)).
+    pub fn lock(&self) -> ValueGuard<'_, T> {
+        ValueGuard {
+            _guard: take(&self.lock),
+            ptr: self.ptr(),
+            _t: PhantomData,
+        }
+    }
+
+    /// Holds the lock, reporting an owner that died holding it.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::AcquireError::OwnerDied`] with the guard.
+    pub fn lock_checked(&self) -> AcquireResult<ValueGuard<'_, T>> {
+        let ptr = self.ptr();
+        let wrap = |g| ValueGuard {
+            _guard: g,
+            ptr,
+            _t: PhantomData,
+        };
+        match self.lock.acquire() {
+            Ok(g) => Ok(wrap(g)),
+            Err(crate::AcquireError::OwnerDied(g)) => Err(crate::AcquireError::OwnerDied(wrap(g))),
+            Err(crate::AcquireError::Timeout) => Err(crate::AcquireError::Timeout),
+            Err(crate::AcquireError::WouldBlock) => Err(crate::AcquireError::WouldBlock),
+        }
+    }
+
+    /// The lock that guards the value. Python: `Value.get_lock()`.
+    pub fn get_lock(&self) -> &Lock {
+        &self.lock
+    }
+}
+
+impl<T> Clone for Value<T> {
+    fn clone(&self) -> Self {
+        Value {
+            lock: self.lock.clone(),
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T: Pod + fmt::Debug> fmt::Debug for Value<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Value").field("value", &self.get()).finish()
+    }
+}
+
+/// Holds a [`Value`]'s lock; derefs to the value.
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct ValueGuard<'a, T> {
+    _guard: LockGuard<'a>,
+    ptr: *mut T,
+    _t: PhantomData<&'a mut T>,
+}
+
+impl<T> Deref for ValueGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the lock is held for the guard's life; see module docs.
+        unsafe { &*self.ptr }
+    }
+}
+
+impl<T> DerefMut for ValueGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`; `&mut self` makes this the only view.
+        unsafe { &mut *self.ptr }
+    }
+}
+
+/// A fixed-length array of plain data in shared memory, with a lock.
+///
+/// Python: `multiprocessing.Array('i', 4)` is `Array::<i32>::new(4)`.
+/// Zero-filled when created. [`get`](Array::get), [`set`](Array::set) and
+/// [`to_vec`](Array::to_vec) each hold the lock for one step;
+/// [`lock`](Array::lock) gives the whole slice under it.
+pub struct Array<T> {
+    lock: Lock,
+    len: usize,
+    _t: PhantomData<T>,
+}
+
+impl<T: Pod> Array<T> {
+    /// An array of `len` zeroes in new shared memory.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] if the size overflows, [`Error::Io`] if
+    /// the system refuses the shared memory.
+    pub fn new(len: usize) -> Result<Array<T>> {
+        const { assert!(align_of::<T>() <= 64, "Array supports alignments up to 64") };
+        let bytes = len.checked_mul(size_of::<T>()).ok_or_else(|| {
+            Error::InvalidArgument(format!("an array of {len} elements is too large"))
+        })?;
+        Ok(Array {
+            lock: Lock::from_shared(Shared::new(bytes)?),
+            len,
+            _t: PhantomData,
+        })
+    }
+
+    /// An array holding a copy of `items`.
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Array::new).
+    pub fn from_slice(items: &[T]) -> Result<Array<T>> {
+        let a = Array::new(items.len())?;
+        a.lock().copy_from_slice(items);
+        Ok(a)
+    }
+
+    /// The number of elements. Python: `len(a)`.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the array has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Element `i`, read under the lock. Python: `a[i]`.
+    ///
+    /// # Panics
+    ///
+    /// If `i` is out of range (Python: `IndexError`).
+    pub fn get(&self, i: usize) -> T {
+        self.lock()[i]
+    }
+
+    /// Sets element `i` under the lock. Python: `a[i] = x`.
+    ///
+    /// # Panics
+    ///
+    /// If `i` is out of range.
+    pub fn set(&self, i: usize, v: T) {
+        self.lock()[i] = v;
+    }
+
+    /// A copy of the elements, under the lock. Python: `a[:]`.
+    pub fn to_vec(&self) -> Vec<T> {
+        self.lock().to_vec()
+    }
+
+    /// Holds the lock; the guard derefs to the elements. Takes the lock
+    /// over from a dead owner without telling.
+    pub fn lock(&self) -> ArrayGuard<'_, T> {
+        ArrayGuard {
+            _guard: take(&self.lock),
+            ptr: self.lock.shared().data().cast(),
+            len: self.len,
+            _t: PhantomData,
+        }
+    }
+
+    /// The lock that guards the array. Python: `Array.get_lock()`.
+    pub fn get_lock(&self) -> &Lock {
+        &self.lock
+    }
+}
+
+impl<T> Clone for Array<T> {
+    fn clone(&self) -> Self {
+        Array {
+            lock: self.lock.clone(),
+            len: self.len,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T: Pod + fmt::Debug> fmt::Debug for Array<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.to_vec()).finish()
+    }
+}
+
+/// Holds an [`Array`]'s lock; derefs to its elements.
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct ArrayGuard<'a, T> {
+    _guard: LockGuard<'a>,
+    ptr: *mut T,
+    len: usize,
+    _t: PhantomData<&'a mut [T]>,
+}
+
+impl<T> Deref for ArrayGuard<'_, T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        // SAFETY: the lock is held for the guard's life; `len` elements
+        // live at `ptr`; see module docs.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl<T> DerefMut for ArrayGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        // SAFETY: as in `deref`; `&mut self` makes this the only view.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl<T> Serialize for Value<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.lock.serialize(s)
+    }
+}
+
+impl<'de, T: Pod> Deserialize<'de> for Value<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let lock = Lock::deserialize(d)?;
+        if lock.shared().data_len() != size_of::<T>() {
+            return Err(serde::de::Error::custom("a Value of another type"));
+        }
+        Ok(Value {
+            lock,
+            _t: PhantomData,
+        })
+    }
+}
+
+impl<T> Serialize for Array<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        (&self.lock, self.len as u64).serialize(s)
+    }
+}
+
+impl<'de, T: Pod> Deserialize<'de> for Array<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let (lock, len) = <(Lock, u64)>::deserialize(d)?;
+        let len = usize::try_from(len).map_err(serde::de::Error::custom)?;
+        if len.checked_mul(size_of::<T>()) != Some(lock.shared().data_len()) {
+            return Err(serde::de::Error::custom(
+                "an Array of another type or length",
+            ));
+        }
+        Ok(Array {
+            lock,
+            len,
+            _t: PhantomData,
+        })
+    }
+}
+
+// SAFETY: the raw pointers point into shared memory kept alive by the
+// guard's lock handle; access is serialized by the lock, across threads as
+// across processes. `T: Send` is needed to hand the data to another thread.
+unsafe impl<T: Send> Send for ValueGuard<'_, T> {}
+// SAFETY: `&ValueGuard` only gives `&T`.
+unsafe impl<T: Sync> Sync for ValueGuard<'_, T> {}
+// SAFETY: as for `ValueGuard`.
+unsafe impl<T: Send> Send for ArrayGuard<'_, T> {}
+// SAFETY: as for `ValueGuard`.
+unsafe impl<T: Sync> Sync for ArrayGuard<'_, T> {}
