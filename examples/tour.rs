@@ -5,8 +5,12 @@
 
 use multiproc as mp;
 
+#[path = "seed_lock.rs"]
+mod seed_lock;
 #[path = "seed_pids.rs"]
 mod seed_pids;
+#[path = "seed_shared_memory.rs"]
+mod seed_shared_memory;
 #[path = "seed_sleep.rs"]
 mod seed_sleep;
 
@@ -29,6 +33,12 @@ fn main() -> mp::Result<()> {
     section("2. pid and is_alive");
     seed_pids::main()?;
 
-    println!("\ntour finished: {} seed programs ran", 2);
+    section("3. Array and Value in shared memory");
+    seed_shared_memory::main()?;
+
+    section("7. a race on a shared balance, then a Lock");
+    seed_lock::main()?;
+
+    println!("\ntour finished: {} seed programs ran", 4);
     Ok(())
 }

@@ -12,6 +12,51 @@ use std::process::Command;
 enum Metric {
     /// Microseconds per iteration; lower is better.
     Micros,
+    /// Nanoseconds per iteration; lower is better.
+    Nanos,
+    /// Operations per second, `per_iter` of them in an iteration; higher
+    /// is better.
+    PerSecond { per_iter: f64 },
+    /// Gigabytes per second, `bytes` of them in an iteration; higher is
+    /// better.
+    GBps { bytes: f64 },
+}
+
+impl Metric {
+    fn unit(self) -> &'static str {
+        match self {
+            Metric::Micros => "us",
+            Metric::Nanos => "ns",
+            Metric::PerSecond { .. } => "ops/s",
+            Metric::GBps { .. } => "GB/s",
+        }
+    }
+
+    /// From criterion's nanoseconds per iteration.
+    fn convert(self, ns: f64) -> f64 {
+        match self {
+            Metric::Micros => ns / 1e3,
+            Metric::Nanos => ns,
+            Metric::PerSecond { per_iter } => per_iter / (ns / 1e9),
+            Metric::GBps { bytes } => bytes / ns,
+        }
+    }
+
+    /// How many times better ours is than theirs.
+    fn ratio(self, ours: f64, theirs: f64) -> f64 {
+        match self {
+            Metric::Micros | Metric::Nanos => theirs / ours,
+            Metric::PerSecond { .. } | Metric::GBps { .. } => ours / theirs,
+        }
+    }
+
+    fn format(self, v: f64) -> String {
+        match self {
+            Metric::PerSecond { .. } if v >= 1e6 => format!("{:.2} M", v / 1e6),
+            Metric::PerSecond { .. } if v >= 1e3 => format!("{:.1} k", v / 1e3),
+            _ => format!("{v:.2}"),
+        }
+    }
 }
 
 /// One line of the comparison.
@@ -47,6 +92,38 @@ const CASES: &[Case] = &[
         what: "start + join, spawn",
         goal: "at most 2000 us",
     },
+    Case {
+        criterion: "lock_uncontended_acquire_release",
+        python: Some("lock_uncontended_ns"),
+        metric: Metric::Nanos,
+        what: "Lock acquire + release, uncontended",
+        goal: "at most 10 ns",
+    },
+    Case {
+        criterion: "lock/contended_two_processes",
+        python: Some("lock_contended_ops_per_s"),
+        metric: Metric::PerSecond {
+            per_iter: 1_000_000.0,
+        },
+        what: "two processes incrementing under one Lock (process start included)",
+        goal: "at least 7 M ops/s",
+    },
+    Case {
+        criterion: "event_ping_pong_round_trip",
+        python: None,
+        metric: Metric::Micros,
+        what: "Event ping-pong between two processes, round trip",
+        goal: "under 5 us (a kernel wake-up is 30-45 us)",
+    },
+    Case {
+        criterion: "shared_array/write_256MiB",
+        python: Some("shared_array_write_GBps"),
+        metric: Metric::GBps {
+            bytes: (256u64 << 20) as f64,
+        },
+        what: "writing a 256 MiB shared array",
+        goal: "at least 12 GB/s",
+    },
 ];
 
 pub(crate) fn run(root: &Path, extra: &[String]) -> bool {
@@ -59,18 +136,18 @@ pub(crate) fn run(root: &Path, extra: &[String]) -> bool {
     let python = python_figures(root);
     let mut rows = String::new();
     for case in CASES {
-        let ours = criterion_mean_ns(root, case.criterion).map(|ns| convert(case.metric, ns));
+        let ours = criterion_median_ns(root, case.criterion).map(|ns| case.metric.convert(ns));
         let theirs = case
             .python
             .and_then(|p| python.iter().find(|(n, _)| n == p).map(|(_, v)| *v));
-        let fmt = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.2}"));
-        let ratio = match (ours, theirs, case.metric) {
-            (Some(o), Some(t), Metric::Micros) if o > 0.0 => format!("{:.1}x faster", t / o),
+        let fmt = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| case.metric.format(v));
+        let ratio = match (ours, theirs) {
+            (Some(o), Some(t)) if o > 0.0 && t > 0.0 => {
+                format!("{:.1}x better", case.metric.ratio(o, t))
+            }
             _ => "n/a".to_owned(),
         };
-        let unit = match case.metric {
-            Metric::Micros => "us",
-        };
+        let unit = case.metric.unit();
         let _ = writeln!(
             rows,
             "| {} | {} {unit} | {} {unit} | {ratio} | {} |",
@@ -89,12 +166,6 @@ pub(crate) fn run(root: &Path, extra: &[String]) -> bool {
     println!("{rows}");
     eprintln!("bench: wrote {}", path.display());
     true
-}
-
-fn convert(metric: Metric, ns: f64) -> f64 {
-    match metric {
-        Metric::Micros => ns / 1e3,
-    }
 }
 
 fn baseline_script(root: &Path) -> PathBuf {
@@ -134,15 +205,18 @@ fn python_figures(root: &Path) -> Vec<(String, f64)> {
         .collect()
 }
 
-/// The mean of a criterion benchmark, in nanoseconds per iteration.
-fn criterion_mean_ns(root: &Path, id: &str) -> Option<f64> {
+/// The median of a criterion benchmark, in nanoseconds per iteration. The
+/// median, not the mean: on a shared machine one slow sample moves the mean.
+fn criterion_median_ns(root: &Path, id: &str) -> Option<f64> {
+    // Criterion keeps a grouped benchmark under `group/function`, and a
+    // top-level one under its name with `/` made `_`.
     let path = crate::target_dir(root)
         .join("criterion")
         .join(id)
         .join("new/estimates.json");
     let json = fs::read_to_string(path).ok()?;
-    let mean = &json[json.find("\"mean\"")?..];
-    let v = &mean[mean.find("\"point_estimate\":")? + "\"point_estimate\":".len()..];
+    let median = &json[json.find("\"median\"")?..];
+    let v = &median[median.find("\"point_estimate\":")? + "\"point_estimate\":".len()..];
     let end = v.find([',', '}'])?;
     v[..end].trim().parse().ok()
 }
@@ -180,8 +254,10 @@ fn render(rows: &str, machine: &str) -> String {
          Figures from `cargo xtask bench`, which runs the criterion benchmarks of\n\
          `benches/` and, in the same run, CPython's `multiprocessing` doing the same\n\
          work (`../shared/bench/python_baseline.py`). This file is written by that\n\
-         command; the machine is shared and noisy, so compare ratios, not single\n\
-         figures, and rerun before drawing conclusions.\n\
+         command. Figures are criterion's medians; the machine is shared and noisy,\n\
+         so compare ratios, not single figures, and rerun before drawing conclusions.\n\
+         CPython's figures are single runs of its own loops, as the baseline script\n\
+         measures them.\n\
          \n\
          Machine: {machine}.\n\
          \n\

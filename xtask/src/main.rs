@@ -6,6 +6,7 @@
 //! - `cargo xtask bench`: the criterion benchmarks beside CPython's figures
 //!   for the same work, written as ratios into `docs/benchmarks.md`.
 //! - `cargo xtask tidy`: the tidy checks alone.
+//! - `cargo xtask loom`: the loom models of the sync crate's state machines.
 
 mod bench;
 mod tidy;
@@ -21,8 +22,9 @@ fn main() -> ExitCode {
         Some("test-all") => test_all(&root),
         Some("bench") => bench::run(&root, &args[1..]),
         Some("tidy") => report(&[step("tidy", || tidy::check(&root))]),
+        Some("loom") => report(&[step("loom", || loom(&root))]),
         _ => {
-            eprintln!("usage: cargo xtask test-all | bench [--quick] | tidy");
+            eprintln!("usage: cargo xtask test-all | bench [--quick] | tidy | loom");
             return ExitCode::from(2);
         }
     };
@@ -172,8 +174,33 @@ fn test_all(root: &Path) -> bool {
         cargo(root, &["test", "--workspace", "--doc"], &[])
     }));
     steps.push(step("examples", || run_examples(root)));
+    steps.push(step("loom", || loom(root)));
     steps.push(step("tidy", || tidy::check(root)));
     report(&steps)
+}
+
+/// The loom models, in their own target directory (they need their own
+/// `--cfg`), with a bounded number of preemptions.
+fn loom(root: &Path) -> Result<(), String> {
+    let dir = target_dir(root).join("loom");
+    let dir = dir.to_string_lossy();
+    cargo(
+        root,
+        &[
+            "test",
+            "--release",
+            "--package",
+            "multiproc-sync",
+            "--test",
+            "loom",
+            "--target-dir",
+            &dir,
+        ],
+        &[
+            ("RUSTFLAGS", "--cfg multiproc_loom"),
+            ("LOOM_MAX_PREEMPTIONS", "3"),
+        ],
+    )
 }
 
 /// The `[[example]]` names of the examples package.

@@ -151,7 +151,7 @@ fn die_with_parent(parent: u32, from_main_thread: bool) {
     }
 }
 
-/// Hooks registered with [`at_exit`](crate::at_exit).
+/// Hooks registered with [`at_exit`].
 static HOOKS: std::sync::Mutex<Vec<fn()>> = std::sync::Mutex::new(Vec::new());
 
 /// Registers `hook` to run when this process ends normally: when `main`

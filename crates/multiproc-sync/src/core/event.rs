@@ -16,7 +16,7 @@ pub(crate) struct EventWord {
 
 impl EventWord {
     /// A clear event (for tests; shared ones start as zeroed memory).
-    #[cfg(any(test, multiproc_loom))]
+    #[cfg(test)]
     pub(crate) fn new() -> EventWord {
         EventWord {
             flag: AtomicU32::new(0),

@@ -43,7 +43,7 @@ pub(crate) enum Acquired {
 
 impl LockWord {
     /// An unlocked word (for tests; shared words start as zeroed memory).
-    #[cfg(any(test, multiproc_loom))]
+    #[cfg(test)]
     pub(crate) fn new() -> LockWord {
         LockWord {
             word: AtomicU32::new(0),

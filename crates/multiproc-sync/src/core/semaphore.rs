@@ -29,7 +29,7 @@ pub(crate) struct OverRelease;
 impl SemWord {
     /// A semaphore at `value` (for tests; shared ones start as zeroed
     /// memory and are set with [`init`](SemWord::init)).
-    #[cfg(any(test, multiproc_loom))]
+    #[cfg(test)]
     pub(crate) fn new(value: u32, max: u32) -> SemWord {
         let s = SemWord {
             value: AtomicU32::new(0),

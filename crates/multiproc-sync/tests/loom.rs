@@ -1,0 +1,185 @@
+//! Loom models of the lock word, the semaphore and the event.
+//!
+//! The state machines of `src/core/` are compiled here against loom's
+//! atomics through a shim of the same names as the crate's: a futex wait on
+//! an unchanged word is a yield that ends as a sleep slice that ran out (so
+//! the lock checks its owner), a wait on a changed word returns at once, a
+//! wake does nothing (a waiter re-checks the word anyway), and no deadline
+//! ever passes. Run with `cargo xtask loom` (`--cfg multiproc_loom`).
+
+#![cfg(multiproc_loom)]
+#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
+
+mod shim {
+    pub(crate) use loom::sync::atomic::{AtomicU32, Ordering};
+    use std::time::{Duration, Instant};
+
+    pub(crate) type Deadline = Option<Instant>;
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(crate) enum Wake {
+        Woken,
+        TimedOut,
+    }
+
+    pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, _timeout: Option<Duration>) -> Wake {
+        if word.load(Ordering::SeqCst) == expected {
+            loom::thread::yield_now();
+            return Wake::TimedOut;
+        }
+        Wake::Woken
+    }
+
+    pub(crate) fn futex_wake(_word: &AtomicU32, _n: u32) {}
+
+    pub(crate) fn remaining(_deadline: Deadline, slice: Duration) -> Option<Duration> {
+        Some(slice)
+    }
+
+    pub(crate) fn expired(_deadline: Deadline) -> bool {
+        false
+    }
+
+    #[derive(Debug, Default)]
+    pub(crate) struct SpinBudget;
+
+    impl SpinBudget {
+        pub(crate) const fn new() -> SpinBudget {
+            SpinBudget
+        }
+
+        pub(crate) fn spin(&self, mut ready: impl FnMut() -> bool) -> bool {
+            ready()
+        }
+    }
+}
+
+#[path = "../src/core/event.rs"]
+mod event;
+#[path = "../src/core/lock.rs"]
+mod lock;
+#[path = "../src/core/semaphore.rs"]
+mod semaphore;
+
+use loom::cell::UnsafeCell;
+use loom::sync::Arc;
+use loom::thread;
+
+fn model(f: impl Fn() + Sync + Send + 'static) {
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(3);
+    b.check(f);
+}
+
+#[test]
+fn the_lock_word_excludes() {
+    model(|| {
+        let word = Arc::new(lock::LockWord::new());
+        let data = Arc::new(UnsafeCell::new(0u32));
+        let spin = shim::SpinBudget::new();
+        let other = {
+            let (word, data) = (word.clone(), data.clone());
+            thread::spawn(move || {
+                assert_eq!(
+                    word.lock(2, None, &shim::SpinBudget::new(), |_| false),
+                    lock::Acquired::Yes
+                );
+                // SAFETY: the lock word gives this thread exclusive access.
+                data.with_mut(|d| unsafe { *d += 1 });
+                assert!(word.unlock());
+            })
+        };
+        assert_eq!(word.lock(1, None, &spin, |_| false), lock::Acquired::Yes);
+        // SAFETY: as above.
+        data.with_mut(|d| unsafe { *d += 1 });
+        assert!(word.unlock());
+        other.join().unwrap();
+        // SAFETY: both threads are done.
+        assert_eq!(data.with(|d| unsafe { *d }), 2);
+        assert_eq!(word.owner(), 0);
+    });
+}
+
+#[test]
+fn a_dead_owner_is_taken_over_exactly_once() {
+    model(|| {
+        let word = Arc::new(lock::LockWord::new());
+        assert!(word.try_lock(7));
+        let other = {
+            let word = word.clone();
+            thread::spawn(move || {
+                let got = word.lock(2, None, &shim::SpinBudget::new(), |o| o == 7);
+                assert_eq!(word.owner(), 2);
+                word.unlock();
+                got
+            })
+        };
+        let mine = word.lock(1, None, &shim::SpinBudget::new(), |o| o == 7);
+        assert_eq!(word.owner(), 1);
+        // One of us took it over from 7; the other waited for that one.
+        word.unlock();
+        let theirs = other.join().unwrap();
+        assert!(
+            (mine == lock::Acquired::OwnerDied) != (theirs == lock::Acquired::OwnerDied),
+            "{mine:?} {theirs:?}"
+        );
+    });
+}
+
+#[test]
+fn a_semaphore_release_is_never_lost() {
+    model(|| {
+        let sem = Arc::new(semaphore::SemWord::new(0, 1));
+        let waiter = {
+            let sem = sem.clone();
+            thread::spawn(move || sem.acquire(None, &shim::SpinBudget::new()))
+        };
+        sem.release().unwrap();
+        assert!(waiter.join().unwrap());
+        assert_eq!(sem.value(), 0);
+        assert!(sem.release().is_ok());
+        assert!(
+            sem.release().is_err(),
+            "a bounded semaphore refuses a second unit"
+        );
+    });
+}
+
+#[test]
+fn a_semaphore_of_one_excludes() {
+    model(|| {
+        let sem = Arc::new(semaphore::SemWord::new(1, 0));
+        let data = Arc::new(UnsafeCell::new(0u32));
+        let other = {
+            let (sem, data) = (sem.clone(), data.clone());
+            thread::spawn(move || {
+                assert!(sem.acquire(None, &shim::SpinBudget::new()));
+                // SAFETY: the semaphore of one gives exclusive access.
+                data.with_mut(|d| unsafe { *d += 1 });
+                sem.release().unwrap();
+            })
+        };
+        assert!(sem.acquire(None, &shim::SpinBudget::new()));
+        // SAFETY: as above.
+        data.with_mut(|d| unsafe { *d += 1 });
+        sem.release().unwrap();
+        other.join().unwrap();
+        assert_eq!(sem.value(), 1);
+    });
+}
+
+#[test]
+fn an_event_set_reaches_its_waiter() {
+    model(|| {
+        let ev = Arc::new(event::EventWord::new());
+        let waiter = {
+            let ev = ev.clone();
+            thread::spawn(move || ev.wait(None, &shim::SpinBudget::new()))
+        };
+        ev.set();
+        assert!(waiter.join().unwrap());
+        assert!(ev.is_set());
+        ev.clear();
+        assert!(!ev.is_set());
+    });
+}
