@@ -24,6 +24,9 @@ pub(crate) enum Reaper {
     Server,
 }
 
+/// How long `join` polls before it sleeps.
+const SPIN: Duration = Duration::from_micros(200);
+
 /// The exit code CPython reports when the fork server vanished before it
 /// could tell how a child ended.
 const UNKNOWN_EXIT: i32 = 255;
@@ -89,6 +92,7 @@ impl ChildShared {
     /// the child's exit.
     pub(crate) fn wait_timeout(&self, timeout: Option<Duration>) -> Result<Option<ExitStatus>> {
         let deadline = timeout.map(|t| Instant::now() + t);
+        let spin_until = Instant::now() + SPIN;
         loop {
             let chan = {
                 let mut st = lock(&self.state);
@@ -122,6 +126,12 @@ impl ChildShared {
                 }
                 st.chan.clone()
             };
+            // A child about to end is caught without sleeping: a sleep and
+            // a wake-up cost more than a few polls on a core of its own.
+            if Instant::now() < spin_until && deadline.is_none_or(|d| Instant::now() < d) {
+                std::thread::yield_now();
+                continue;
+            }
             let remaining = match deadline {
                 None => None,
                 Some(d) => {
