@@ -9,6 +9,8 @@ use multiproc as mp;
 mod seed_lock;
 #[path = "seed_pids.rs"]
 mod seed_pids;
+#[path = "seed_queue.rs"]
+mod seed_queue;
 #[path = "seed_shared_memory.rs"]
 mod seed_shared_memory;
 #[path = "seed_sleep.rs"]
@@ -36,9 +38,12 @@ fn main() -> mp::Result<()> {
     section("3. Array and Value in shared memory");
     seed_shared_memory::main()?;
 
+    section("5. a Queue between two processes");
+    seed_queue::main()?;
+
     section("7. a race on a shared balance, then a Lock");
     seed_lock::main()?;
 
-    println!("\ntour finished: {} seed programs ran", 4);
+    println!("\ntour finished: {} seed programs ran", 5);
     Ok(())
 }

@@ -124,6 +124,24 @@ const CASES: &[Case] = &[
         what: "writing a 256 MiB shared array",
         goal: "at least 12 GB/s",
     },
+    Case {
+        criterion: "queue/one_to_one",
+        python: Some("queue_small_msgs_per_s"),
+        metric: Metric::PerSecond {
+            per_iter: 200_000.0,
+        },
+        what: "Queue, small messages, one producer to one consumer (process start included)",
+        goal: "at least 5 M msgs/s",
+    },
+    Case {
+        criterion: "queue/two_to_two",
+        python: None,
+        metric: Metric::PerSecond {
+            per_iter: 200_000.0,
+        },
+        what: "Queue, small messages, two producers to two consumers",
+        goal: "(no CPython case)",
+    },
 ];
 
 pub(crate) fn run(root: &Path, extra: &[String]) -> bool {

@@ -131,6 +131,21 @@ pub enum Error {
     #[error("the barrier is broken")]
     BrokenBarrier,
 
+    /// The queue is full (a bounded queue at its `maxsize`, or no room for
+    /// the message). Python: `queue.Full`.
+    #[error("the queue is full")]
+    Full,
+
+    /// The queue is empty. Python: `queue.Empty`.
+    #[error("the queue is empty")]
+    Empty,
+
+    /// The channel or queue is closed: this handle was closed, or the other
+    /// end of a connection is gone. Python: `EOFError`, or `ValueError` on a
+    /// closed queue.
+    #[error("closed")]
+    Closed,
+
     /// A named object already exists. Python: `FileExistsError`.
     #[error("{0:?} already exists")]
     AlreadyExists(String),

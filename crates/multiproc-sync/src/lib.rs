@@ -48,6 +48,7 @@ mod barrier;
 mod condition;
 pub(crate) mod core;
 mod event;
+pub mod futex;
 mod layout;
 mod lock;
 mod owner;

@@ -227,6 +227,15 @@ impl Lock {
     pub fn is_locked(&self) -> bool {
         self.word().owner() != 0
     }
+
+    /// Whether the lock is held by a process that has ended (it will be
+    /// taken over by the next acquirer). Reads `/proc`: not for hot paths.
+    pub fn holder_died(&self) -> bool {
+        match self.word().owner() {
+            0 => false,
+            owner => crate::owner::owner_dead(owner),
+        }
+    }
 }
 
 impl fmt::Debug for Lock {

@@ -59,6 +59,9 @@ pub use multiproc_sync::{
     Semaphore, SemaphoreGuard, Value, ValueGuard,
 };
 
+#[doc(inline)]
+pub use multiproc_channel::{DEFAULT_RING_BYTES, JoinableQueue, PutError, Queue, SimpleQueue};
+
 /// Handing file descriptors to another process along with a value.
 pub mod handoff {
     #[doc(inline)]

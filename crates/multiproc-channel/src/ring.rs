@@ -1,0 +1,546 @@
+//! The ring: a byte ring in shared memory that carries whole messages
+//! between any number of producer and consumer processes.
+//!
+//! Layout of the segment: a header of positions and counters (producer and
+//! consumer fields on separate cache lines), then `capacity` bytes of data.
+//! Positions only grow; a position's byte is at `pos % capacity`.
+//!
+//! A message is one record, or, when larger than half the ring, a run of
+//! records (chunks). A record is a 32-byte header `[kind: u32][len: u32]
+//! [msg: u64][total: u64][offset: u64]` and `len` bytes. Producers write
+//! while holding the put lock, consumers read while holding the get lock:
+//!
+//! - A producer writes a record beyond `write_pos`, then publishes it by
+//!   storing the new `write_pos` (release). A producer killed half-way never
+//!   published: no reader sees half a record, and the next producer (who
+//!   takes the lock over) writes from `write_pos` again.
+//! - A consumer reads records below `write_pos` and frees them by storing
+//!   `read_pos`. A consumer killed before that leaves the message for the
+//!   next one.
+//! - A chunked message whose producer died, or gave up at its timeout, is
+//!   incomplete: its chunks are skipped, found out by a new message id, or
+//!   by the put lock being free or held by a dead process while the rest is
+//!   awaited. The whole message is lost then, never a part of it delivered.
+//!
+//! Waiting is a spin, then a futex on `put_seq` (consumers: "something was
+//! published") or `get_seq` (producers: "room was freed"); each side counts
+//! its sleepers so the other wakes only when someone may sleep.
+//!
+//! # Safety
+//!
+//! The header is accessed only through atomics, valid as zero bytes (a new
+//! segment). The data is copied without atomics, under this protocol: only
+//! the put-lock holder writes, and only bytes in `[write_pos, read_pos +
+//! capacity)`; consumers read only bytes in `[read_pos, write_pos)`. The
+//! release store of `write_pos` (and of `read_pos`) orders the copies before
+//! the other side's acquire load, so the regions never overlap in time.
+#![allow(unsafe_code)]
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use multiproc_process::{Error, Result};
+use multiproc_shm::Segment;
+use multiproc_sync::futex::{self, Spin};
+use multiproc_sync::{AcquireError, Lock, LockGuard};
+use serde::{Deserialize, Serialize};
+
+/// Where the data begins in the segment.
+const DATA: usize = 256;
+/// Bytes of a record header.
+const HDR: u64 = 32;
+
+const WHOLE: u32 = 1;
+const CHUNK: u32 = 2;
+
+/// How long a consumer waits for a chunk before it asks whether the
+/// producer is still there.
+const SLICE: Duration = Duration::from_millis(20);
+
+#[repr(C)]
+struct Header {
+    // Written by producers.
+    write_pos: AtomicU64,
+    put_seq: AtomicU32,
+    put_waiters: AtomicU32,
+    published: AtomicU64,
+    msg_ids: AtomicU64,
+    _p0: [u64; 4],
+    // Written by consumers.
+    read_pos: AtomicU64,
+    get_seq: AtomicU32,
+    get_waiters: AtomicU32,
+    consumed: AtomicU64,
+    _p1: [u64; 5],
+    // Set once at creation, and the joinable queue's count.
+    capacity: AtomicU64,
+    maxsize: AtomicU64,
+    unfinished: AtomicU64,
+    join_seq: AtomicU32,
+    join_waiters: AtomicU32,
+}
+
+const _: () = assert!(size_of::<Header>() <= DATA);
+
+/// A record header.
+#[derive(Debug, Clone, Copy)]
+struct Rec {
+    kind: u32,
+    len: u32,
+    msg: u64,
+    total: u64,
+    offset: u64,
+}
+
+impl Rec {
+    fn to_bytes(self) -> [u8; HDR as usize] {
+        let mut b = [0u8; HDR as usize];
+        b[0..4].copy_from_slice(&self.kind.to_le_bytes());
+        b[4..8].copy_from_slice(&self.len.to_le_bytes());
+        b[8..16].copy_from_slice(&self.msg.to_le_bytes());
+        b[16..24].copy_from_slice(&self.total.to_le_bytes());
+        b[24..32].copy_from_slice(&self.offset.to_le_bytes());
+        b
+    }
+
+    fn from_bytes(b: &[u8; HDR as usize]) -> Rec {
+        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        let u64_at = |i: usize| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&b[i..i + 8]);
+            u64::from_le_bytes(a)
+        };
+        Rec {
+            kind: u32_at(0),
+            len: u32_at(4),
+            msg: u64_at(8),
+            total: u64_at(16),
+            offset: u64_at(24),
+        }
+    }
+}
+
+/// Why a put did not deliver.
+#[derive(Debug)]
+pub(crate) enum PutFail {
+    /// At `maxsize`, or no room, and the caller would not wait.
+    Full,
+    /// The deadline passed.
+    Timeout,
+}
+
+/// Why a get returned no message.
+#[derive(Debug)]
+pub(crate) enum GetFail {
+    /// Nothing arrived by the deadline (or at once, for a non-waiting get).
+    Empty,
+    /// The ring's contents make no sense (only possible if something else
+    /// wrote into the shared memory); the ring was resynchronized.
+    Corrupt(String),
+}
+
+/// A message ring in shared memory, with its two locks.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct Ring {
+    seg: Segment,
+    put_lock: Lock,
+    get_lock: Lock,
+    #[serde(skip)]
+    spin: std::sync::Arc<Spin>,
+}
+
+impl Ring {
+    /// A ring of `capacity` bytes; `maxsize` messages at most (0: no limit).
+    pub(crate) fn new(capacity: usize, maxsize: usize) -> Result<Ring> {
+        if capacity < 4 * HDR as usize {
+            return Err(Error::InvalidArgument(format!(
+                "a ring of {capacity} bytes is too small"
+            )));
+        }
+        let seg = Segment::new(DATA + capacity)?;
+        let ring = Ring {
+            seg,
+            put_lock: Lock::new()?,
+            get_lock: Lock::new()?,
+            spin: Default::default(),
+        };
+        ring.header()
+            .capacity
+            .store(capacity as u64, Ordering::SeqCst);
+        ring.header()
+            .maxsize
+            .store(maxsize as u64, Ordering::SeqCst);
+        Ok(ring)
+    }
+
+    fn header(&self) -> &Header {
+        // SAFETY: the segment is at least `DATA` bytes, page-aligned, starts
+        // zeroed (a valid `Header` of atomics), and lives as long as `self`.
+        unsafe { &*self.seg.as_ptr().cast::<Header>() }
+    }
+
+    fn cap(&self) -> u64 {
+        self.header().capacity.load(Ordering::Relaxed)
+    }
+
+    /// The largest record payload: half the ring, so that two records
+    /// always fit and producer and consumer can overlap.
+    fn max_chunk(&self) -> u64 {
+        (self.cap() / 2 - HDR).min(u64::from(u32::MAX))
+    }
+
+    /// Copies `bytes` into the ring at position `pos`, wrapping.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the put lock and `[pos, pos + len)` is free space.
+    unsafe fn copy_in(&self, pos: u64, bytes: &[u8]) {
+        let cap = self.cap();
+        let at = (pos % cap) as usize;
+        let first = bytes.len().min(cap as usize - at);
+        // SAFETY: both ranges are inside the data area; see the caller's
+        // promise and the module's Safety section.
+        unsafe {
+            let base = self.seg.as_ptr().add(DATA);
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), base.add(at), first);
+            std::ptr::copy_nonoverlapping(bytes.as_ptr().add(first), base, bytes.len() - first);
+        }
+    }
+
+    /// Copies `out.len()` bytes out of the ring at position `pos`, wrapping.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the get lock and `[pos, pos + len)` is published.
+    unsafe fn copy_out(&self, pos: u64, out: &mut [u8]) {
+        let cap = self.cap();
+        let at = (pos % cap) as usize;
+        let first = out.len().min(cap as usize - at);
+        // SAFETY: as in `copy_in`.
+        unsafe {
+            let base = self.seg.as_ptr().add(DATA);
+            std::ptr::copy_nonoverlapping(base.add(at), out.as_mut_ptr(), first);
+            std::ptr::copy_nonoverlapping(base, out.as_mut_ptr().add(first), out.len() - first);
+        }
+    }
+
+    /// Sleeps on `seq` (announcing itself in `waiters`) until `ready`, or
+    /// `deadline`. Returns whether `ready` held.
+    fn wait_for(
+        &self,
+        seq: &AtomicU32,
+        waiters: &AtomicU32,
+        deadline: Option<Instant>,
+        slice: Duration,
+        mut ready: impl FnMut() -> bool,
+    ) -> bool {
+        if self.spin.spin(&mut ready) {
+            return true;
+        }
+        loop {
+            let s = seq.load(Ordering::SeqCst);
+            waiters.fetch_add(1, Ordering::SeqCst);
+            if ready() {
+                waiters.fetch_sub(1, Ordering::SeqCst);
+                return true;
+            }
+            let timeout = match deadline {
+                None => slice,
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => left.min(slice),
+                    _ => {
+                        waiters.fetch_sub(1, Ordering::SeqCst);
+                        return ready();
+                    }
+                },
+            };
+            futex::wait(seq, s, Some(timeout));
+            waiters.fetch_sub(1, Ordering::SeqCst);
+            if ready() {
+                return true;
+            }
+            if deadline.is_none() {
+                return false; // a slice passed: let the caller look around
+            }
+        }
+    }
+
+    fn lock<'a>(lock: &'a Lock, deadline: Option<Instant>) -> Option<LockGuard<'a>> {
+        let r = match deadline {
+            None => lock.acquire(),
+            Some(d) => lock.acquire_deadline(d),
+        };
+        match r {
+            Ok(g) => Some(g),
+            // A producer or consumer died holding it: the positions are
+            // still consistent (see the module docs), carry on.
+            Err(AcquireError::OwnerDied(g)) => Some(g),
+            Err(_) => None,
+        }
+    }
+
+    /// Messages published and not yet taken (approximate while others
+    /// work). Python: `Queue.qsize()`.
+    pub(crate) fn len(&self) -> u64 {
+        let h = self.header();
+        h.published
+            .load(Ordering::SeqCst)
+            .saturating_sub(h.consumed.load(Ordering::SeqCst))
+    }
+
+    pub(crate) fn maxsize(&self) -> u64 {
+        self.header().maxsize.load(Ordering::Relaxed)
+    }
+
+    /// Puts one message. With `wait == false`, fails at once when the ring
+    /// is at its `maxsize` or has no room; otherwise waits until `deadline`.
+    pub(crate) fn put(
+        &self,
+        bytes: &[u8],
+        wait: bool,
+        deadline: Option<Instant>,
+    ) -> std::result::Result<(), PutFail> {
+        let h = self.header();
+        let _held = Ring::lock(&self.put_lock, deadline).ok_or(PutFail::Timeout)?;
+        let max = self.maxsize();
+        if max > 0 && self.len() >= max {
+            if !wait {
+                return Err(PutFail::Full);
+            }
+            let ok = loop {
+                if self.wait_for(&h.get_seq, &h.get_waiters, deadline, SLICE, || {
+                    self.len() < max
+                }) {
+                    break true;
+                }
+                if deadline.is_some() {
+                    break false;
+                }
+            };
+            if !ok {
+                return Err(PutFail::Timeout);
+            }
+        }
+        let msg = h.msg_ids.fetch_add(1, Ordering::Relaxed);
+        let total = bytes.len() as u64;
+        let max_chunk = self.max_chunk();
+        if total <= max_chunk {
+            let rec = Rec {
+                kind: WHOLE,
+                len: total as u32,
+                msg,
+                total,
+                offset: 0,
+            };
+            self.write_record(rec, bytes, wait, deadline)?;
+        } else {
+            let mut offset = 0u64;
+            for chunk in bytes.chunks(max_chunk as usize) {
+                let rec = Rec {
+                    kind: CHUNK,
+                    len: chunk.len() as u32,
+                    msg,
+                    total,
+                    offset,
+                };
+                self.write_record(rec, chunk, wait, deadline)?;
+                offset += chunk.len() as u64;
+            }
+        }
+        h.published.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn write_record(
+        &self,
+        rec: Rec,
+        data: &[u8],
+        wait: bool,
+        deadline: Option<Instant>,
+    ) -> std::result::Result<(), PutFail> {
+        let h = self.header();
+        let need = HDR + data.len() as u64;
+        let cap = self.cap();
+        let w = h.write_pos.load(Ordering::Relaxed);
+        let room = || cap - (w - h.read_pos.load(Ordering::Acquire)) >= need;
+        if !room() {
+            if !wait {
+                return Err(PutFail::Full);
+            }
+            loop {
+                if self.wait_for(&h.get_seq, &h.get_waiters, deadline, SLICE, room) {
+                    break;
+                }
+                if deadline.is_some() {
+                    return Err(PutFail::Timeout);
+                }
+            }
+        }
+        // SAFETY: we hold the put lock and `need` bytes from `w` are free.
+        unsafe {
+            self.copy_in(w, &rec.to_bytes());
+            self.copy_in(w + HDR, data);
+        }
+        h.write_pos.store(w + need, Ordering::Release);
+        h.put_seq.fetch_add(1, Ordering::SeqCst);
+        if h.put_waiters.load(Ordering::SeqCst) > 0 {
+            futex::wake_all(&h.put_seq);
+        }
+        Ok(())
+    }
+
+    /// Takes one message. With `wait == false`, fails at once when none is
+    /// published; otherwise waits until `deadline`.
+    pub(crate) fn get(
+        &self,
+        wait: bool,
+        deadline: Option<Instant>,
+    ) -> std::result::Result<Vec<u8>, GetFail> {
+        let h = self.header();
+        let Some(_held) = Ring::lock(
+            &self.get_lock,
+            if wait { deadline } else { Some(Instant::now()) },
+        ) else {
+            return Err(GetFail::Empty);
+        };
+        // The chunked message being put together: (msg, bytes).
+        let mut partial: Option<(u64, Vec<u8>)> = None;
+        loop {
+            let r = h.read_pos.load(Ordering::Relaxed);
+            let published = || h.write_pos.load(Ordering::Acquire) > r;
+            if !published() {
+                if partial.is_some() {
+                    // The rest of a message is coming: wait for it past our
+                    // deadline, unless its producer is gone or gave up.
+                    if !self.wait_for(&h.put_seq, &h.put_waiters, None, SLICE, published)
+                        && (!self.put_lock.is_locked() || self.put_lock.holder_died())
+                        && !published()
+                    {
+                        partial = None;
+                    }
+                    continue;
+                }
+                if !wait {
+                    return Err(GetFail::Empty);
+                }
+                if !self.wait_for(&h.put_seq, &h.put_waiters, deadline, SLICE, published) {
+                    if deadline.is_some() {
+                        return Err(GetFail::Empty);
+                    }
+                    continue;
+                }
+            }
+            let w = h.write_pos.load(Ordering::Acquire);
+            let mut hb = [0u8; HDR as usize];
+            // SAFETY: we hold the get lock and `[r, w)` is published; a
+            // record header is published whole with its record.
+            unsafe { self.copy_out(r, &mut hb) };
+            let rec = Rec::from_bytes(&hb);
+            let end = r + HDR + u64::from(rec.len);
+            if (rec.kind != WHOLE && rec.kind != CHUNK)
+                || end > w
+                || rec.offset + u64::from(rec.len) > rec.total
+            {
+                // Only a stray write into shared memory gets here: skip all
+                // that is published and start afresh.
+                h.read_pos.store(w, Ordering::Release);
+                self.freed();
+                return Err(GetFail::Corrupt(format!("bad record {rec:?} at {r}")));
+            }
+            let mut data = vec![0u8; rec.len as usize];
+            // SAFETY: as above; `[r + HDR, end)` is below `w`.
+            unsafe { self.copy_out(r + HDR, &mut data) };
+            h.read_pos.store(end, Ordering::Release);
+            self.freed();
+            let done = rec.offset + u64::from(rec.len) == rec.total;
+            match rec.kind {
+                WHOLE => {
+                    h.consumed.fetch_add(1, Ordering::SeqCst);
+                    return Ok(data);
+                }
+                _ if rec.offset == 0 => {
+                    let mut buf = Vec::with_capacity(rec.total as usize);
+                    buf.extend_from_slice(&data);
+                    partial = Some((rec.msg, buf));
+                }
+                _ => match &mut partial {
+                    Some((msg, buf)) if *msg == rec.msg && buf.len() as u64 == rec.offset => {
+                        buf.extend_from_slice(&data);
+                    }
+                    // The tail of a message whose start we never saw (its
+                    // consumer died): skip it, and count it gone once whole.
+                    _ => {
+                        if done {
+                            h.consumed.fetch_add(1, Ordering::SeqCst);
+                        }
+                        continue;
+                    }
+                },
+            }
+            if done && let Some((_, buf)) = partial.take() {
+                h.consumed.fetch_add(1, Ordering::SeqCst);
+                return Ok(buf);
+            }
+        }
+    }
+
+    /// Tells producers that room was freed.
+    fn freed(&self) {
+        let h = self.header();
+        h.get_seq.fetch_add(1, Ordering::SeqCst);
+        if h.get_waiters.load(Ordering::SeqCst) > 0 {
+            futex::wake_all(&h.get_seq);
+        }
+    }
+
+    /// The joinable queue's count of unfinished messages.
+    pub(crate) fn unfinished(&self) -> &AtomicU64 {
+        &self.header().unfinished
+    }
+
+    /// Marks one message done; wakes `join`ers at zero. Returns `false` if
+    /// none was unfinished.
+    pub(crate) fn task_done(&self) -> bool {
+        let h = self.header();
+        let mut v = h.unfinished.load(Ordering::SeqCst);
+        loop {
+            if v == 0 {
+                return false;
+            }
+            match h
+                .unfinished
+                .compare_exchange(v, v - 1, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => break,
+                Err(now) => v = now,
+            }
+        }
+        if v == 1 {
+            h.join_seq.fetch_add(1, Ordering::SeqCst);
+            if h.join_waiters.load(Ordering::SeqCst) > 0 {
+                futex::wake_all(&h.join_seq);
+            }
+        }
+        true
+    }
+
+    /// Waits until no message is unfinished, or `deadline`.
+    pub(crate) fn join(&self, deadline: Option<Instant>) -> bool {
+        let h = self.header();
+        loop {
+            let done = || h.unfinished.load(Ordering::SeqCst) == 0;
+            if self.wait_for(
+                &h.join_seq,
+                &h.join_waiters,
+                deadline,
+                Duration::from_secs(3600),
+                done,
+            ) {
+                return true;
+            }
+            if deadline.is_some() {
+                return false;
+            }
+        }
+    }
+}
