@@ -9,6 +9,8 @@ use multiproc as mp;
 mod seed_lock;
 #[path = "seed_pids.rs"]
 mod seed_pids;
+#[path = "seed_pipe.rs"]
+mod seed_pipe;
 #[path = "seed_queue.rs"]
 mod seed_queue;
 #[path = "seed_shared_memory.rs"]
@@ -41,9 +43,12 @@ fn main() -> mp::Result<()> {
     section("5. a Queue between two processes");
     seed_queue::main()?;
 
+    section("6. a Pipe between a sender and a receiver");
+    seed_pipe::main()?;
+
     section("7. a race on a shared balance, then a Lock");
     seed_lock::main()?;
 
-    println!("\ntour finished: {} seed programs ran", 5);
+    println!("\ntour finished: {} seed programs ran", 6);
     Ok(())
 }

@@ -134,6 +134,27 @@ const CASES: &[Case] = &[
         goal: "at least 5 M msgs/s",
     },
     Case {
+        criterion: "pipe_round_trip",
+        python: Some("pipe_rtt_us"),
+        metric: Metric::Micros,
+        what: "Pipe round trip, small message",
+        goal: "at most 5 us",
+    },
+    Case {
+        criterion: "pipe_bandwidth/64KiB",
+        python: Some("pipe_bw_64k_GBps"),
+        metric: Metric::GBps { bytes: 65536.0 },
+        what: "Pipe bandwidth, 64 KiB messages",
+        goal: "(none set)",
+    },
+    Case {
+        criterion: "pipe_bandwidth/1MiB",
+        python: Some("pipe_bw_1m_GBps"),
+        metric: Metric::GBps { bytes: 1_048_576.0 },
+        what: "Pipe bandwidth, 1 MiB messages",
+        goal: "at least 3 GB/s",
+    },
+    Case {
         criterion: "queue/two_to_two",
         python: None,
         metric: Metric::PerSecond {

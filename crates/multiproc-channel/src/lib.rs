@@ -1,5 +1,6 @@
-//! Channels between processes for multiproc: [`Queue`], [`JoinableQueue`]
-//! and [`SimpleQueue`].
+//! Channels between processes for multiproc: [`Pipe`] and its
+//! [`Connection`]s, [`Queue`], [`JoinableQueue`], [`SimpleQueue`], and
+//! [`wait()`] over any of them and processes.
 //!
 //! A queue is a ring of bytes in shared memory with a put lock and a get
 //! lock (robust locks of the sync crate), so there is no feeder thread and
@@ -42,7 +43,11 @@
 
 #![deny(unsafe_code)]
 
+mod connection;
 mod queue;
 mod ring;
+mod wait;
 
+pub use connection::{Connection, DEFAULT_MAX_MESSAGE, PIPE_RING_BYTES, Pipe};
 pub use queue::{DEFAULT_RING_BYTES, JoinableQueue, PutError, Queue, SimpleQueue};
+pub use wait::{WaitFd, Waitable, wait};

@@ -195,6 +195,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             Ok(()) => Ok(()),
             Err(PutFail::Full) => Err(PutError::Full(v)),
             Err(PutFail::Timeout) => Err(PutError::Timeout(v)),
+            // A queue has no `gone` and no `before` step.
+            Err(PutFail::Gone) => Err(PutError::Closed(v)),
+            Err(PutFail::Io(e)) => Err(PutError::Encode(v, Error::Io(e))),
         }
     }
 
@@ -245,6 +248,10 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             Err(GetFail::Empty) if wait && deadline.is_some() => Err(Error::Timeout),
             Err(GetFail::Empty) => Err(Error::Empty),
             Err(GetFail::Corrupt(why)) => Err(Error::Decode(why)),
+            Err(GetFail::TooLarge(size)) => Err(Error::MessageTooLarge {
+                size,
+                max: u64::MAX,
+            }),
         }
     }
 

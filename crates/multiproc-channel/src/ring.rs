@@ -7,7 +7,8 @@
 //!
 //! A message is one record, or, when larger than half the ring, a run of
 //! records (chunks). A record is a 32-byte header `[kind: u32][len: u32]
-//! [msg: u64][total: u64][offset: u64]` and `len` bytes. Producers write
+//! [msg: u64][total: u64][offset: u64]` and `len` bytes; the kind's second
+//! byte carries a message's `meta` (a connection's descriptor count). Producers write
 //! while holding the put lock, consumers read while holding the get lock:
 //!
 //! - A producer writes a record beyond `write_pos`, then publishes it by
@@ -78,6 +79,9 @@ struct Header {
     unfinished: AtomicU64,
     join_seq: AtomicU32,
     join_waiters: AtomicU32,
+    /// Set by a connection's reader while it sleeps in `poll` on its
+    /// socket: a writer then rings it with a byte on the socket.
+    doorbell: AtomicU32,
 }
 
 const _: () = assert!(size_of::<Header>() <= DATA);
@@ -127,6 +131,10 @@ pub(crate) enum PutFail {
     Full,
     /// The deadline passed.
     Timeout,
+    /// The reader is gone (the caller's `gone` said so while waiting).
+    Gone,
+    /// The caller's `before` step failed.
+    Io(std::io::Error),
 }
 
 /// Why a get returned no message.
@@ -137,6 +145,43 @@ pub(crate) enum GetFail {
     /// The ring's contents make no sense (only possible if something else
     /// wrote into the shared memory); the ring was resynchronized.
     Corrupt(String),
+    /// The next message is longer than the caller's limit; its first
+    /// record was consumed and nothing allocated.
+    TooLarge(u64),
+}
+
+/// What a put needs besides the bytes.
+pub(crate) struct PutOpts<'a> {
+    /// A byte the reader gets back with the message.
+    pub(crate) meta: u8,
+    /// Whether to wait for room (or for `maxsize`).
+    pub(crate) wait: bool,
+    pub(crate) deadline: Option<Instant>,
+    /// Asked while waiting for room: whether the reader is gone for good.
+    pub(crate) gone: &'a dyn Fn() -> bool,
+    /// Run with the put lock held, before anything is published: a
+    /// connection sends the message's descriptors here, so descriptors and
+    /// messages keep one order.
+    pub(crate) before: &'a mut dyn FnMut() -> std::io::Result<()>,
+}
+
+impl PutOpts<'_> {
+    /// Options for a plain queue put.
+    pub(crate) fn queue(
+        wait: bool,
+        deadline: Option<Instant>,
+        f: impl FnOnce(&mut PutOpts<'_>) -> std::result::Result<(), PutFail>,
+    ) -> std::result::Result<(), PutFail> {
+        let mut nothing = || Ok(());
+        let mut opts = PutOpts {
+            meta: 0,
+            wait,
+            deadline,
+            gone: &|| false,
+            before: &mut nothing,
+        };
+        f(&mut opts)
+    }
 }
 
 /// A message ring in shared memory, with its two locks.
@@ -300,50 +345,62 @@ impl Ring {
         wait: bool,
         deadline: Option<Instant>,
     ) -> std::result::Result<(), PutFail> {
+        PutOpts::queue(wait, deadline, |opts| self.put_with(bytes, opts))
+    }
+
+    /// Puts one message with `opts`.
+    pub(crate) fn put_with(
+        &self,
+        bytes: &[u8],
+        opts: &mut PutOpts<'_>,
+    ) -> std::result::Result<(), PutFail> {
         let h = self.header();
+        let (wait, deadline) = (opts.wait, opts.deadline);
         let _held = Ring::lock(&self.put_lock, deadline).ok_or(PutFail::Timeout)?;
         let max = self.maxsize();
         if max > 0 && self.len() >= max {
             if !wait {
                 return Err(PutFail::Full);
             }
-            let ok = loop {
+            loop {
                 if self.wait_for(&h.get_seq, &h.get_waiters, deadline, SLICE, || {
                     self.len() < max
                 }) {
-                    break true;
+                    break;
                 }
                 if deadline.is_some() {
-                    break false;
+                    return Err(PutFail::Timeout);
                 }
-            };
-            if !ok {
-                return Err(PutFail::Timeout);
+                if (opts.gone)() {
+                    return Err(PutFail::Gone);
+                }
             }
         }
+        (opts.before)().map_err(PutFail::Io)?;
         let msg = h.msg_ids.fetch_add(1, Ordering::Relaxed);
         let total = bytes.len() as u64;
         let max_chunk = self.max_chunk();
+        let meta = u32::from(opts.meta) << 8;
         if total <= max_chunk {
             let rec = Rec {
-                kind: WHOLE,
+                kind: WHOLE | meta,
                 len: total as u32,
                 msg,
                 total,
                 offset: 0,
             };
-            self.write_record(rec, bytes, wait, deadline)?;
+            self.write_record(rec, bytes, opts)?;
         } else {
             let mut offset = 0u64;
             for chunk in bytes.chunks(max_chunk as usize) {
                 let rec = Rec {
-                    kind: CHUNK,
+                    kind: CHUNK | meta,
                     len: chunk.len() as u32,
                     msg,
                     total,
                     offset,
                 };
-                self.write_record(rec, chunk, wait, deadline)?;
+                self.write_record(rec, chunk, opts)?;
                 offset += chunk.len() as u64;
             }
         }
@@ -355,9 +412,9 @@ impl Ring {
         &self,
         rec: Rec,
         data: &[u8],
-        wait: bool,
-        deadline: Option<Instant>,
+        opts: &PutOpts<'_>,
     ) -> std::result::Result<(), PutFail> {
+        let (wait, deadline) = (opts.wait, opts.deadline);
         let h = self.header();
         let need = HDR + data.len() as u64;
         let cap = self.cap();
@@ -373,6 +430,9 @@ impl Ring {
                 }
                 if deadline.is_some() {
                     return Err(PutFail::Timeout);
+                }
+                if (opts.gone)() {
+                    return Err(PutFail::Gone);
                 }
             }
         }
@@ -396,6 +456,17 @@ impl Ring {
         wait: bool,
         deadline: Option<Instant>,
     ) -> std::result::Result<Vec<u8>, GetFail> {
+        self.get_with(wait, deadline, u64::MAX)
+            .map(|(bytes, _)| bytes)
+    }
+
+    /// Takes one message and its `meta`, refusing one longer than `max`.
+    pub(crate) fn get_with(
+        &self,
+        wait: bool,
+        deadline: Option<Instant>,
+        max: u64,
+    ) -> std::result::Result<(Vec<u8>, u8), GetFail> {
         let h = self.header();
         let Some(_held) = Ring::lock(
             &self.get_lock,
@@ -436,8 +507,10 @@ impl Ring {
             // record header is published whole with its record.
             unsafe { self.copy_out(r, &mut hb) };
             let rec = Rec::from_bytes(&hb);
+            let (kind, meta) = (rec.kind & 0xff, (rec.kind >> 8) as u8);
             let end = r + HDR + u64::from(rec.len);
-            if (rec.kind != WHOLE && rec.kind != CHUNK)
+            if (kind != WHOLE && kind != CHUNK)
+                || rec.kind >> 16 != 0
                 || end > w
                 || rec.offset + u64::from(rec.len) > rec.total
             {
@@ -447,16 +520,24 @@ impl Ring {
                 self.freed();
                 return Err(GetFail::Corrupt(format!("bad record {rec:?} at {r}")));
             }
+            if rec.total > max && (kind == WHOLE || rec.offset == 0) {
+                h.read_pos.store(end, Ordering::Release);
+                self.freed();
+                if kind == WHOLE {
+                    h.consumed.fetch_add(1, Ordering::SeqCst);
+                }
+                return Err(GetFail::TooLarge(rec.total));
+            }
             let mut data = vec![0u8; rec.len as usize];
             // SAFETY: as above; `[r + HDR, end)` is below `w`.
             unsafe { self.copy_out(r + HDR, &mut data) };
             h.read_pos.store(end, Ordering::Release);
             self.freed();
             let done = rec.offset + u64::from(rec.len) == rec.total;
-            match rec.kind {
+            match kind {
                 WHOLE => {
                     h.consumed.fetch_add(1, Ordering::SeqCst);
-                    return Ok(data);
+                    return Ok((data, meta));
                 }
                 _ if rec.offset == 0 => {
                     let mut buf = Vec::with_capacity(rec.total as usize);
@@ -479,9 +560,20 @@ impl Ring {
             }
             if done && let Some((_, buf)) = partial.take() {
                 h.consumed.fetch_add(1, Ordering::SeqCst);
-                return Ok(buf);
+                return Ok((buf, meta));
             }
         }
+    }
+
+    /// Whether a record is published and not yet taken.
+    pub(crate) fn has_data(&self) -> bool {
+        let h = self.header();
+        h.write_pos.load(Ordering::Acquire) > h.read_pos.load(Ordering::Acquire)
+    }
+
+    /// The reader's "ring me on the socket" flag.
+    pub(crate) fn doorbell(&self) -> &AtomicU32 {
+        &self.header().doorbell
     }
 
     /// Tells producers that room was freed.

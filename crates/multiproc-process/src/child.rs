@@ -82,6 +82,11 @@ impl ChildShared {
         }
     }
 
+    /// The child's pidfd.
+    pub(crate) fn pidfd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
+
     /// The exit status, if the child has ended. Reaps it when it has.
     pub(crate) fn poll(&self) -> Result<Option<ExitStatus>> {
         self.wait_timeout(Some(Duration::ZERO))

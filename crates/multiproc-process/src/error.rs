@@ -146,6 +146,24 @@ pub enum Error {
     #[error("closed")]
     Closed,
 
+    /// A message did not fit the buffer given to `recv_bytes_into`; here it
+    /// is, whole, so nothing is lost. Python: `BufferTooShort`.
+    #[error("buffer too short for a message of {} bytes", message.len())]
+    BufferTooShort {
+        /// The message.
+        message: Vec<u8>,
+    },
+
+    /// A message was longer than the receiver's limit; it was skipped and
+    /// the connection closed.
+    #[error("message of {size} bytes exceeds the limit of {max}")]
+    MessageTooLarge {
+        /// The message's length.
+        size: u64,
+        /// The receiver's limit.
+        max: u64,
+    },
+
     /// A named object already exists. Python: `FileExistsError`.
     #[error("{0:?} already exists")]
     AlreadyExists(String),

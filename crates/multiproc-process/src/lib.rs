@@ -42,6 +42,7 @@ mod child;
 pub mod codec;
 mod context;
 mod error;
+pub mod fdio;
 mod forkserver;
 pub mod handoff;
 mod outcome;

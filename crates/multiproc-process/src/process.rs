@@ -306,6 +306,13 @@ impl<R> Process<R> {
         }
     }
 
+    /// A descriptor that polls readable once the process has ended (a
+    /// pidfd), for `poll`, `epoll` or the channel crate's `wait`.
+    /// Python: `Process.sentinel`.
+    pub fn sentinel(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.child.as_ref().map(|c| c.pidfd())
+    }
+
     /// The process id, once started. Python: `Process.pid`.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.pid)

@@ -60,7 +60,10 @@ pub use multiproc_sync::{
 };
 
 #[doc(inline)]
-pub use multiproc_channel::{DEFAULT_RING_BYTES, JoinableQueue, PutError, Queue, SimpleQueue};
+pub use multiproc_channel::{
+    Connection, DEFAULT_MAX_MESSAGE, DEFAULT_RING_BYTES, JoinableQueue, PIPE_RING_BYTES, Pipe,
+    PutError, Queue, SimpleQueue, Waitable, wait,
+};
 
 /// Handing file descriptors to another process along with a value.
 pub mod handoff {

@@ -1,0 +1,141 @@
+//! [`wait`]: wait until one of several connections, queues or processes is
+//! ready.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use multiproc_process::{Process, Result, fdio};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::connection::Connection;
+use crate::queue::Queue;
+
+/// Something [`wait`] can wait for.
+pub trait Waitable {
+    /// Whether it is ready now: a connection has a message (or its other
+    /// end is gone), a queue has a message, a process has ended.
+    fn is_ready(&self) -> bool;
+
+    /// A descriptor that polls readable when it may have become ready, if
+    /// it has one. Without one, `wait` looks again every millisecond.
+    #[doc(hidden)]
+    fn wait_fd(&self) -> Option<WaitFd<'_>>;
+
+    /// Called with `true` before `wait` sleeps, `false` after.
+    #[doc(hidden)]
+    fn arm(&self, _on: bool) {}
+}
+
+/// A descriptor to poll, borrowed or shared.
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum WaitFd<'a> {
+    /// Borrowed from the object.
+    Borrowed(std::os::fd::BorrowedFd<'a>),
+    /// Shared with the object.
+    Shared(Arc<OwnedFd>),
+}
+
+impl Waitable for Connection {
+    fn is_ready(&self) -> bool {
+        self.ready_now()
+    }
+
+    fn wait_fd(&self) -> Option<WaitFd<'_>> {
+        Connection::wait_fd(self).map(WaitFd::Shared)
+    }
+
+    fn arm(&self, on: bool) {
+        Connection::arm(self, on);
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Waitable for Queue<T> {
+    fn is_ready(&self) -> bool {
+        !self.empty()
+    }
+
+    fn wait_fd(&self) -> Option<WaitFd<'_>> {
+        None
+    }
+}
+
+impl<R> Waitable for Process<R> {
+    fn is_ready(&self) -> bool {
+        self.pid().is_some() && !self.is_alive()
+    }
+
+    fn wait_fd(&self) -> Option<WaitFd<'_>> {
+        self.sentinel().map(WaitFd::Borrowed)
+    }
+}
+
+/// Waits until at least one of `objects` is ready, or `timeout` passes
+/// (`None`: as long as it takes); returns the indexes of the ready ones,
+/// empty on timeout.
+///
+/// Python: `multiprocessing.connection.wait(object_list, timeout)`.
+///
+/// # Errors
+///
+/// [`multiproc_process::Error::Io`] if polling fails.
+pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<Vec<usize>> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let ready = || -> Vec<usize> {
+        (0..objects.len())
+            .filter(|&i| objects[i].is_ready())
+            .collect()
+    };
+    loop {
+        let now = ready();
+        if !now.is_empty() {
+            return Ok(now);
+        }
+        for o in objects {
+            o.arm(true);
+        }
+        let now = ready();
+        if !now.is_empty() {
+            for o in objects {
+                o.arm(false);
+            }
+            return Ok(now);
+        }
+        let fds: Vec<WaitFd<'_>> = objects.iter().filter_map(|o| o.wait_fd()).collect();
+        let all_have_fds = fds.len() == objects.len();
+        let slice = if all_have_fds {
+            Duration::from_millis(50)
+        } else {
+            Duration::from_millis(1)
+        };
+        let sleep = match deadline {
+            None => slice,
+            Some(d) => match d.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => left.min(slice),
+                _ => {
+                    for o in objects {
+                        o.arm(false);
+                    }
+                    return Ok(ready());
+                }
+            },
+        };
+        let borrowed: Vec<_> = fds
+            .iter()
+            .map(|f| match f {
+                WaitFd::Borrowed(b) => *b,
+                WaitFd::Shared(o) => o.as_fd(),
+            })
+            .collect();
+        if borrowed.is_empty() {
+            std::thread::sleep(sleep);
+        } else {
+            fdio::poll_readable(&borrowed, Some(sleep))?;
+        }
+        for o in objects {
+            o.arm(false);
+        }
+    }
+}

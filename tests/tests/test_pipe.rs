@@ -1,0 +1,249 @@
+//! Pipes and `wait` between real processes, after `_TestConnection` and
+//! `_TestWait` of CPython's `_test_multiprocessing.py`.
+
+#![allow(clippy::unwrap_used)] // a failed call fails the test, as it should
+
+multiproc::test_setup!();
+
+use std::time::{Duration, Instant};
+
+use multiproc as mp;
+use multiproc_testkit::LeakCheck;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn join<R>(p: &mp::Process<R>) {
+    p.join_timeout(LIMIT).expect("child did not end in time");
+}
+
+/// Echoes until the sentinel `u32::MAX` (under fork the child also holds
+/// the parent's end, inherited, so it would never see end of file; CPython
+/// is the same).
+fn echo(conn: mp::Connection) {
+    while let Ok(v) = conn.recv::<(u32, String)>() {
+        if v.0 == u32::MAX || conn.send(&v).is_err() {
+            return;
+        }
+    }
+}
+
+fn values_go_both_ways(ctx: mp::Context) {
+    let leaks = LeakCheck::new();
+    let (a, b) = mp::Pipe::new().unwrap();
+    let mut p = ctx.process(echo, (b,));
+    p.start().unwrap();
+    for i in 0..2000u32 {
+        a.send(&(i, format!("message {i}"))).unwrap();
+        let back: (u32, String) = a.recv_timeout(LIMIT).unwrap();
+        assert_eq!(back, (i, format!("message {i}")));
+    }
+    a.send(&(u32::MAX, String::new())).unwrap();
+    join(&p);
+    assert_eq!(p.exitcode(), Some(0));
+    drop((p, a));
+    leaks.assert_clean();
+}
+
+fn send_three(conn: mp::Connection) {
+    for m in ["hello", "hey", "hru?"] {
+        conn.send(m).unwrap();
+    }
+}
+
+fn recv_after_the_other_end_closed_is_closed(ctx: mp::Context) {
+    let (r, w) = mp::Pipe::one_way().unwrap();
+    let mut p = ctx.process(send_three, (w,));
+    // The child holds the only other copy of the writer once ours is gone.
+    p.start().unwrap();
+    join(&p);
+    let got: Vec<String> = (0..3).map(|_| r.recv_timeout(LIMIT).unwrap()).collect();
+    assert_eq!(got, ["hello", "hey", "hru?"]);
+    assert!(matches!(
+        r.recv_timeout::<String>(LIMIT),
+        Err(mp::Error::Closed)
+    ));
+    assert!(
+        r.poll(Some(Duration::ZERO)).unwrap(),
+        "poll is true at the end, as in Python"
+    );
+}
+
+fn send_after(conn: mp::Connection, ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+    conn.send_bytes(b"late").unwrap();
+}
+
+fn poll_waits_about_its_timeout(ctx: mp::Context) {
+    let (a, b) = mp::Pipe::new().unwrap();
+    let t = Instant::now();
+    assert!(!a.poll(Some(Duration::from_millis(150))).unwrap());
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(150) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    let mut p = ctx.process(send_after, (b.clone(), 100));
+    p.start().unwrap();
+    assert!(a.poll(Some(LIMIT)).unwrap());
+    assert_eq!(a.recv_bytes().unwrap(), b"late");
+    join(&p);
+}
+
+#[test]
+fn a_short_buffer_loses_nothing() {
+    let (a, b) = mp::Pipe::new().unwrap();
+    a.send_bytes(b"0123456789").unwrap();
+    a.send_bytes(b"abc").unwrap();
+    let mut small = [0u8; 4];
+    match b.recv_bytes_into(&mut small) {
+        Err(mp::Error::BufferTooShort { message }) => assert_eq!(message, b"0123456789"),
+        other => panic!("expected BufferTooShort, got {other:?}"),
+    }
+    assert_eq!(b.recv_bytes_into(&mut small).unwrap(), 3);
+    assert_eq!(&small[..3], b"abc");
+}
+
+#[test]
+fn an_oversized_message_is_refused_and_closes_the_connection() {
+    let (a, b) = mp::Pipe::new().unwrap();
+    b.set_max_message_size(1000);
+    a.send_bytes(&vec![7u8; 5000]).unwrap();
+    a.send_bytes(b"after").unwrap();
+    match b.recv_bytes() {
+        Err(mp::Error::MessageTooLarge {
+            size: 5000,
+            max: 1000,
+        }) => {}
+        other => panic!("expected MessageTooLarge, got {other:?}"),
+    }
+    assert!(b.closed());
+    assert!(matches!(b.recv_bytes(), Err(mp::Error::Closed)));
+}
+
+#[test]
+fn one_way_ends_refuse_the_other_direction() {
+    let (r, w) = mp::Pipe::one_way().unwrap();
+    assert!(r.readable() && !r.writable());
+    assert!(w.writable() && !w.readable());
+    assert!(matches!(r.send(&1u8), Err(mp::Error::Unsupported(_))));
+    assert!(matches!(w.recv::<u8>(), Err(mp::Error::Unsupported(_))));
+}
+
+fn sink(conn: mp::Connection, n: usize) -> u64 {
+    (0..n)
+        .map(|_| {
+            conn.recv_bytes()
+                .unwrap()
+                .iter()
+                .map(|b| u64::from(*b))
+                .sum::<u64>()
+        })
+        .sum()
+}
+
+fn messages_are_never_merged_or_split(ctx: mp::Context) {
+    let (a, b) = mp::Pipe::with_capacity(64 * 1024).unwrap();
+    let mut p = ctx.process(sink, (b, 300));
+    p.start().unwrap();
+    let mut expect = 0u64;
+    for i in 0..300usize {
+        // From 0 bytes to far beyond the ring.
+        let len = (i * 7919) % 300_000;
+        let byte = (i % 251) as u8;
+        expect += len as u64 * u64::from(byte);
+        a.send_bytes(&vec![byte; len]).unwrap();
+    }
+    join(&p);
+    assert_eq!(p.take_result().unwrap(), expect);
+}
+
+#[test]
+fn a_message_of_one_gibibyte_goes_through() {
+    let ctx = mp::get_context(mp::StartMethod::Fork);
+    let (a, b) = mp::Pipe::new().unwrap();
+    let mut p = ctx.process(sink, (b, 1));
+    p.start().unwrap();
+    let big = vec![1u8; 1 << 30];
+    a.send_bytes(&big).unwrap();
+    drop(big);
+    join(&p);
+    assert_eq!(p.take_result().unwrap(), 1 << 30);
+}
+
+fn use_handles(conn: mp::Connection) {
+    let (lock, value, queue, back): (mp::Lock, mp::Value<u32>, mp::Queue<String>, mp::Connection) =
+        conn.recv().unwrap();
+    {
+        let _g = lock.acquire().unwrap();
+        *value.lock() += 41;
+    }
+    queue.put("through a queue".to_string()).unwrap();
+    back.send("through a connection sent through a connection")
+        .unwrap();
+}
+
+fn handles_travel_through_a_connection(ctx: mp::Context) {
+    let (a, b) = mp::Pipe::new().unwrap();
+    let mut p = ctx.process(use_handles, (b,));
+    p.start().unwrap();
+    let lock = mp::Lock::new().unwrap();
+    let value = mp::Value::new(1u32).unwrap();
+    let queue = mp::Queue::<String>::new().unwrap();
+    let (mine, theirs) = mp::Pipe::new().unwrap();
+    // Created after the child started: they reach it only through `a`.
+    a.send(&(lock.clone(), value.clone(), queue.clone(), theirs))
+        .unwrap();
+    join(&p);
+    assert_eq!(p.exitcode(), Some(0));
+    assert_eq!(value.get(), 42);
+    assert_eq!(queue.get_timeout(LIMIT).unwrap(), "through a queue");
+    assert_eq!(
+        mine.recv_timeout::<String>(LIMIT).unwrap(),
+        "through a connection sent through a connection"
+    );
+}
+
+fn nap(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+fn wait_returns_the_ready_subset(ctx: mp::Context) {
+    let (a, b) = mp::Pipe::new().unwrap();
+    let (c, d) = mp::Pipe::new().unwrap();
+    let q = mp::Queue::<u8>::new().unwrap();
+    let mut quick = ctx.process(nap, (0,));
+    let mut slow = ctx.builder(nap, (60_000,)).daemon(true).build();
+    // Nothing ready: times out empty.
+    let t = Instant::now();
+    assert!(
+        mp::wait(&[&a, &c, &q], Some(Duration::from_millis(100)))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(t.elapsed() >= Duration::from_millis(100));
+    d.send(&1u8).unwrap();
+    assert_eq!(mp::wait(&[&a, &c, &q], Some(LIMIT)).unwrap(), [1]);
+    q.put(5).unwrap();
+    assert_eq!(mp::wait(&[&a, &c, &q], Some(LIMIT)).unwrap(), [1, 2]);
+    // A sender in another process wakes a waiter.
+    let mut p = ctx.process(send_after, (b.clone(), 50));
+    p.start().unwrap();
+    assert_eq!(mp::wait(&[&a], Some(LIMIT)).unwrap(), [0]);
+    join(&p);
+    // Process sentinels.
+    quick.start().unwrap();
+    slow.start().unwrap();
+    assert_eq!(mp::wait(&[&slow, &quick], Some(LIMIT)).unwrap(), [1]);
+    slow.kill().unwrap();
+    join(&slow);
+    join(&quick);
+}
+
+multiproc_testkit::each_start_method!(
+    values_go_both_ways,
+    recv_after_the_other_end_closed_is_closed,
+    poll_waits_about_its_timeout,
+    messages_are_never_merged_or_split,
+    handles_travel_through_a_connection,
+    wait_returns_the_ready_subset,
+);
