@@ -200,7 +200,7 @@ fn a_producer_killed_mid_put_never_shows_half_a_message(ctx: mp::Context) {
             .daemon(true)
             .build();
         p.start().unwrap();
-        std::thread::sleep(Duration::from_millis(3 + u64::from(round % 7) * 3));
+        std::thread::sleep(Duration::from_millis(5 + u64::from(round % 7) * 5));
         p.kill().unwrap();
         join(&p);
         assert_eq!(p.exitcode(), Some(-9));

@@ -68,6 +68,8 @@ struct Case {
     metric: Metric,
     what: &'static str,
     goal: &'static str,
+    /// The same work through another Rust crate, as criterion names it.
+    rival: Option<&'static str>,
 }
 
 const CASES: &[Case] = &[
@@ -77,6 +79,7 @@ const CASES: &[Case] = &[
         metric: Metric::Micros,
         what: "start + join of a process doing nothing, fork",
         goal: "at least 6x faster than CPython",
+        rival: None,
     },
     Case {
         criterion: "process_start_join/forkserver",
@@ -84,6 +87,7 @@ const CASES: &[Case] = &[
         metric: Metric::Micros,
         what: "start + join, forkserver",
         goal: "at most 500 us",
+        rival: None,
     },
     Case {
         criterion: "process_start_join/spawn",
@@ -91,6 +95,7 @@ const CASES: &[Case] = &[
         metric: Metric::Micros,
         what: "start + join, spawn",
         goal: "at most 2000 us",
+        rival: None,
     },
     Case {
         criterion: "lock_uncontended_acquire_release",
@@ -98,6 +103,7 @@ const CASES: &[Case] = &[
         metric: Metric::Nanos,
         what: "Lock acquire + release, uncontended",
         goal: "at most 10 ns",
+        rival: None,
     },
     Case {
         criterion: "lock/contended_two_processes",
@@ -107,6 +113,7 @@ const CASES: &[Case] = &[
         },
         what: "two processes incrementing under one Lock (process start included)",
         goal: "at least 7 M ops/s",
+        rival: None,
     },
     Case {
         criterion: "event_ping_pong_round_trip",
@@ -114,6 +121,7 @@ const CASES: &[Case] = &[
         metric: Metric::Micros,
         what: "Event ping-pong between two processes, round trip",
         goal: "under 5 us (a kernel wake-up is 30-45 us)",
+        rival: None,
     },
     Case {
         criterion: "shared_array/write_256MiB",
@@ -123,6 +131,7 @@ const CASES: &[Case] = &[
         },
         what: "writing a 256 MiB shared array",
         goal: "at least 12 GB/s",
+        rival: None,
     },
     Case {
         criterion: "queue/one_to_one",
@@ -132,6 +141,7 @@ const CASES: &[Case] = &[
         },
         what: "Queue, small messages, one producer to one consumer (process start included)",
         goal: "at least 5 M msgs/s",
+        rival: None,
     },
     Case {
         criterion: "pipe_round_trip",
@@ -139,6 +149,7 @@ const CASES: &[Case] = &[
         metric: Metric::Micros,
         what: "Pipe round trip, small message",
         goal: "at most 5 us",
+        rival: Some("ipc_channel_round_trip"),
     },
     Case {
         criterion: "pipe_bandwidth/64KiB",
@@ -146,6 +157,7 @@ const CASES: &[Case] = &[
         metric: Metric::GBps { bytes: 65536.0 },
         what: "Pipe bandwidth, 64 KiB messages",
         goal: "(none set)",
+        rival: Some("ipc_channel_bandwidth/64KiB"),
     },
     Case {
         criterion: "pipe_bandwidth/1MiB",
@@ -153,6 +165,7 @@ const CASES: &[Case] = &[
         metric: Metric::GBps { bytes: 1_048_576.0 },
         what: "Pipe bandwidth, 1 MiB messages",
         goal: "at least 3 GB/s",
+        rival: Some("ipc_channel_bandwidth/1MiB"),
     },
     Case {
         criterion: "queue/two_to_two",
@@ -162,6 +175,7 @@ const CASES: &[Case] = &[
         },
         what: "Queue, small messages, two producers to two consumers",
         goal: "(no CPython case)",
+        rival: None,
     },
 ];
 
@@ -187,9 +201,21 @@ pub(crate) fn run(root: &Path, extra: &[String]) -> bool {
             _ => "n/a".to_owned(),
         };
         let unit = case.metric.unit();
+        let rival = case
+            .rival
+            .and_then(|id| criterion_median_ns(root, id))
+            .map(|ns| case.metric.convert(ns));
+        let rival = match (rival, ours) {
+            (Some(r), Some(o)) if r > 0.0 => format!(
+                "{} {unit} ({:.1}x better)",
+                case.metric.format(r),
+                case.metric.ratio(o, r)
+            ),
+            _ => "".to_owned(),
+        };
         let _ = writeln!(
             rows,
-            "| {} | {} {unit} | {} {unit} | {ratio} | {} |",
+            "| {} | {} {unit} | {} {unit} | {ratio} | {rival} | {} |",
             case.what,
             fmt(ours),
             fmt(theirs),
@@ -300,8 +326,8 @@ fn render(rows: &str, machine: &str) -> String {
          \n\
          Machine: {machine}.\n\
          \n\
-         | work | multiproc | CPython | ratio | goal |\n\
-         |---|---|---|---|---|\n\
+         | work | multiproc | CPython | ratio | ipc-channel (same work) | goal |\n\
+         |---|---|---|---|---|---|\n\
          {rows}\n\
          ## Reproduce\n\
          \n\
