@@ -636,3 +636,44 @@ impl Ring {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scribbled_record_is_reported_and_the_ring_recovers() {
+        let ring = Ring::new(4096, 0).unwrap();
+        ring.put(b"first", true, None).unwrap();
+        // SAFETY: single-threaded test; overwrite the record's kind with
+        // nonsense, as a stray write into the shared memory would.
+        unsafe { ring.seg.as_ptr().add(DATA).write(99) };
+        assert!(matches!(ring.get(false, None), Err(GetFail::Corrupt(_))));
+        ring.put(b"second", true, None).unwrap();
+        assert_eq!(ring.get(false, None).unwrap(), b"second");
+    }
+
+    #[test]
+    fn an_oversized_message_is_refused_before_allocation() {
+        let ring = Ring::new(4096, 0).unwrap();
+        ring.put(&[1; 100], true, None).unwrap();
+        ring.put(&[2; 10], true, None).unwrap();
+        assert!(matches!(
+            ring.get_with(false, None, 50),
+            Err(GetFail::TooLarge(100))
+        ));
+        assert_eq!(ring.get_with(false, None, 50).unwrap(), (vec![2; 10], 0));
+        assert!(matches!(ring.get(false, None), Err(GetFail::Empty)));
+    }
+
+    #[test]
+    fn records_wrap_around_the_end_of_the_ring() {
+        let ring = Ring::new(256, 0).unwrap();
+        for i in 0..100u8 {
+            let msg = vec![i; usize::from(i % 90) + 1];
+            ring.put(&msg, false, None).unwrap();
+            assert_eq!(ring.get(false, None).unwrap(), msg);
+        }
+        assert_eq!(ring.len(), 0);
+    }
+}
