@@ -82,6 +82,28 @@ impl ChildShared {
         }
     }
 
+    /// A record for a started child, added to `children` (the registry).
+    pub(crate) fn register(
+        children: &mut Vec<Arc<ChildShared>>,
+        pid: u32,
+        identity: &crate::state::Identity,
+        pidfd: PrivateFd,
+        chan: PrivateFd,
+        reaper: Reaper,
+    ) -> Arc<ChildShared> {
+        let name = identity.name().to_owned();
+        let shared = Arc::new(ChildShared::new(
+            pid,
+            name,
+            identity.daemon,
+            pidfd,
+            chan,
+            reaper,
+        ));
+        children.push(Arc::clone(&shared));
+        shared
+    }
+
     /// The child's pidfd.
     pub(crate) fn pidfd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.pidfd.as_fd()

@@ -18,11 +18,6 @@
 //! it, so with the program. The server ignores `SIGINT`, so a Ctrl-C reaches
 //! the program and the children, not the server in between.
 //!
-//! # Safety
-//!
-//! The server forks; it is single-threaded, and it holds the state locks
-//! across the fork as the fork start method does.
-#![allow(unsafe_code)]
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, MutexGuard};
@@ -34,8 +29,8 @@ use crate::child::{ChildShared, Reaper};
 use crate::error::{Error, Result};
 use crate::outcome::Frame;
 use crate::start_method::{Launch, channel};
-use crate::state::{ForkGuard, GLOBAL, PRIVATE_FDS, PrivateFd, SERVER, lock};
-use crate::sys::{self, Forked};
+use crate::state::{ForkGuard, GLOBAL, Identity, PRIVATE_FDS, PrivateFd, SERVER, lock};
+use crate::sys;
 
 /// Marks a fork server started by executing the binary.
 pub(crate) const SERVER_ENV: &str = "MULTIPROC_FORKSERVER";
@@ -75,19 +70,16 @@ pub(crate) fn ensure_started() -> Result<()> {
 pub(crate) fn start(launch: Launch) -> Result<Arc<ChildShared>> {
     let (ours, theirs) = channel(&mut lock(&PRIVATE_FDS))?;
     let (pid, pidfd) = request_fork(theirs)?;
-    let name = launch.identity.name().to_owned();
-    let daemon = launch.identity.daemon;
+    let identity = launch.identity.clone();
     crate::spawn::send_launch(&ours, launch)?;
-    let shared = Arc::new(ChildShared::new(
+    Ok(ChildShared::register(
+        &mut lock(&GLOBAL).children,
         pid,
-        name,
-        daemon,
+        &identity,
         pidfd,
         ours,
         Reaper::Server,
-    ));
-    lock(&GLOBAL).children.push(Arc::clone(&shared));
-    Ok(shared)
+    ))
 }
 
 /// Asks the server for a child; starts (or restarts) the server as needed.
@@ -147,42 +139,28 @@ fn start_server(
     }
     let mut guard = ForkGuard::with_server(server);
     let ctl = PrivateFd::register(&mut guard.fds, ours);
-    // SAFETY: the process has one thread and holds all state locks across
-    // the fork; the child resets them and serves.
-    let forked = match unsafe { sys::fork() } {
-        Ok(f) => f,
+    let Some((pid, mut guard)) = guard.fork(Identity::clone)? else {
+        // Its descriptor was closed when the child's state was reset.
+        std::mem::forget(ctl);
+        serve(theirs)
+    };
+    drop(theirs);
+    let pidfd = match sys::pidfd_open(pid) {
+        Ok(fd) => PrivateFd::register(&mut guard.fds, fd),
         Err(e) => {
             drop(guard);
+            sys::kill_and_reap(pid);
             return Err(e.into());
         }
     };
-    match forked {
-        Forked::Child => {
-            let identity = guard.global.identity.clone();
-            guard.reset_in_child(identity);
-            std::mem::forget(ctl);
-            serve(theirs)
-        }
-        Forked::Parent(pid) => {
-            drop(theirs);
-            let pidfd = match sys::pidfd_open(pid) {
-                Ok(fd) => PrivateFd::register(&mut guard.fds, fd),
-                Err(e) => {
-                    drop(guard);
-                    sys::kill_and_reap(pid);
-                    return Err(e.into());
-                }
-            };
-            *guard.server = Some(ServerHandle { ctl, pidfd });
-            let ForkGuard {
-                server,
-                global,
-                fds,
-            } = guard;
-            drop((global, fds));
-            Ok(server)
-        }
-    }
+    *guard.server = Some(ServerHandle { ctl, pidfd });
+    let ForkGuard {
+        server,
+        global,
+        fds,
+    } = guard;
+    drop((global, fds));
+    Ok(server)
 }
 
 /// The work of [`init`](crate::init) in a fork server started by executing
@@ -284,34 +262,18 @@ fn reply_or_exit(ctl: &PrivateFd, reply: &Reply, fds: &[OwnedFd]) {
 
 /// Forks one child that will receive its launch on `chan`.
 fn fork_one(chan: OwnedFd, server_pid: u32) -> Result<(u32, Served)> {
-    let guard = ForkGuard::acquire();
-    // SAFETY: the server is single-threaded and holds all state locks
-    // across the fork; the child resets them and runs its launch.
-    let forked = match unsafe { sys::fork() } {
-        Ok(f) => f,
+    let Some((pid, guard)) = ForkGuard::acquire().fork(Identity::clone)? else {
+        sys::ignore_sigint(false);
+        crate::bootstrap::run_from_channel(chan, Some(server_pid))
+    };
+    drop(guard);
+    let pidfd = match sys::pidfd_open(pid) {
+        Ok(fd) => PrivateFd::new(fd),
         Err(e) => {
-            drop(guard);
+            sys::kill_and_reap(pid);
             return Err(e.into());
         }
     };
-    match forked {
-        Forked::Child => {
-            let identity = guard.global.identity.clone();
-            guard.reset_in_child(identity);
-            sys::ignore_sigint(false);
-            crate::bootstrap::run_from_channel(chan, Some(server_pid))
-        }
-        Forked::Parent(pid) => {
-            drop(guard);
-            let pidfd = match sys::pidfd_open(pid) {
-                Ok(fd) => PrivateFd::new(fd),
-                Err(e) => {
-                    sys::kill_and_reap(pid);
-                    return Err(e.into());
-                }
-            };
-            let chan = PrivateFd::new(chan);
-            Ok((pid, Served { pidfd, chan }))
-        }
-    }
+    let chan = PrivateFd::new(chan);
+    Ok((pid, Served { pidfd, chan }))
 }

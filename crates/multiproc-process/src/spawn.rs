@@ -85,19 +85,16 @@ pub(crate) fn start(launch: Launch) -> Result<Arc<ChildShared>> {
             return Err(e.into());
         }
     };
-    let name = launch.identity.name().to_owned();
-    let daemon = launch.identity.daemon;
+    let identity = launch.identity.clone();
     send_launch(&ours, launch)?;
-    let shared = Arc::new(ChildShared::new(
+    Ok(ChildShared::register(
+        &mut lock(&GLOBAL).children,
         pid,
-        name,
-        daemon,
+        &identity,
         pidfd,
         ours,
         Reaper::Parent,
-    ));
-    lock(&GLOBAL).children.push(Arc::clone(&shared));
-    Ok(shared)
+    ))
 }
 
 /// Sends a child its launch. A child that died before reading it is not an

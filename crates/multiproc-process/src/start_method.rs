@@ -16,11 +16,6 @@
 //!   child on request; the child receives its launch as a spawned one does
 //!   (module `forkserver`).
 //!
-//! # Safety
-//!
-//! The one unsafe call is `fork` itself: the state locks are held across it
-//! and the child only resets them and runs its target.
-#![allow(unsafe_code)]
 
 use std::fmt;
 use std::os::fd::{AsFd, OwnedFd};
@@ -32,7 +27,7 @@ use crate::bootstrap::{self, ChildStart};
 use crate::child::{ChildShared, Reaper};
 use crate::error::{Error, Result};
 use crate::state::{ForkGuard, Identity, PrivateFd};
-use crate::sys::{self, Forked};
+use crate::sys;
 use crate::target::EntryFn;
 
 /// How a child process is started.
@@ -193,54 +188,34 @@ fn start_fork(launch: Launch) -> Result<Arc<ChildShared>> {
     // Created under the guard so that no concurrent start forks a sibling
     // that inherits our end.
     let (ours, theirs) = channel(&mut guard.fds)?;
-    let daemon = launch.identity.daemon;
-    let name = launch.identity.name().to_owned();
-
-    // SAFETY: all state locks are held across the fork by this thread, so
-    // the child finds them in a consistent state and releases them in
-    // `reset_in_child`; the child then runs only the target, as the fork
-    // start method promises (and as Python's does).
-    let forked = match unsafe { sys::fork() } {
-        Ok(f) => f,
+    let Some((pid, mut guard)) = guard.fork(|_| launch.identity.clone())? else {
+        // Its descriptor was closed when the child's state was reset.
+        std::mem::forget(ours);
+        let daemon = launch.identity.daemon;
+        bootstrap::run_child(ChildStart {
+            entry: launch.entry,
+            args: launch.args,
+            fds: launch.fds,
+            outcome: theirs,
+            daemon_of: daemon.then_some((parent_pid, from_main_thread)),
+        })
+    };
+    drop(theirs);
+    let pidfd = match sys::pidfd_open(pid) {
+        Ok(fd) => PrivateFd::register(&mut guard.fds, fd),
         Err(e) => {
-            // Released before `ours` unregisters itself.
             drop(guard);
+            sys::kill_and_reap(pid);
             return Err(e.into());
         }
     };
-    match forked {
-        Forked::Child => {
-            guard.reset_in_child(launch.identity);
-            // Its descriptor was closed by `reset_in_child`.
-            std::mem::forget(ours);
-            bootstrap::run_child(ChildStart {
-                entry: launch.entry,
-                args: launch.args,
-                fds: launch.fds,
-                outcome: theirs,
-                daemon_of: daemon.then_some((parent_pid, from_main_thread)),
-            })
-        }
-        Forked::Parent(pid) => {
-            drop(theirs);
-            let pidfd = match sys::pidfd_open(pid) {
-                Ok(fd) => PrivateFd::register(&mut guard.fds, fd),
-                Err(e) => {
-                    drop(guard);
-                    sys::kill_and_reap(pid);
-                    return Err(e.into());
-                }
-            };
-            let shared = Arc::new(ChildShared::new(
-                pid,
-                name,
-                daemon,
-                pidfd,
-                ours,
-                Reaper::Parent,
-            ));
-            guard.global.children.push(Arc::clone(&shared));
-            Ok(shared)
-        }
-    }
+    let ForkGuard { global, .. } = &mut guard;
+    Ok(ChildShared::register(
+        &mut global.children,
+        pid,
+        &launch.identity,
+        pidfd,
+        ours,
+        Reaper::Parent,
+    ))
 }

@@ -9,8 +9,9 @@
 //!
 //! # Safety
 //!
-//! A forked child closes the parent's private descriptors by number; the
-//! argument that nothing else closes them again is at the call.
+//! The one `fork` of the crate is here, with the locks it must hold; and a
+//! forked child closes the parent's private descriptors by number. Each is
+//! argued at its block.
 #![allow(unsafe_code)]
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -139,10 +140,41 @@ impl ForkGuard {
         }
     }
 
+    /// Forks, with every state lock held across the call. In the child,
+    /// resets the copied state to the identity `child` makes from the
+    /// parent's, releases the locks and returns `Ok(None)`; in the parent,
+    /// returns the child's pid with the locks still held. On failure the
+    /// locks are released before the error returns, so descriptors the
+    /// caller registered may unregister themselves.
+    ///
+    /// The caller must `mem::forget`, in the child, every `PrivateFd` it
+    /// holds: their descriptors were closed here.
+    pub(crate) fn fork(
+        self,
+        child: impl FnOnce(&Identity) -> Identity,
+    ) -> crate::Result<Option<(u32, ForkGuard)>> {
+        // SAFETY: all state locks are held across the fork by this thread,
+        // so the child finds them consistent and releases them in
+        // `reset_in_child`; after that it runs only our bootstrap (a target,
+        // or the fork server's loop), as the fork start method promises.
+        match unsafe { crate::sys::fork() } {
+            Err(e) => {
+                drop(self);
+                Err(e.into())
+            }
+            Ok(crate::sys::Forked::Child) => {
+                let identity = child(&self.global.identity);
+                self.reset_in_child(identity);
+                Ok(None)
+            }
+            Ok(crate::sys::Forked::Parent(pid)) => Ok(Some((pid, self))),
+        }
+    }
+
     /// Resets the state in a freshly forked child: forgets the parent's
     /// children, closes the parent's private descriptors, and takes on
-    /// `identity`. Releases both locks.
-    pub(crate) fn reset_in_child(mut self, identity: Identity) {
+    /// `identity`. Releases the locks.
+    fn reset_in_child(mut self, identity: Identity) {
         // The parent's `ChildShared` values stay alive in its copied memory;
         // running their destructors here would close descriptors a second
         // time, so they are forgotten, not dropped.
