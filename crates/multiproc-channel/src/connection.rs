@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use multiproc_process::handoff;
 use multiproc_process::{Error, Result, fdio};
-use multiproc_sync::futex::Spin;
+use multiproc_sync::futex::{self, Spin};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -307,15 +307,9 @@ impl Connection {
             }
             // Sliced: another thread of this process may have read the
             // doorbell meant for us (while checking whether the peer is gone).
-            let timeout = match deadline {
-                None => SLICE,
-                Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => left.min(SLICE),
-                    _ => {
-                        rx.doorbell().store(0, Ordering::SeqCst);
-                        return Ok(rx.has_data());
-                    }
-                },
+            let Some(timeout) = futex::remaining(deadline, SLICE) else {
+                rx.doorbell().store(0, Ordering::SeqCst);
+                return Ok(rx.has_data());
             };
             fdio::poll_readable(&[self.sock()?.as_fd()], Some(timeout))?;
             rx.doorbell().store(0, Ordering::SeqCst);

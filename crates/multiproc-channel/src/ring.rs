@@ -289,15 +289,9 @@ impl Ring {
                 waiters.fetch_sub(1, Ordering::SeqCst);
                 return true;
             }
-            let timeout = match deadline {
-                None => slice,
-                Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => left.min(slice),
-                    _ => {
-                        waiters.fetch_sub(1, Ordering::SeqCst);
-                        return ready();
-                    }
-                },
+            let Some(timeout) = futex::remaining(deadline, slice) else {
+                waiters.fetch_sub(1, Ordering::SeqCst);
+                return ready();
             };
             futex::wait(seq, s, Some(timeout));
             waiters.fetch_sub(1, Ordering::SeqCst);

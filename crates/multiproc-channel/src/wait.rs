@@ -110,17 +110,11 @@ pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<Vec<
         } else {
             Duration::from_millis(1)
         };
-        let sleep = match deadline {
-            None => slice,
-            Some(d) => match d.checked_duration_since(Instant::now()) {
-                Some(left) if !left.is_zero() => left.min(slice),
-                _ => {
-                    for o in objects {
-                        o.arm(false);
-                    }
-                    return Ok(ready());
-                }
-            },
+        let Some(sleep) = multiproc_sync::futex::remaining(deadline, slice) else {
+            for o in objects {
+                o.arm(false);
+            }
+            return Ok(ready());
         };
         let borrowed: Vec<_> = fds
             .iter()

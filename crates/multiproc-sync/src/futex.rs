@@ -26,6 +26,13 @@ pub fn wake_all(word: &AtomicU32) {
     crate::sys::futex_wake(word, i32::MAX as u32);
 }
 
+/// The time left until `deadline`, capped at `slice`, for one sleep of a
+/// loop that re-checks its condition; `None` once the deadline has passed.
+/// Without a deadline, the whole slice.
+pub fn remaining(deadline: Option<std::time::Instant>, slice: Duration) -> Option<Duration> {
+    crate::shim::remaining(deadline, slice)
+}
+
 /// A spin before sleeping whose length adapts to what spinning achieves
 /// (0.5 to 50 us; none on a single CPU). Keep one per handle.
 #[derive(Debug, Default)]
