@@ -287,7 +287,14 @@ impl Connection {
     /// Waits until a message is there (true) or `deadline` (false). `Closed`
     /// when nothing is there and the other end is gone.
     fn wait_readable(&self, rx: &Ring, deadline: Option<Instant>) -> Result<bool> {
-        if self.inner.spin.spin(|| rx.has_data()) {
+        let start = Instant::now();
+        // A poll that must not wait does not spin either (nor teach the
+        // spin that waits are long).
+        if deadline.is_none_or(|d| d > start) {
+            if self.inner.spin.spin(|| rx.has_data()) {
+                return Ok(true);
+            }
+        } else if rx.has_data() {
             return Ok(true);
         }
         loop {
@@ -314,6 +321,7 @@ impl Connection {
             fdio::poll_readable(&[self.sock()?.as_fd()], Some(timeout))?;
             rx.doorbell().store(0, Ordering::SeqCst);
             if rx.has_data() {
+                self.inner.spin.slept(start.elapsed());
                 return Ok(true);
             }
         }

@@ -188,6 +188,20 @@ pub enum Error {
     /// configuration.
     #[error("unsupported: {0}")]
     Unsupported(&'static str),
+
+    /// The other side did not prove it knows the shared key, or refused
+    /// ours. Python: `multiprocessing.AuthenticationError`.
+    #[error("authentication failed: {0}")]
+    Auth(String),
+
+    /// Code run on the caller's behalf in another process (a managed
+    /// object's method, a pool task) panicked there; that process goes on.
+    /// Python: the exception re-raised by the proxy or `AsyncResult.get`.
+    #[error("task panicked: {message}")]
+    TaskPanicked {
+        /// The panic's message.
+        message: String,
+    },
 }
 
 impl Error {

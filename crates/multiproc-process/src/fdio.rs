@@ -18,6 +18,18 @@ pub fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
     sys::socketpair()
 }
 
+/// A connected pair of close-on-exec Unix sequenced-packet sockets: each
+/// send is one message, received whole, so several processes holding the
+/// same end can send on it at once without interleaving. `send_with_fds` and
+/// `recv_with_fds` work on them, one message per call.
+///
+/// # Errors
+///
+/// The system's error.
+pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    sys::seqpacket_pair()
+}
+
 /// Puts `fd` in non-blocking mode.
 ///
 /// # Errors

@@ -49,4 +49,12 @@ impl Spin {
     pub fn spin(&self, ready: impl FnMut() -> bool) -> bool {
         self.0.spin(ready)
     }
+
+    /// Reports a wait that [`spin`](Self::spin) did not cover and that
+    /// ended, spin and sleep together, after `waited`: a wait short enough
+    /// to spin through raises the budget to twice it, so that a budget
+    /// shrunk by a few long waits recovers once waits are short again.
+    pub fn slept(&self, waited: std::time::Duration) {
+        self.0.slept(waited);
+    }
 }

@@ -84,6 +84,21 @@ impl SpinBudget {
     }
 }
 
+impl SpinBudget {
+    /// Tells the budget that a wait which spinning did not cover ended
+    /// after `waited` (spin and sleep together). A wait short enough to
+    /// spin through sets the budget to twice its length: without this, a
+    /// budget halved below the usual wait would stay there, every wait
+    /// failing its spin and sleeping.
+    pub(crate) fn slept(&self, waited: Duration) {
+        let ns = u32::try_from(waited.as_nanos()).unwrap_or(u32::MAX);
+        if ns < Self::MAX_NS {
+            let budget = ns.saturating_mul(2).clamp(Self::MIN_NS, Self::MAX_NS);
+            self.0.fetch_max(budget, Ordering::Relaxed);
+        }
+    }
+}
+
 fn single_cpu() -> bool {
     static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get))

@@ -65,6 +65,23 @@ pub use multiproc_channel::{
     PutError, Queue, SimpleQueue, Waitable, wait,
 };
 
+#[doc(inline)]
+pub use multiproc_manager::{
+    ArrayProxy, BarrierProxy, BoundedSemaphoreProxy, ConditionProxy, DictProxy, EventProxy,
+    JoinableQueueProxy, Kind, ListProxy, LockProxy, Managed, ManagedConditionGuard, ManagedGuard,
+    Manager, ManagerBuilder, Namespace, Proxy, QueueProxy, RLockProxy, SemaphoreProxy, Served,
+    ValueProxy,
+};
+
+/// Connections between programs over TCP or a Unix socket, authenticated
+/// with a shared key. Python: `multiprocessing.connection`.
+pub mod connection {
+    #[doc(inline)]
+    pub use multiproc_manager::{
+        Address, Client, DEFAULT_MAX_SOCKET_MESSAGE, Listener, SocketConnection,
+    };
+}
+
 /// Handing file descriptors to another process along with a value.
 pub mod handoff {
     #[doc(inline)]

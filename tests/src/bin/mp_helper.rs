@@ -145,6 +145,26 @@ fn main() -> mp::Result<()> {
             std::io::stdout().flush()?;
             std::thread::sleep(Duration::from_secs(60));
         }
+        Some("manager-orphan") => {
+            let m = mp::Manager::builder().start_method(method).start()?;
+            println!("{}", m.pid().unwrap_or(0));
+            std::io::stdout().flush()?;
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        Some("manager-client") => {
+            // Another program: connects to a served manager, takes numbers
+            // from its "jobs" queue and puts their squares on "results".
+            let address: mp::connection::Address = args[3].parse()?;
+            let m = mp::Manager::connect(&address, args[4].as_bytes())?;
+            let jobs: mp::QueueProxy<u64> = m.lookup("jobs")?;
+            let results: mp::QueueProxy<u64> = m.lookup("results")?;
+            while let Ok(n) = jobs.get_timeout(Duration::from_secs(2)) {
+                if results.put(n * n).is_err() {
+                    break;
+                }
+            }
+            println!("done");
+        }
         _ => {
             eprintln!("usage: mp_helper SCENARIO METHOD [ARG]");
             std::process::exit(2);

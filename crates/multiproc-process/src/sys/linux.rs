@@ -262,6 +262,16 @@ pub(crate) fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
     )?)
 }
 
+pub(crate) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    Ok(rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )?)
+}
+
 /// Waits until `sock` can be written to.
 fn wait_writable(sock: BorrowedFd<'_>) -> io::Result<()> {
     let mut pfd = [PollFd::new(&sock, PollFlags::OUT)];

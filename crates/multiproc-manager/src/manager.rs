@@ -1,0 +1,546 @@
+//! The manager: starting its server process, creating objects, naming
+//! them for remote programs, shutting down.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use multiproc_process::handoff::HandoffFd;
+use multiproc_process::{Error, Process, RemoteFn, Result, StartMethod, fdio};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::address::Address;
+use crate::client::{ClientConn, ProxyRef, Route, key, new_uid, store};
+use crate::proxy::sealed::Sealed;
+use crate::proxy::{
+    ArrayProxy, BarrierProxy, BoundedSemaphoreProxy, ConditionProxy, DictProxy, EventProxy,
+    JoinableQueueProxy, ListProxy, LockProxy, Managed, Namespace, Proxy, QueueProxy, RLockProxy,
+    SemaphoreProxy, ValueProxy,
+};
+use crate::served::{Served, install};
+use crate::server::{MAX_REQUEST, ServerConfig, serve};
+use crate::socket::Listener;
+use crate::wire::{Init, Kind, ObjectInfo, Reply, Request};
+
+/// How long `shutdown` waits for the server to exit before killing it.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// A server process that owns shared objects, and this program's access to
+/// it. Python: `multiprocessing.Manager()` (a started `SyncManager`), or a
+/// `BaseManager` that `connect`ed to a served one.
+///
+/// Objects are created through the manager and used through proxies:
+/// handles that any process can be given. The server ends when the manager
+/// that started it is dropped or [`shutdown`](Self::shutdown), and when the
+/// process that started it dies (it is a daemon), so no server outlives its
+/// program.
+///
+/// ```
+/// use multiproc as mp;
+///
+/// fn add_record(records: mp::ListProxy<(String, u32)>) {
+///     // A panic in a child reaches the parent's `join` as an error.
+///     records.push(&("Jeff".to_string(), 8)).expect("manager gone");
+/// }
+///
+/// # fn main() -> mp::Result<()> {
+/// mp::init();
+/// let manager = mp::Manager::start()?;
+/// let records = manager.list([("Sam".to_string(), 10)])?;
+/// let mut p = mp::Process::new(add_record, (records.clone(),));
+/// p.start()?;
+/// p.join()?;
+/// assert_eq!(records.len()?, 2);
+/// # Ok(())
+/// # }
+/// ```
+pub struct Manager {
+    conn: Arc<ClientConn>,
+    /// The server, when this manager started it.
+    server: Option<Process<()>>,
+    listener: Option<Listener>,
+    address: Option<Address>,
+}
+
+/// Options for [`Manager::builder`].
+#[derive(Debug, Default)]
+pub struct ManagerBuilder {
+    method: Option<StartMethod>,
+    serve: Option<(Address, Vec<u8>)>,
+    registry: Vec<RemoteFn>,
+    max_request: Option<u64>,
+}
+
+impl ManagerBuilder {
+    /// The longest request the server accepts (default 1 GiB); a client
+    /// that sends a longer one is disconnected, and only that client.
+    pub fn max_message_size(mut self, bytes: u64) -> ManagerBuilder {
+        self.max_request = Some(bytes);
+        self
+    }
+
+    /// The start method of the server process (default: the program's).
+    pub fn start_method(mut self, method: StartMethod) -> ManagerBuilder {
+        self.method = Some(method);
+        self
+    }
+
+    /// Also serves other programs at `address` (TCP or a Unix socket),
+    /// those that [`connect`](Manager::connect) with the same `authkey`.
+    /// Python: `BaseManager(address=..., authkey=...)`.
+    pub fn serve_on(mut self, address: Address, authkey: &[u8]) -> ManagerBuilder {
+        self.serve = Some((address, authkey.to_vec()));
+        self
+    }
+
+    /// Lets the manager hold objects of type `S`, created with
+    /// [`Manager::create`]. Python: `BaseManager.register(typeid, callable)`.
+    pub fn register<S: Served>(mut self) -> ManagerBuilder {
+        self.registry.push(RemoteFn::new(install::<S>));
+        self
+    }
+
+    /// Starts the server process and connects to it. Python:
+    /// `manager.start()`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the address cannot be bound, the errors of
+    /// [`Process::start`], [`Error::Closed`] if the server died at once.
+    pub fn start(self) -> Result<Manager> {
+        let uid = new_uid()?;
+        let (door_client, door_server) = fdio::seqpacket_pair()?;
+        let (listener, served) = match self.serve {
+            Some((address, key)) => {
+                let listener = Listener::bind(&address, &key)?;
+                let fd = listener.to_fd()?;
+                let bound = listener.address().clone();
+                (Some(listener), Some((fd, bound, key)))
+            }
+            None => (None, None),
+        };
+        let address = listener.as_ref().map(|l| l.address().clone());
+        let config = ServerConfig {
+            uid,
+            door: HandoffFd::from(door_server),
+            listener: served,
+            registry: self.registry,
+            max_request: self.max_request.unwrap_or(MAX_REQUEST),
+        };
+        let mut builder = Process::builder(serve, (config,))
+            .name(format!("SyncManager-{}", next_number()))
+            .daemon(true);
+        if let Some(m) = self.method {
+            builder = builder.start_method(m);
+        }
+        let mut server = builder.build();
+        server.start()?;
+        let conn = match ClientConn::get(uid, Route::Local(Arc::new(door_client))) {
+            Ok(conn) => conn,
+            Err(e) => {
+                // The server is useless to us: make sure it is gone.
+                let _ = server.kill();
+                let _ = server.join_timeout(SHUTDOWN_GRACE);
+                return Err(e);
+            }
+        };
+        Ok(Manager {
+            conn,
+            server: Some(server),
+            listener,
+            address,
+        })
+    }
+}
+
+fn next_number() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(1);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+impl Manager {
+    /// Starts a manager with the defaults. Python: `multiprocessing.Manager()`.
+    ///
+    /// # Errors
+    ///
+    /// As [`ManagerBuilder::start`].
+    pub fn start() -> Result<Manager> {
+        ManagerBuilder::default().start()
+    }
+
+    /// Options: start method, network address, registered types.
+    pub fn builder() -> ManagerBuilder {
+        ManagerBuilder::default()
+    }
+
+    /// Connects to a manager another program serves at `address`. Python:
+    /// `BaseManager(address, authkey).connect()`. Dropping the result
+    /// leaves that server running.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Auth`] for a wrong key, [`Error::Io`] if nothing listens.
+    pub fn connect(address: &Address, authkey: &[u8]) -> Result<Manager> {
+        Ok(Manager {
+            conn: ClientConn::connect_remote(address, authkey)?,
+            server: None,
+            listener: None,
+            address: Some(address.clone()),
+        })
+    }
+
+    /// Where other programs can connect, if served. Python: `address`.
+    pub fn address(&self) -> Option<&Address> {
+        self.address.as_ref()
+    }
+
+    /// The server's process id, for a manager this program started.
+    pub fn pid(&self) -> Option<u32> {
+        self.server.as_ref().and_then(Process::pid)
+    }
+
+    fn make<P: Sealed>(&self, init: Init) -> Result<P> {
+        self.create_as::<P>(P::info(), init)
+    }
+
+    fn create_as<P: Sealed>(&self, info: ObjectInfo, init: Init) -> Result<P> {
+        match self.conn.call(&Request::Create { info, init })? {
+            Reply::Created(id) => Ok(P::from_ref(Arc::new(ProxyRef {
+                id,
+                conn: self.conn.clone(),
+            }))),
+            other => Err(Error::Decode(format!("unexpected reply: {other:?}"))),
+        }
+    }
+
+    /// A list holding `items`. Python: `manager.list(items)`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Encode`], [`Error::Closed`] when the server is gone.
+    pub fn list<T, I>(&self, items: I) -> Result<ListProxy<T>>
+    where
+        T: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = T>,
+    {
+        let items = items
+            .into_iter()
+            .map(|i| store(self.conn.uid, &i))
+            .collect::<Result<Vec<_>>>()?;
+        self.make(Init::List(items))
+    }
+
+    /// An empty dict. Python: `manager.dict()`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] when the server is gone.
+    pub fn dict<K, V>(&self) -> Result<DictProxy<K, V>>
+    where
+        K: Serialize + DeserializeOwned,
+        V: Serialize + DeserializeOwned,
+    {
+        self.dict_from(std::iter::empty())
+    }
+
+    /// A dict holding `entries`. Python: `manager.dict(entries)`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Encode`], [`Error::Closed`] when the server is gone.
+    pub fn dict_from<K, V, I>(&self, entries: I) -> Result<DictProxy<K, V>>
+    where
+        K: Serialize + DeserializeOwned,
+        V: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = (K, V)>,
+    {
+        let entries = entries
+            .into_iter()
+            .map(|(k, v)| Ok((key(&k)?, store(self.conn.uid, &v)?)))
+            .collect::<Result<Vec<_>>>()?;
+        self.make(Init::Dict(entries))
+    }
+
+    /// An empty namespace. Python: `manager.Namespace()`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] when the server is gone.
+    pub fn namespace(&self) -> Result<Namespace> {
+        self.make(Init::Namespace)
+    }
+
+    /// A single value. Python: `manager.Value(typecode, value)`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Encode`], [`Error::Closed`] when the server is gone.
+    pub fn value<T: Serialize + DeserializeOwned>(&self, value: T) -> Result<ValueProxy<T>> {
+        self.make(Init::Value(store(self.conn.uid, &value)?))
+    }
+
+    /// A fixed-length array. Python: `manager.Array(typecode, sequence)`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Encode`], [`Error::Closed`] when the server is gone.
+    pub fn array<T, I>(&self, items: I) -> Result<ArrayProxy<T>>
+    where
+        T: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = T>,
+    {
+        let items = items
+            .into_iter()
+            .map(|i| store(self.conn.uid, &i))
+            .collect::<Result<Vec<_>>>()?;
+        self.make(Init::List(items))
+    }
+
+    /// An unbounded queue. Python: `manager.Queue()`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] when the server is gone.
+    pub fn queue<T: Serialize + DeserializeOwned>(&self) -> Result<QueueProxy<T>> {
+        self.make(Init::Queue { maxsize: 0 })
+    }
+
+    /// A queue of at most `maxsize` items (0: unbounded). Python:
+    /// `manager.Queue(maxsize)`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] when the server is gone.
+    pub fn queue_bounded<T: Serialize + DeserializeOwned>(
+        &self,
+        maxsize: usize,
+    ) -> Result<QueueProxy<T>> {
+        self.make(Init::Queue { maxsize })
+    }
+
+    /// A joinable queue. Python: `manager.JoinableQueue()`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] when the server is gone.
+    pub fn joinable_queue<T: Serialize + DeserializeOwned>(&self) -> Result<JoinableQueueProxy<T>> {
+        self.make(Init::Queue { maxsize: 0 })
+    }
+
+    /// A lock. Python: `manager.Lock()`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] when the server is gone.
+    pub fn lock(&self) -> Result<LockProxy> {
+        self.make(Init::Lock)
+    }
+
+    /// A re-entrant lock. Python: `manager.RLock()`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] when the server is gone.
+    pub fn rlock(&self) -> Result<RLockProxy> {
+        self.make(Init::RLock)
+    }
+
+    /// A semaphore starting at `value`. Python: `manager.Semaphore(value)`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] when the server is gone.
+    pub fn semaphore(&self, value: u32) -> Result<SemaphoreProxy> {
+        self.make(Init::Semaphore {
+            value,
+            bounded: false,
+        })
+    }
+
+    /// A bounded semaphore. Python: `manager.BoundedSemaphore(value)`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] when the server is gone.
+    pub fn bounded_semaphore(&self, value: u32) -> Result<BoundedSemaphoreProxy> {
+        self.make(Init::Semaphore {
+            value,
+            bounded: true,
+        })
+    }
+
+    /// A condition variable with its own re-entrant lock. Python:
+    /// `manager.Condition()`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] when the server is gone.
+    pub fn condition(&self) -> Result<ConditionProxy> {
+        self.make(Init::Condition)
+    }
+
+    /// An event. Python: `manager.Event()`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] when the server is gone.
+    pub fn event(&self) -> Result<EventProxy> {
+        self.make(Init::Event)
+    }
+
+    /// A barrier for `parties` parties. Python: `manager.Barrier(parties)`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for 0 parties.
+    pub fn barrier(&self, parties: u32) -> Result<BarrierProxy> {
+        self.barrier_with_timeout(parties, None)
+    }
+
+    /// A barrier whose waits time out after `timeout` unless given their
+    /// own. Python: `manager.Barrier(parties, timeout=t)`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for 0 parties.
+    pub fn barrier_with_timeout(
+        &self,
+        parties: u32,
+        timeout: Option<Duration>,
+    ) -> Result<BarrierProxy> {
+        self.make(Init::Barrier { parties, timeout })
+    }
+
+    /// An object of a registered type, starting as `value`. Python:
+    /// `manager.TypeId(args)` after `register`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] if `S` was not registered with this manager.
+    pub fn create<S: Served>(&self, value: S) -> Result<Proxy<S>> {
+        let mut info = Proxy::<S>::info();
+        info.type_name = S::NAME.to_string();
+        self.create_as(
+            info,
+            Init::User {
+                name: S::NAME.to_string(),
+                init: multiproc_process::codec::encode(&value)?,
+            },
+        )
+    }
+
+    /// Names `proxy`'s object, so another program can
+    /// [`lookup`](Self::lookup) it; the name keeps it alive until the
+    /// server ends or the name is published again. Python: the callables
+    /// given to `register` on a served manager (`get_queue`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for a proxy of another manager.
+    pub fn publish<P: Managed>(&self, name: &str, proxy: &P) -> Result<()> {
+        let r = proxy.proxy_ref();
+        if r.conn.uid != self.conn.uid {
+            return Err(Error::InvalidArgument(
+                "the proxy belongs to another manager".into(),
+            ));
+        }
+        match self.conn.call(&Request::Publish(name.to_string(), r.id))? {
+            Reply::Unit => Ok(()),
+            other => Err(Error::Decode(format!("unexpected reply: {other:?}"))),
+        }
+    }
+
+    /// The object published as `name`, as a `P`. Python: calling a
+    /// registered `get_queue()` on a connected manager.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] if nothing has that name,
+    /// [`Error::InvalidArgument`] if it is not a `P` (kind and item type are
+    /// checked).
+    pub fn lookup<P: Managed>(&self, name: &str) -> Result<P> {
+        let (id, found) = match self.conn.call(&Request::Lookup(name.to_string()))? {
+            Reply::Found(id, info) => (id, info),
+            other => return Err(Error::Decode(format!("unexpected reply: {other:?}"))),
+        };
+        // The session holds the object from here: the proxy gives it back.
+        let r = Arc::new(ProxyRef {
+            id,
+            conn: self.conn.clone(),
+        });
+        let mut want = P::info();
+        if want.kind == Kind::User {
+            want.type_name = found.type_name.clone();
+        }
+        if found != want {
+            return Err(Error::InvalidArgument(format!(
+                "{name} is a {:?} of {}, not a {:?} of {}",
+                found.kind, found.type_name, want.kind, want.type_name
+            )));
+        }
+        Ok(P::from_ref(r))
+    }
+
+    /// How many objects the server holds now: each lives while a proxy,
+    /// a stored value or a published name refers to it. Python:
+    /// `manager._number_of_objects()`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] if the server is gone.
+    pub fn number_of_objects(&self) -> Result<usize> {
+        match self.conn.call(&Request::Count)? {
+            Reply::Len(n) => usize::try_from(n).map_err(|_| Error::Decode("count".into())),
+            other => Err(Error::Decode(format!("unexpected reply: {other:?}"))),
+        }
+    }
+
+    /// Stops the server; proxies then fail with [`Error::Closed`]. Python:
+    /// `manager.shutdown()`. A connected (not started) manager asks the
+    /// server it connected to to stop.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] if it was already gone.
+    pub fn shutdown(mut self) -> Result<()> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<()> {
+        let asked = self.conn.call(&Request::Shutdown).map(drop);
+        if let Some(server) = self.server.take() {
+            match server.join_timeout(SHUTDOWN_GRACE) {
+                Ok(()) => {}
+                Err(Error::Timeout) => {
+                    server.kill()?;
+                    server.join_timeout(SHUTDOWN_GRACE)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.listener = None;
+        asked
+    }
+}
+
+impl Drop for Manager {
+    fn drop(&mut self) {
+        if self.server.is_some() {
+            // Dropping a started manager shuts its server down, as leaving
+            // Python's `with Manager() as m:` does; errors mean it is gone.
+            let _ = self.stop();
+        }
+    }
+}
+
+impl fmt::Debug for Manager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Manager")
+            .field("uid", &format_args!("{:016x}", self.conn.uid))
+            .field("pid", &self.pid())
+            .field("address", &self.address)
+            .finish()
+    }
+}
