@@ -835,9 +835,7 @@ impl Object {
                 if self.info.kind == Kind::JoinableQueue =>
             {
                 if *unfinished == 0 {
-                    return Err(WireError::Invalid(
-                        "task_done() called too many times".into(),
-                    ));
+                    return Err(WireError::TooManyTaskDone);
                 }
                 *unfinished -= 1;
                 self.cv.notify_all();
