@@ -5,8 +5,12 @@
 
 use multiproc as mp;
 
+#[path = "manager_remote.rs"]
+mod manager_remote;
 #[path = "seed_lock.rs"]
 mod seed_lock;
+#[path = "seed_manager.rs"]
+mod seed_manager;
 #[path = "seed_pids.rs"]
 mod seed_pids;
 #[path = "seed_pipe.rs"]
@@ -24,6 +28,11 @@ fn section(title: &str) {
 
 fn main() -> mp::Result<()> {
     mp::init();
+    // The remote-manager section starts this program again as its workers.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).is_some_and(|a| a == "worker") {
+        return manager_remote::worker(&args[2]);
+    }
     println!(
         "multiproc tour: running in {} (pid {}), {} CPUs",
         mp::current_process().name(),
@@ -40,6 +49,9 @@ fn main() -> mp::Result<()> {
     section("3. Array and Value in shared memory");
     seed_shared_memory::main()?;
 
+    section("4. a list held by a Manager, shared by two processes");
+    seed_manager::main()?;
+
     section("5. a Queue between two processes");
     seed_queue::main()?;
 
@@ -49,6 +61,12 @@ fn main() -> mp::Result<()> {
     section("7. a race on a shared balance, then a Lock");
     seed_lock::main()?;
 
-    println!("\ntour finished: {} seed programs ran", 6);
+    section("a Manager serving queues on TCP to two worker programs");
+    manager_remote::serve("127.0.0.1:0".parse()?, true)?;
+
+    println!(
+        "\ntour finished: {} seed programs ran, and a distributed queue",
+        7
+    );
     Ok(())
 }

@@ -500,6 +500,64 @@ fn objects_are_freed_when_no_process_refers_to_them(ctx: mp::Context) {
         == 0));
 }
 
+fn count_records(records: mp::ListProxy<u8>) -> usize {
+    records.len().unwrap()
+}
+
+fn a_proxy_moved_into_a_child_outlives_the_parents_drop(ctx: mp::Context) {
+    let m = manager(&ctx);
+    let l = m.list([1u8, 2]).unwrap();
+    // The parent's only proxy goes with the arguments, which the parent
+    // drops once the child has started, before the child decodes them.
+    let mut p = ctx.process(count_records, (l,));
+    p.start().unwrap();
+    join(&p);
+    assert_eq!(p.take_result().unwrap(), 2);
+    assert!(wait_until(Duration::from_secs(5), || m
+        .number_of_objects()
+        .unwrap()
+        == 0));
+}
+
+fn recv_proxy_and_push(conn: mp::Connection) -> usize {
+    let l: mp::ListProxy<u8> = conn.recv_timeout(LIMIT).unwrap();
+    l.push(&9).unwrap();
+    l.len().unwrap()
+}
+
+fn lend_and_forget(l: mp::ListProxy<u8>) {
+    // Encoded for a receiver that never comes: the hold it took must be
+    // given back when this process ends.
+    let (bytes, fds) = mp::handoff::encode_with_fds(&l).unwrap();
+    drop((bytes, fds));
+}
+
+fn proxies_sent_through_a_pipe_and_lost_in_transit(ctx: mp::Context) {
+    let m = manager(&ctx);
+    let (a, b) = mp::Pipe::new().unwrap();
+    let mut p = ctx.process(recv_proxy_and_push, (b,));
+    p.start().unwrap();
+    {
+        let l = m.list([1u8]).unwrap();
+        a.send(&l).unwrap();
+        // dropped at once: the message holds the object for the child
+    }
+    join(&p);
+    assert_eq!(p.take_result().unwrap(), 2);
+    assert!(wait_until(Duration::from_secs(5), || m
+        .number_of_objects()
+        .unwrap()
+        == 0));
+
+    let l = m.list([1u8]).unwrap();
+    run(ctx.process(lend_and_forget, (l.clone(),)));
+    drop(l);
+    assert!(wait_until(Duration::from_secs(5), || m
+        .number_of_objects()
+        .unwrap()
+        == 0));
+}
+
 // --- Registered types. ---
 
 #[derive(Serialize, Deserialize)]
@@ -846,6 +904,8 @@ multiproc_testkit::each_start_method!(
     event_and_barrier,
     nested_proxies_stay_live_plain_values_are_copies,
     objects_are_freed_when_no_process_refers_to_them,
+    a_proxy_moved_into_a_child_outlives_the_parents_drop,
+    proxies_sent_through_a_pipe_and_lost_in_transit,
     registered_types_are_served,
     a_killed_holder_releases_its_lock,
     a_client_killed_in_a_call_neither_wedges_nor_loses,

@@ -24,6 +24,7 @@ use multiproc_channel::{Connection, Pipe};
 use multiproc_process::{Error, Result, codec, fdio, handoff};
 use parking_lot::Mutex;
 use serde::de::Error as _;
+use serde::ser::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::address::Address;
@@ -287,12 +288,14 @@ enum Token {
     Local {
         uid: u64,
         id: ObjectId,
+        ticket: u64,
         #[serde(with = "multiproc_process::handoff::fd")]
         door: OwnedFd,
     },
     Remote {
         uid: u64,
         id: ObjectId,
+        ticket: u64,
         address: Address,
         authkey: Vec<u8>,
     },
@@ -305,12 +308,14 @@ enum TokenRef<'a> {
     Local {
         uid: u64,
         id: ObjectId,
+        ticket: u64,
         #[serde(serialize_with = "multiproc_process::handoff::fd::serialize")]
         door: &'a OwnedFd,
     },
     Remote {
         uid: u64,
         id: ObjectId,
+        ticket: u64,
         address: &'a Address,
         authkey: &'a [u8],
     },
@@ -328,15 +333,33 @@ impl Serialize for ProxyRef {
         if same {
             return TokenRef::Same(self.id).serialize(s);
         }
+        // The object is held for the receiver until it claims the hold, so
+        // that dropping this proxy right after sending cannot free it.
+        let ticket = match self.conn.call(&Request::Lend(self.id)) {
+            Ok(Reply::Len(ticket)) => ticket,
+            Ok(other) => {
+                return Err(S::Error::custom(codec::custom_error(format!(
+                    "unexpected reply: {other:?}"
+                ))));
+            }
+            Err(e) => {
+                return Err(S::Error::custom(codec::custom_error(format!(
+                    "manager object {}: {e}",
+                    self.id
+                ))));
+            }
+        };
         match &self.conn.route {
             Route::Local(door) => TokenRef::Local {
                 uid: self.conn.uid,
                 id: self.id,
+                ticket,
                 door,
             },
             Route::Remote { address, authkey } => TokenRef::Remote {
                 uid: self.conn.uid,
                 id: self.id,
+                ticket,
                 address,
                 authkey,
             },
@@ -347,32 +370,45 @@ impl Serialize for ProxyRef {
 
 impl<'de> Deserialize<'de> for ProxyRef {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<ProxyRef, D::Error> {
-        let (uid, id, route) = match Token::deserialize(d)? {
+        let (uid, id, ticket, route) = match Token::deserialize(d)? {
             Token::Same(id) => {
                 let conn = READING.with(|r| r.borrow().clone()).ok_or_else(|| {
-                    D::Error::custom("a managed value's proxy decoded outside its manager")
+                    D::Error::custom(codec::custom_error(
+                        "a managed value's proxy decoded outside its manager".into(),
+                    ))
                 })?;
                 return Ok(ProxyRef { id, conn });
             }
-            Token::Local { uid, id, door } => (uid, id, Route::Local(Arc::new(door))),
+            Token::Local {
+                uid,
+                id,
+                ticket,
+                door,
+            } => (uid, id, ticket, Route::Local(Arc::new(door))),
             Token::Remote {
                 uid,
                 id,
+                ticket,
                 address,
                 authkey,
             } => (
                 uid,
                 id,
+                ticket,
                 Route::Remote {
                     address,
                     authkey: authkey.into(),
                 },
             ),
         };
-        let conn = ClientConn::get(uid, route)
-            .map_err(|e| D::Error::custom(format!("cannot reach the manager: {e}")))?;
-        conn.call(&Request::Incref(id))
-            .map_err(|e| D::Error::custom(format!("manager object {id}: {e}")))?;
+        let conn = ClientConn::get(uid, route).map_err(|e| {
+            D::Error::custom(codec::custom_error(format!(
+                "cannot reach the manager: {e}"
+            )))
+        })?;
+        conn.call(&Request::Claim { ticket, id }).map_err(|e| {
+            D::Error::custom(codec::custom_error(format!("manager object {id}: {e}")))
+        })?;
         Ok(ProxyRef { id, conn })
     }
 }

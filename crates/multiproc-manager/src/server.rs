@@ -98,6 +98,8 @@ struct Server {
     objects: Mutex<HashMap<ObjectId, Slot>>,
     names: Mutex<HashMap<String, ObjectId>>,
     sessions: Mutex<HashMap<u64, Session>>,
+    /// Holds lent to proxies in transit: ticket -> (lender session, id).
+    tickets: Mutex<HashMap<u64, (u64, ObjectId)>>,
     next_id: AtomicU64,
     shutdown: Mutex<bool>,
     shutdown_cv: Condvar,
@@ -143,6 +145,7 @@ impl Server {
             objects: Mutex::new(HashMap::new()),
             names: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
+            tickets: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             shutdown: Mutex::new(false),
             shutdown_cv: Condvar::new(),
@@ -263,7 +266,14 @@ impl Server {
         for object in objects {
             object.release_session(session);
         }
-        let mut gone = Vec::new();
+        let mut gone: Vec<ObjectId> = Vec::new();
+        self.tickets.lock().retain(|_, (lender, id)| {
+            let keep = *lender != session;
+            if !keep {
+                gone.push(*id);
+            }
+            keep
+        });
         for (id, n) in ended.refs {
             for _ in 0..n {
                 gone.push(id);
@@ -281,6 +291,40 @@ impl Server {
                     Ok(Reply::Unit)
                 } else {
                     Err(gone_object(id))
+                }
+            }
+            Request::Lend(id) => {
+                if !self.incref(id) {
+                    return Some(Err(gone_object(id)));
+                }
+                let ticket = self.next_id.fetch_add(1, Ordering::Relaxed);
+                self.tickets.lock().insert(ticket, (session, id));
+                Ok(Reply::Len(ticket))
+            }
+            Request::Claim { ticket, id } => {
+                let lent = self.tickets.lock().remove(&ticket);
+                match lent {
+                    Some((_, lent_id)) if lent_id == id => {
+                        *self
+                            .sessions
+                            .lock()
+                            .entry(session)
+                            .or_default()
+                            .refs
+                            .entry(id)
+                            .or_default() += 1;
+                        Ok(Reply::Unit)
+                    }
+                    other => {
+                        if let Some((_, lent_id)) = other {
+                            self.decref_all(vec![lent_id]);
+                        }
+                        if self.session_incref(session, id) {
+                            Ok(Reply::Unit)
+                        } else {
+                            Err(gone_object(id))
+                        }
+                    }
                 }
             }
             Request::Decref(id) => {

@@ -79,6 +79,15 @@ pub(crate) enum Request {
         init: Init,
     },
     Incref(ObjectId),
+    /// A proxy is being sent to another process: hold the object under a
+    /// ticket until that process claims it (or this session ends).
+    Lend(ObjectId),
+    /// Turns a lent hold into this session's; an unknown ticket (claimed
+    /// already, or its lender gone) falls back to `Incref`.
+    Claim {
+        ticket: u64,
+        id: ObjectId,
+    },
     /// No reply.
     Decref(ObjectId),
     Call(ObjectId, Op),

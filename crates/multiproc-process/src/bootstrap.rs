@@ -98,7 +98,18 @@ pub(crate) fn run_child(start: ChildStart) -> ! {
     let result = panic::catch_unwind(AssertUnwindSafe(move || entry(&args, fds)));
     let (outcome, code) = match result {
         Ok(o @ Outcome::Returned(_)) => (Some(o), 0),
-        Ok(o) => (Some(o), 1),
+        Ok(o) => {
+            if let Outcome::Failed(message) = &o {
+                // As Python prints the traceback of a child that cannot
+                // unpickle its arguments: the parent may never ask.
+                eprintln!(
+                    "{} (pid {}): {message}",
+                    crate::process::current_process().name(),
+                    std::process::id()
+                );
+            }
+            (Some(o), 1)
+        }
         // The hook already reported it, with the location.
         Err(_) if PANIC_REPORTED.load(Ordering::SeqCst) => (None, 1),
         Err(payload) => (Some(Outcome::Panicked(payload_message(&*payload))), 1),

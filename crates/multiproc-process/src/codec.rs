@@ -17,8 +17,9 @@ thread_local! {
 }
 
 /// Records `message` as the reason of the custom serde error about to be
-/// returned, so the caller's [`Error`] can carry it.
-pub(crate) fn custom_error(message: String) -> String {
+/// returned, so the caller's [`Error`] can carry it: a `Deserialize` or
+/// `Serialize` impl of a handle writes `D::Error::custom(custom_error(m))`.
+pub fn custom_error(message: String) -> String {
     CUSTOM.with(|c| *c.borrow_mut() = Some(message.clone()));
     message
 }
