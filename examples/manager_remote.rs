@@ -30,7 +30,10 @@ const JOBS: u64 = 40;
 
 /// A job: is `n` prime? (something for the worker to compute)
 fn is_prime(n: u64) -> bool {
-    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
+    n >= 2
+        && (2..)
+            .take_while(|d| d * d <= n)
+            .all(|d| !n.is_multiple_of(d))
 }
 
 /// A worker program: takes numbers until the queue stays empty for a

@@ -62,7 +62,7 @@ fn main() -> mp::Result<()> {
     seed_lock::main()?;
 
     section("a Manager serving queues on TCP to two worker programs");
-    manager_remote::serve("127.0.0.1:0".parse()?, true)?;
+    manager_remote::main()?;
 
     println!(
         "\ntour finished: {} seed programs ran, and a distributed queue",
