@@ -177,6 +177,22 @@ const CASES: &[Case] = &[
         goal: "(no CPython case)",
         rival: None,
     },
+    Case {
+        criterion: "manager/dict_set_from_child",
+        python: Some("manager_dict_set_ops_per_s"),
+        metric: Metric::PerSecond { per_iter: 20_000.0 },
+        what: "Manager dict set from a child (process start included)",
+        goal: "at least 200 k ops/s",
+        rival: None,
+    },
+    Case {
+        criterion: "manager/dict_set_from_child_over_tcp",
+        python: None,
+        metric: Metric::PerSecond { per_iter: 20_000.0 },
+        what: "the same, the child connecting over TCP with the key handshake",
+        goal: "(no CPython case; CPython's manager always uses a socket)",
+        rival: None,
+    },
 ];
 
 pub(crate) fn run(root: &Path, extra: &[String]) -> bool {

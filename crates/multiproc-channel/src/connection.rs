@@ -299,11 +299,17 @@ impl Connection {
         }
         loop {
             rx.doorbell().store(1, Ordering::SeqCst);
+            // Stale doorbells go first: one rung after this drain stays in
+            // the socket for the poll below, and data published before the
+            // check that follows is seen by it. (Draining after the check
+            // could swallow the doorbell of a message published in
+            // between, and sleep a whole slice with a message waiting.)
+            self.drain_socket();
             if rx.has_data() {
                 rx.doorbell().store(0, Ordering::SeqCst);
+                self.inner.spin.slept(start.elapsed());
                 return Ok(true);
             }
-            self.drain_socket();
             if self.inner.hung_up.load(Ordering::SeqCst) {
                 rx.doorbell().store(0, Ordering::SeqCst);
                 return if rx.has_data() {

@@ -86,13 +86,14 @@ impl SpinBudget {
 
 impl SpinBudget {
     /// Tells the budget that a wait which spinning did not cover ended
-    /// after `waited` (spin and sleep together). A wait short enough to
-    /// spin through sets the budget to twice its length: without this, a
-    /// budget halved below the usual wait would stay there, every wait
-    /// failing its spin and sleeping.
+    /// after `waited` (spin and sleep together). A wait of up to a few
+    /// kernel wake-ups raises the budget to twice its length (at most the
+    /// maximum): the other side is active. Without this, two sides that
+    /// both fell asleep would each see the other's wake-up latency as a
+    /// long wait, and both stay asleep, a wake-up per message.
     pub(crate) fn slept(&self, waited: Duration) {
         let ns = u32::try_from(waited.as_nanos()).unwrap_or(u32::MAX);
-        if ns < Self::MAX_NS {
+        if ns < 4 * Self::MAX_NS {
             let budget = ns.saturating_mul(2).clamp(Self::MIN_NS, Self::MAX_NS);
             self.0.fetch_max(budget, Ordering::Relaxed);
         }
