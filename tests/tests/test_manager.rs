@@ -779,6 +779,41 @@ fn a_wrong_key_is_refused_and_touches_nothing(ctx: mp::Context) {
     assert_eq!(m.number_of_objects().unwrap(), before + 1);
 }
 
+fn push_remote(address: String, key: Vec<u8>) -> usize {
+    let m = mp::Manager::connect(&address.parse().unwrap(), &key).unwrap();
+    let l: mp::ListProxy<String> = m.lookup("names").unwrap();
+    l.push(&format!("pid {}", std::process::id())).unwrap();
+    l.len().unwrap()
+}
+
+fn a_manager_served_on_a_unix_socket(ctx: mp::Context) {
+    let path = std::env::temp_dir().join(format!(
+        "mp-manager-{}-{}.sock",
+        std::process::id(),
+        ctx.start_method().name()
+    ));
+    let _ = std::fs::remove_file(&path);
+    let m = mp::Manager::builder()
+        .start_method(ctx.start_method())
+        .serve_on(Address::unix(&path), b"unix key")
+        .start()
+        .unwrap();
+    let names = m.list(Vec::<String>::new()).unwrap();
+    m.publish("names", &names).unwrap();
+    let got = run(ctx.process(
+        push_remote,
+        (m.address().unwrap().to_string(), b"unix key".to_vec()),
+    ));
+    assert_eq!(got, 1);
+    assert!(names.get(0).unwrap().starts_with("pid "));
+    // Shutting down ends the server; proxies then say so.
+    let pid = m.pid().unwrap();
+    m.shutdown().unwrap();
+    assert!(!is_running(pid));
+    assert!(matches!(names.len(), Err(mp::Error::Closed)));
+    assert!(!path.exists(), "the manager's socket file was left behind");
+}
+
 fn malformed_and_oversized_requests_drop_one_connection() {
     let m = mp::Manager::builder()
         .serve_on("127.0.0.1:0".parse().unwrap(), b"k")
@@ -914,4 +949,5 @@ multiproc_testkit::each_start_method!(
     remote_programs_share_a_queue,
     a_wrong_key_is_refused_and_touches_nothing,
     listener_and_client_across_processes,
+    a_manager_served_on_a_unix_socket,
 );
