@@ -194,6 +194,16 @@ pub enum Error {
     #[error("authentication failed: {0}")]
     Auth(String),
 
+    /// A pool worker died (killed by a signal, or exited) while it ran the
+    /// caller's task. The pool replaces it. Python's `Pool` hangs here.
+    #[error("pool worker {pid} died while running a task{}", signal.map(|s| format!(" (killed by {})", SignalName(s))).unwrap_or_default())]
+    WorkerDied {
+        /// The worker's process id.
+        pid: u32,
+        /// The signal that killed it, if one did.
+        signal: Option<i32>,
+    },
+
     /// Code run on the caller's behalf in another process (a managed
     /// object's method, a pool task) panicked there; that process goes on.
     /// Python: the exception re-raised by the proxy or `AsyncResult.get`.
@@ -209,6 +219,7 @@ impl Error {
     pub fn signal(&self) -> Option<i32> {
         match self {
             Error::ChildKilled { signal, .. } => Some(*signal),
+            Error::WorkerDied { signal, .. } => *signal,
             _ => None,
         }
     }

@@ -64,7 +64,7 @@ pub use process::{
     current_process, parent_process,
 };
 pub use start_method::{StartMethod, ThreadedFork, set_threaded_fork};
-pub use target::{RemoteFn, Target};
+pub use target::{RemoteFn, Target, TaskFn};
 
 /// Runs [`init`] before the test harness's `main`, for a test file (an
 /// integration test crate) whose tests start processes. Write it once, at

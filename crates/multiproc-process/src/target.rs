@@ -177,6 +177,127 @@ impl<'de> Deserialize<'de> for RemoteFn {
     }
 }
 
+/// The erased form of a task: encoded arguments in, encoded result out.
+type TaskEntry = fn(&[u8]) -> Result<Vec<u8>, String>;
+
+/// A function with its argument and result types, erased so that any
+/// process of the program can call it with encoded arguments: how a pool
+/// sends work to long-lived workers. It crosses process boundaries as its
+/// place in the binary, as a target does.
+///
+/// Python: a picklable module-level function given to `Pool.apply` or
+/// `Pool.map`.
+#[derive(Clone, Copy)]
+pub struct TaskFn(TaskEntry);
+
+impl TaskFn {
+    /// The task `f(args...)`: [`call`](Self::call) takes the encoded
+    /// argument tuple `A` and gives the encoded result.
+    pub fn new<F, A>(f: F) -> TaskFn
+    where
+        F: Target<A>,
+        F::Output: Serialize,
+        A: DeserializeOwned,
+    {
+        let _ = f;
+        TaskFn(task_entry::<F, A>)
+    }
+
+    /// The task of calling `f` on every argument tuple of a chunk:
+    /// [`call`](Self::call) takes an encoded `Vec<A>` and gives an encoded
+    /// `Vec<F::Output>`, in order.
+    pub fn chunk<F, A>(f: F) -> TaskFn
+    where
+        F: Target<A>,
+        F::Output: Serialize,
+        A: DeserializeOwned,
+    {
+        let _ = f;
+        TaskFn(chunk_entry::<F, A>)
+    }
+
+    /// Runs the task. A panic of the function unwinds out of this call;
+    /// `Err` says the input or output could not be encoded.
+    ///
+    /// # Errors
+    ///
+    /// The reason, as text.
+    pub fn call(self, input: &[u8]) -> Result<Vec<u8>, String> {
+        (self.0)(input)
+    }
+}
+
+impl std::fmt::Debug for TaskFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("TaskFn")
+            .field(&(self.0 as usize as *const ()))
+            .finish()
+    }
+}
+
+impl Serialize for TaskFn {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        FnAddress {
+            layout: anchor(&ANCHOR_END) - anchor(&ANCHOR),
+            offset: (self.0 as usize) as i64 - anchor(&ANCHOR),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for TaskFn {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<TaskFn, D::Error> {
+        let a = FnAddress::deserialize(d)?;
+        if a.layout != anchor(&ANCHOR_END) - anchor(&ANCHOR) {
+            return Err(serde::de::Error::custom(crate::codec::custom_error(
+                "a function from a different binary".into(),
+            )));
+        }
+        let addr = (anchor(&ANCHOR) + a.offset) as usize;
+        // SAFETY: as for `EntryAddress::resolve`: the offset was taken from a
+        // `TaskEntry` value in a process running this same binary, whose
+        // image is relocated as a whole, as the layout check confirms.
+        Ok(TaskFn(unsafe {
+            std::mem::transmute::<usize, TaskEntry>(addr)
+        }))
+    }
+}
+
+/// Conjures the zero-sized function `F`.
+fn conjure<F: Copy>() -> F {
+    const { assert_zero_sized::<F>() };
+    // SAFETY: `F` is zero-sized (asserted at compile time above) and `Copy`;
+    // the callers pass `Target` types, which are `Fn` types, so a fn item or
+    // a closure that captures nothing. Such a value has no bytes and no
+    // invariant: conjuring it is copying the one the task was made from.
+    unsafe { std::mem::zeroed() }
+}
+
+fn task_entry<F, A>(input: &[u8]) -> Result<Vec<u8>, String>
+where
+    F: Target<A>,
+    F::Output: Serialize,
+    A: DeserializeOwned,
+{
+    let args: A =
+        crate::codec::decode(input).map_err(|e| format!("cannot decode the arguments: {e}"))?;
+    let out = conjure::<F>().call(args);
+    crate::codec::encode(&out).map_err(|e| format!("cannot encode the result: {e}"))
+}
+
+fn chunk_entry<F, A>(input: &[u8]) -> Result<Vec<u8>, String>
+where
+    F: Target<A>,
+    F::Output: Serialize,
+    A: DeserializeOwned,
+{
+    let items: Vec<A> =
+        crate::codec::decode(input).map_err(|e| format!("cannot decode the arguments: {e}"))?;
+    let f = conjure::<F>();
+    let out: Vec<F::Output> = items.into_iter().map(|a| f.call(a)).collect();
+    crate::codec::encode(&out).map_err(|e| format!("cannot encode the results: {e}"))
+}
+
 /// The entry of target `F` with arguments `A`.
 pub(crate) fn entry<F, A>(args: &[u8], fds: Vec<OwnedFd>) -> Outcome
 where
@@ -184,16 +305,11 @@ where
     F::Output: Serialize,
     A: DeserializeOwned,
 {
-    const { assert_zero_sized::<F>() };
     let args: A = match crate::handoff::decode_with_fds(args, fds) {
         Ok(a) => a,
         Err(e) => return Outcome::Failed(format!("cannot decode the arguments: {e}")),
     };
-    // SAFETY: `F` is zero-sized (asserted at compile time above) and `Copy`,
-    // and as a `Fn` type it is a fn item or a closure; a zero-sized closure
-    // captures nothing. Such a value has no bytes and no invariant, so
-    // conjuring it is the same as copying the one the parent was given.
-    let target: F = unsafe { std::mem::zeroed() };
+    let target: F = conjure::<F>();
     let out = target.call(args);
     match crate::codec::encode(&out) {
         Ok(bytes) => Outcome::Returned(bytes),

@@ -44,7 +44,7 @@
 #[doc(inline)]
 pub use multiproc_process::{
     Context, Error, ParentProcess, Process, ProcessBuilder, ProcessInfo, RemoteFn, Result,
-    SignalName, StartMethod, Target, ThreadedFork, active_children, at_exit, cpu_count,
+    SignalName, StartMethod, Target, TaskFn, ThreadedFork, active_children, at_exit, cpu_count,
     current_process, get_context, get_start_method, init, parent_process, set_start_method,
     set_start_method_force, set_threaded_fork, test_setup,
 };
@@ -71,6 +71,11 @@ pub use multiproc_manager::{
     JoinableQueueProxy, Kind, ListProxy, LockProxy, Managed, ManagedConditionGuard, ManagedGuard,
     Manager, ManagerBuilder, Namespace, Proxy, QueueProxy, RLockProxy, SemaphoreProxy, Served,
     ValueProxy,
+};
+
+#[doc(inline)]
+pub use multiproc_pool::{
+    AsyncResult, IMap, IMapUnordered, Pool, PoolBuilder, ThreadPool, ThreadResult,
 };
 
 /// Connections between programs over TCP or a Unix socket, authenticated

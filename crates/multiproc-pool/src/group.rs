@@ -1,0 +1,192 @@
+//! Where a call's results gather: one slot per piece (a task, or a chunk of
+//! a map), filled by the pool's handler threads, waited on by the caller.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use multiproc_process::Error;
+use parking_lot::{Condvar, Mutex};
+
+/// Why a piece failed; kept so that every `get` can report it.
+#[derive(Debug, Clone)]
+pub(crate) enum Failure {
+    Panicked(String),
+    WorkerDied { pid: u32, signal: Option<i32> },
+    Closed,
+    Failed(String),
+}
+
+impl Failure {
+    pub(crate) fn to_error(&self) -> Error {
+        match self {
+            Failure::Panicked(message) => Error::TaskPanicked {
+                message: message.clone(),
+            },
+            Failure::WorkerDied { pid, signal } => Error::WorkerDied {
+                pid: *pid,
+                signal: *signal,
+            },
+            Failure::Closed => Error::Closed,
+            Failure::Failed(why) => Error::Decode(why.clone()),
+        }
+    }
+}
+
+pub(crate) type Piece = Result<Vec<u8>, Failure>;
+
+type OnDone = Box<dyn FnOnce(&[Piece]) + Send>;
+
+#[derive(Default)]
+struct State {
+    pieces: Vec<Option<Piece>>,
+    /// The number of pieces, once all are submitted.
+    total: Option<usize>,
+    arrived: usize,
+    /// Indexes in the order they arrived, not yet taken by `take_any`.
+    order: VecDeque<usize>,
+}
+
+/// The results of one call.
+#[derive(Default)]
+pub(crate) struct Group {
+    state: Mutex<State>,
+    cv: Condvar,
+    on_done: Mutex<Option<OnDone>>,
+}
+
+impl Group {
+    pub(crate) fn new(total: Option<usize>) -> Arc<Group> {
+        let g = Group::default();
+        g.state.lock().total = total;
+        if let Some(n) = total {
+            g.state.lock().pieces.resize_with(n, || None);
+        }
+        Arc::new(g)
+    }
+
+    /// Makes room for piece `index` (a lazily fed call).
+    pub(crate) fn expect(&self, index: usize) {
+        let mut s = self.state.lock();
+        if s.pieces.len() <= index {
+            s.pieces.resize_with(index + 1, || None);
+        }
+    }
+
+    /// No more pieces will be submitted than those expected so far.
+    pub(crate) fn seal(&self) {
+        let complete = {
+            let mut s = self.state.lock();
+            s.total = Some(s.pieces.len());
+            s.arrived == s.pieces.len()
+        };
+        self.cv.notify_all();
+        if complete {
+            self.finish();
+        }
+    }
+
+    pub(crate) fn deliver(&self, index: usize, piece: Piece) {
+        let complete = {
+            let mut s = self.state.lock();
+            if s.pieces.len() <= index {
+                s.pieces.resize_with(index + 1, || None);
+            }
+            s.pieces[index] = Some(piece);
+            s.arrived += 1;
+            s.order.push_back(index);
+            s.total == Some(s.arrived)
+        };
+        self.cv.notify_all();
+        if complete {
+            self.finish();
+        }
+    }
+
+    fn finish(&self) {
+        let Some(on_done) = self.on_done.lock().take() else {
+            return;
+        };
+        let pieces: Vec<Piece> = self
+            .state
+            .lock()
+            .pieces
+            .iter()
+            .map(|p| p.clone().unwrap_or(Err(Failure::Closed)))
+            .collect();
+        on_done(&pieces);
+    }
+
+    /// Runs `f` with all pieces once they are in (now, if they are).
+    pub(crate) fn on_done(&self, f: OnDone) {
+        *self.on_done.lock() = Some(f);
+        let complete = {
+            let s = self.state.lock();
+            s.total == Some(s.arrived)
+        };
+        if complete {
+            self.finish();
+        }
+    }
+
+    /// Whether every piece is in.
+    pub(crate) fn ready(&self) -> bool {
+        let s = self.state.lock();
+        s.total == Some(s.arrived)
+    }
+
+    /// Waits until every piece is in, or `deadline`; whether they are.
+    pub(crate) fn wait_all(&self, deadline: Option<Instant>) -> bool {
+        let mut s = self.state.lock();
+        while s.total != Some(s.arrived) {
+            match deadline {
+                Some(d) => {
+                    if self.cv.wait_until(&mut s, d).timed_out() && s.total != Some(s.arrived) {
+                        return false;
+                    }
+                }
+                None => self.cv.wait(&mut s),
+            }
+        }
+        true
+    }
+
+    /// Copies of all pieces, in order (after `wait_all`).
+    pub(crate) fn pieces(&self) -> Vec<Piece> {
+        self.state
+            .lock()
+            .pieces
+            .iter()
+            .map(|p| p.clone().unwrap_or(Err(Failure::Closed)))
+            .collect()
+    }
+
+    /// Waits for piece `index` and takes it.
+    pub(crate) fn take(&self, index: usize) -> Piece {
+        let mut s = self.state.lock();
+        loop {
+            if let Some(piece) = s.pieces.get_mut(index).and_then(Option::take) {
+                return piece;
+            }
+            self.cv.wait(&mut s);
+        }
+    }
+
+    /// Waits for any piece not taken yet and takes it, in the order they
+    /// arrived; `None` once all were taken.
+    pub(crate) fn take_any(&self, taken: usize) -> Option<(usize, Piece)> {
+        let mut s = self.state.lock();
+        loop {
+            if let Some(i) = s.order.pop_front() {
+                if let Some(piece) = s.pieces.get_mut(i).and_then(Option::take) {
+                    return Some((i, piece));
+                }
+                continue;
+            }
+            if s.total == Some(taken) {
+                return None;
+            }
+            self.cv.wait(&mut s);
+        }
+    }
+}

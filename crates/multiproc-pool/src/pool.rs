@@ -1,0 +1,687 @@
+//! The process pool: worker processes, one handler thread per worker in
+//! the caller's process, and the calls that feed them.
+//!
+//! A handler takes a job from the pool's queue, sends it to its worker over
+//! a `Pipe`, and waits for the reply. If the worker dies instead, the handler
+//! learns it from the pipe (its other end closed with the worker), fails that
+//! job with [`Error::WorkerDied`] naming the signal, and starts a new worker
+//! for the next job. So a killed worker costs one task, never a hang.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use multiproc_channel::{Connection, Pipe};
+use multiproc_process::{Error, Process, Result, StartMethod, Target, TaskFn, codec};
+use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::group::{Failure, Group, Piece};
+use crate::imap::{IMap, IMapUnordered};
+use crate::result::AsyncResult;
+
+/// How long a dying worker is given to be reaped.
+const REAP: Duration = Duration::from_secs(5);
+
+/// A task sent to a worker.
+#[derive(Serialize, Deserialize)]
+struct TaskMsg {
+    func: TaskFn,
+    input: Vec<u8>,
+}
+
+/// A worker's answer.
+#[derive(Serialize, Deserialize)]
+enum TaskReply {
+    Done(Vec<u8>),
+    Failed(String),
+    Panicked(String),
+}
+
+/// What a worker starts with.
+#[derive(Serialize, Deserialize)]
+struct WorkerStart {
+    conn: Connection,
+    initializer: Option<(TaskFn, Vec<u8>)>,
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".into()
+    }
+}
+
+/// A worker process's target: runs tasks until its pipe closes.
+fn worker_main(start: WorkerStart) {
+    if let Some((init, args)) = start.initializer
+        && let Err(why) = init.call(&args)
+    {
+        eprintln!("pool worker initializer failed: {why}");
+        return;
+    }
+    while let Ok(task) = start.conn.recv::<TaskMsg>() {
+        let reply = match std::panic::catch_unwind(AssertUnwindSafe(|| task.func.call(&task.input)))
+        {
+            Ok(Ok(bytes)) => TaskReply::Done(bytes),
+            Ok(Err(why)) => TaskReply::Failed(why),
+            Err(panic) => TaskReply::Panicked(panic_message(&*panic)),
+        };
+        if start.conn.send(&reply).is_err() {
+            return;
+        }
+    }
+}
+
+/// A job on the pool's queue: one piece of one call.
+pub(crate) struct Job {
+    pub(crate) func: TaskFn,
+    pub(crate) input: Vec<u8>,
+    pub(crate) group: Arc<Group>,
+    pub(crate) index: usize,
+}
+
+/// What the pool's threads share.
+struct Shared {
+    method: Option<StartMethod>,
+    initializer: Option<(TaskFn, Vec<u8>)>,
+    max_tasks: Option<u64>,
+    terminated: AtomicBool,
+    /// The running workers, by slot, so `terminate` can kill them.
+    workers: Mutex<Vec<Option<Arc<Process<()>>>>>,
+    started: AtomicU64,
+}
+
+struct Worker {
+    process: Arc<Process<()>>,
+    conn: Connection,
+    tasks: u64,
+}
+
+impl Shared {
+    fn start_worker(&self, slot: usize) -> Result<Worker> {
+        let (mine, theirs) = Pipe::new()?;
+        let n = self.started.fetch_add(1, Ordering::Relaxed) + 1;
+        let start = WorkerStart {
+            conn: theirs,
+            initializer: self.initializer.clone(),
+        };
+        let mut builder = Process::builder(worker_main, (start,))
+            .name(format!("PoolWorker-{n}"))
+            .daemon(true);
+        if let Some(m) = self.method {
+            builder = builder.start_method(m);
+        }
+        let mut process = builder.build();
+        process.start()?;
+        let process = Arc::new(process);
+        self.workers.lock()[slot] = Some(process.clone());
+        Ok(Worker {
+            process,
+            conn: mine,
+            tasks: 0,
+        })
+    }
+
+    /// Ends a worker that is done (or gone): close its pipe, reap it.
+    fn retire(&self, slot: usize, worker: Worker) {
+        worker.conn.close();
+        if worker.process.join_timeout(REAP).is_err() {
+            // It ignores the end of its pipe: no more patience.
+            let _ = worker.process.kill();
+            let _ = worker.process.join_timeout(REAP);
+        }
+        let mut workers = self.workers.lock();
+        if workers[slot]
+            .as_ref()
+            .is_some_and(|p| Arc::ptr_eq(p, &worker.process))
+        {
+            workers[slot] = None;
+        }
+    }
+
+    /// Runs one job on the slot's worker, starting one if needed.
+    fn run(&self, slot: usize, worker: &mut Option<Worker>, job: &Job) -> Piece {
+        if self.terminated.load(Ordering::SeqCst) {
+            return Err(Failure::Closed);
+        }
+        if worker.as_ref().is_some_and(|w| !w.process.is_alive()) {
+            // Died while idle: its death cost no task.
+            if let Some(w) = worker.take() {
+                self.retire(slot, w);
+            }
+        }
+        if worker.is_none() {
+            *worker = Some(
+                self.start_worker(slot)
+                    .map_err(|e| Failure::Failed(format!("cannot start a worker: {e}")))?,
+            );
+        }
+        let Some(w) = worker.as_mut() else {
+            return Err(Failure::Closed);
+        };
+        let msg = TaskMsg {
+            func: job.func,
+            input: job.input.clone(),
+        };
+        let reply = w.conn.send(&msg).and_then(|()| w.conn.recv::<TaskReply>());
+        match reply {
+            Ok(reply) => {
+                w.tasks += 1;
+                if self.max_tasks.is_some_and(|m| w.tasks >= m)
+                    && let Some(w) = worker.take()
+                {
+                    self.retire(slot, w);
+                }
+                match reply {
+                    TaskReply::Done(bytes) => Ok(bytes),
+                    TaskReply::Failed(why) => Err(Failure::Failed(why)),
+                    TaskReply::Panicked(message) => Err(Failure::Panicked(message)),
+                }
+            }
+            Err(_) => {
+                let Some(w) = worker.take() else {
+                    return Err(Failure::Closed);
+                };
+                let pid = w.process.pid().unwrap_or(0);
+                let _ = w.process.join_timeout(REAP);
+                let signal = w.process.exitcode().filter(|c| *c < 0).map(|c| -c);
+                self.retire(slot, w);
+                if self.terminated.load(Ordering::SeqCst) {
+                    Err(Failure::Closed)
+                } else {
+                    Err(Failure::WorkerDied { pid, signal })
+                }
+            }
+        }
+    }
+}
+
+fn handler(shared: Arc<Shared>, slot: usize, jobs: Receiver<Job>, mut worker: Option<Worker>) {
+    while let Ok(job) = jobs.recv() {
+        let piece = shared.run(slot, &mut worker, &job);
+        job.group.deliver(job.index, piece);
+    }
+    if let Some(w) = worker.take() {
+        shared.retire(slot, w);
+    }
+}
+
+/// Options for [`Pool::builder`].
+#[derive(Debug, Default)]
+pub struct PoolBuilder {
+    processes: Option<usize>,
+    initializer: Option<(TaskFn, Result<Vec<u8>>)>,
+    max_tasks: Option<u64>,
+    method: Option<StartMethod>,
+}
+
+impl PoolBuilder {
+    /// The number of worker processes (default: [`cpu_count`](multiproc_process::cpu_count)).
+    pub fn processes(mut self, n: usize) -> PoolBuilder {
+        self.processes = Some(n);
+        self
+    }
+
+    /// A function each worker runs once when it starts. Python:
+    /// `Pool(initializer=f, initargs=args)`.
+    pub fn initializer<F, A>(mut self, f: F, args: A) -> PoolBuilder
+    where
+        F: Target<A>,
+        F::Output: Serialize,
+        A: Serialize + DeserializeOwned,
+    {
+        self.initializer = Some((TaskFn::new(f), codec::encode(&args)));
+        self
+    }
+
+    /// Replaces a worker after it ran `n` tasks (each chunk of a map is one
+    /// task). Python: `Pool(maxtasksperchild=n)`.
+    pub fn max_tasks_per_child(mut self, n: u64) -> PoolBuilder {
+        self.max_tasks = Some(n);
+        self
+    }
+
+    /// The workers' start method (default: the program's).
+    pub fn start_method(mut self, method: StartMethod) -> PoolBuilder {
+        self.method = Some(method);
+        self
+    }
+
+    /// Starts the workers.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for zero processes or a `max_tasks_per_child`
+    /// of zero; the errors of starting a process.
+    pub fn build(self) -> Result<Pool> {
+        let n = self.processes.unwrap_or_else(multiproc_process::cpu_count);
+        if n == 0 {
+            return Err(Error::InvalidArgument(
+                "a pool needs at least one process".into(),
+            ));
+        }
+        if self.max_tasks == Some(0) {
+            return Err(Error::InvalidArgument(
+                "max_tasks_per_child must be at least 1".into(),
+            ));
+        }
+        let initializer = match self.initializer {
+            Some((f, args)) => Some((f, args?)),
+            None => None,
+        };
+        let shared = Arc::new(Shared {
+            method: self.method,
+            initializer,
+            max_tasks: self.max_tasks,
+            terminated: AtomicBool::new(false),
+            workers: Mutex::new(vec![None; n]),
+            started: AtomicU64::new(0),
+        });
+        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        let mut handlers = Vec::with_capacity(n);
+        for slot in 0..n {
+            let worker = shared.start_worker(slot)?;
+            let (shared, rx) = (shared.clone(), rx.clone());
+            let handle = std::thread::Builder::new()
+                .name(format!("pool-handler-{slot}"))
+                .spawn(move || handler(shared, slot, rx, Some(worker)))?;
+            handlers.push(handle);
+        }
+        Ok(Pool {
+            shared,
+            jobs: Mutex::new(Some(tx)),
+            handlers: Mutex::new(handlers),
+            processes: n,
+        })
+    }
+}
+
+/// A pool of worker processes. Python: `multiprocessing.Pool`.
+///
+/// Functions given to a pool are `fn` items (or closures that capture
+/// nothing) of serde arguments, as for [`Process`]. Results equal those of
+/// calling the function serially. A task that panics fails with
+/// [`Error::TaskPanicked`] and its worker goes on; a worker killed while it
+/// runs a task fails that task with [`Error::WorkerDied`] and is replaced:
+/// the call returns, where CPython's `Pool` hangs.
+///
+/// Dropping the pool terminates it, as leaving Python's `with Pool() as p:`
+/// does; [`close`](Self::close) then [`join`](Self::join) let queued work
+/// finish first.
+///
+/// ```
+/// use multiproc as mp;
+///
+/// fn square(n: u64) -> u64 {
+///     n * n
+/// }
+///
+/// # fn main() -> mp::Result<()> {
+/// mp::init();
+/// let pool = mp::Pool::builder().processes(2).build()?;
+/// assert_eq!(pool.map(square, 1..=5)?, vec![1, 4, 9, 16, 25]);
+/// # Ok(())
+/// # }
+/// ```
+pub struct Pool {
+    shared: Arc<Shared>,
+    jobs: Mutex<Option<Sender<Job>>>,
+    handlers: Mutex<Vec<JoinHandle<()>>>,
+    processes: usize,
+}
+
+/// Python's default chunk size for `map`: ceil(len / (4 * workers)).
+pub(crate) fn default_chunksize(len: usize, workers: usize) -> usize {
+    len.div_ceil(4 * workers).max(1)
+}
+
+impl Pool {
+    /// A pool of [`cpu_count`](multiproc_process::cpu_count) workers. Python:
+    /// `Pool()`.
+    ///
+    /// # Errors
+    ///
+    /// The errors of starting a process.
+    pub fn new() -> Result<Pool> {
+        PoolBuilder::default().build()
+    }
+
+    /// Options: number of processes, initializer, tasks per child, start
+    /// method.
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder::default()
+    }
+
+    /// The number of worker processes.
+    pub fn processes(&self) -> usize {
+        self.processes
+    }
+
+    /// The pids of the workers running now.
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.shared
+            .workers
+            .lock()
+            .iter()
+            .flatten()
+            .filter_map(|p| p.pid())
+            .collect()
+    }
+
+    pub(crate) fn submit(&self, job: Job) -> Result<()> {
+        let jobs = self.jobs.lock();
+        let Some(tx) = jobs.as_ref() else {
+            return Err(Error::Closed);
+        };
+        tx.send(job).map_err(|_| Error::Closed)
+    }
+
+    /// Encodes `items[..]` in chunks and submits each as a piece of `group`.
+    fn submit_chunks<A: Serialize>(
+        &self,
+        func: TaskFn,
+        items: &[A],
+        chunksize: usize,
+        group: &Arc<Group>,
+    ) -> Result<()> {
+        for (index, chunk) in items.chunks(chunksize.max(1)).enumerate() {
+            self.submit(Job {
+                func,
+                input: codec::encode(chunk)?,
+                group: group.clone(),
+                index,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Calls `f` on each item, in parallel, and returns the results in
+    /// order. Python: `pool.map(f, items)`; chunks as Python sizes them.
+    ///
+    /// # Errors
+    ///
+    /// The first failed chunk's error: [`Error::TaskPanicked`],
+    /// [`Error::WorkerDied`], [`Error::Closed`] after `close`/`terminate`.
+    pub fn map<F, T, R>(&self, f: F, items: impl IntoIterator<Item = T>) -> Result<Vec<R>>
+    where
+        F: Target<(T,), Output = R>,
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        self.map_async(f, items)?.get()
+    }
+
+    /// As [`map`](Self::map), `chunksize` items per task. Python:
+    /// `pool.map(f, items, chunksize)`.
+    ///
+    /// # Errors
+    ///
+    /// As [`map`](Self::map).
+    pub fn map_chunked<F, T, R>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = T>,
+        chunksize: usize,
+    ) -> Result<Vec<R>>
+    where
+        F: Target<(T,), Output = R>,
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        let items: Vec<T> = items.into_iter().collect();
+        self.starmap_inner(TaskFn::chunk(f), &items, chunksize)?
+            .get()
+    }
+
+    /// Starts a [`map`](Self::map) and returns at once. Python:
+    /// `pool.map_async(f, items)`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] after `close`/`terminate`, [`Error::Encode`].
+    pub fn map_async<F, T, R>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = T>,
+    ) -> Result<AsyncResult<Vec<R>>>
+    where
+        F: Target<(T,), Output = R>,
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        let items: Vec<T> = items.into_iter().collect();
+        let chunksize = default_chunksize(items.len(), self.processes);
+        self.starmap_inner(TaskFn::chunk(f), &items, chunksize)
+    }
+
+    /// Calls `f` with each tuple's fields as arguments. Python:
+    /// `pool.starmap(f, [(a, b), ...])`.
+    ///
+    /// # Errors
+    ///
+    /// As [`map`](Self::map).
+    pub fn starmap<F, A, R>(&self, f: F, items: impl IntoIterator<Item = A>) -> Result<Vec<R>>
+    where
+        F: Target<A, Output = R>,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        let items: Vec<A> = items.into_iter().collect();
+        let chunksize = default_chunksize(items.len(), self.processes);
+        self.starmap_inner(TaskFn::chunk(f), &items, chunksize)?
+            .get()
+    }
+
+    fn starmap_inner<A: Serialize, R: DeserializeOwned>(
+        &self,
+        func: TaskFn,
+        items: &[A],
+        chunksize: usize,
+    ) -> Result<AsyncResult<Vec<R>>> {
+        let chunks = items.len().div_ceil(chunksize.max(1));
+        let group = Group::new(Some(chunks));
+        self.submit_chunks(func, items, chunksize, &group)?;
+        Ok(AsyncResult::concat(group))
+    }
+
+    /// Calls `f(args...)` in a worker and waits for its result. Python:
+    /// `pool.apply(f, args)`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TaskPanicked`], [`Error::WorkerDied`], [`Error::Closed`].
+    pub fn apply<F, A, R>(&self, f: F, args: A) -> Result<R>
+    where
+        F: Target<A, Output = R>,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        self.apply_async(f, args)?.get()
+    }
+
+    /// Starts `f(args...)` in a worker and returns at once. Python:
+    /// `pool.apply_async(f, args)`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] after `close`/`terminate`, [`Error::Encode`].
+    pub fn apply_async<F, A, R>(&self, f: F, args: A) -> Result<AsyncResult<R>>
+    where
+        F: Target<A, Output = R>,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        let group = Group::new(Some(1));
+        self.submit(Job {
+            func: TaskFn::new(f),
+            input: codec::encode(&args)?,
+            group: group.clone(),
+            index: 0,
+        })?;
+        Ok(AsyncResult::single(group))
+    }
+
+    /// As [`apply_async`](Self::apply_async), calling `callback` with the
+    /// result or `error_callback` with the error when it is ready, on a
+    /// thread of the pool (keep them short). Python:
+    /// `apply_async(f, args, callback=..., error_callback=...)`.
+    ///
+    /// # Errors
+    ///
+    /// As [`apply_async`](Self::apply_async).
+    pub fn apply_async_with<F, A, R>(
+        &self,
+        f: F,
+        args: A,
+        callback: impl FnOnce(R) + Send + 'static,
+        error_callback: impl FnOnce(Error) + Send + 'static,
+    ) -> Result<AsyncResult<R>>
+    where
+        F: Target<A, Output = R>,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        let result = self.apply_async(f, args)?;
+        result.on_done(callback, error_callback);
+        Ok(result)
+    }
+
+    /// As [`map_async`](Self::map_async), with callbacks as
+    /// [`apply_async_with`](Self::apply_async_with).
+    ///
+    /// # Errors
+    ///
+    /// As [`map_async`](Self::map_async).
+    pub fn map_async_with<F, T, R>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = T>,
+        callback: impl FnOnce(Vec<R>) + Send + 'static,
+        error_callback: impl FnOnce(Error) + Send + 'static,
+    ) -> Result<AsyncResult<Vec<R>>>
+    where
+        F: Target<(T,), Output = R>,
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        let result = self.map_async(f, items)?;
+        result.on_done(callback, error_callback);
+        Ok(result)
+    }
+
+    /// Calls `f` on each item lazily, yielding results in order as they
+    /// come; at most a few chunks per worker are in flight, so an endless
+    /// input works. Python: `pool.imap(f, items)` (chunk size 1).
+    pub fn imap<F, I, R>(&self, f: F, items: I) -> IMap<'_, I::IntoIter, R>
+    where
+        F: Target<(I::Item,), Output = R>,
+        I: IntoIterator,
+        I::Item: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        self.imap_chunked(f, items, 1)
+    }
+
+    /// As [`imap`](Self::imap), `chunksize` items per task.
+    pub fn imap_chunked<F, I, R>(
+        &self,
+        f: F,
+        items: I,
+        chunksize: usize,
+    ) -> IMap<'_, I::IntoIter, R>
+    where
+        F: Target<(I::Item,), Output = R>,
+        I: IntoIterator,
+        I::Item: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        IMap::new(self, TaskFn::chunk(f), items.into_iter(), chunksize.max(1))
+    }
+
+    /// As [`imap`](Self::imap), yielding results in the order they finish.
+    /// Python: `pool.imap_unordered(f, items)`.
+    pub fn imap_unordered<F, I, R>(&self, f: F, items: I) -> IMapUnordered<'_, I::IntoIter, R>
+    where
+        F: Target<(I::Item,), Output = R>,
+        I: IntoIterator,
+        I::Item: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        IMapUnordered::new(self, TaskFn::chunk(f), items.into_iter(), 1)
+    }
+
+    /// Accepts no more work; queued work goes on. Python: `pool.close()`.
+    pub fn close(&self) {
+        self.jobs.lock().take();
+    }
+
+    /// Stops at once: workers are killed, queued and running work fails
+    /// with [`Error::Closed`]. Python: `pool.terminate()`.
+    pub fn terminate(&self) {
+        self.shared.terminated.store(true, Ordering::SeqCst);
+        self.close();
+        let workers: Vec<_> = self
+            .shared
+            .workers
+            .lock()
+            .iter()
+            .flatten()
+            .cloned()
+            .collect();
+        for w in workers {
+            let _ = w.kill();
+        }
+        self.join_handlers();
+    }
+
+    /// Waits for the workers to finish after [`close`](Self::close) or
+    /// [`terminate`](Self::terminate). Python: `pool.join()`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StillRunning`]-like misuse: the pool is still open.
+    pub fn join(&self) -> Result<()> {
+        if self.jobs.lock().is_some() {
+            return Err(Error::InvalidArgument(
+                "join a pool after close or terminate".into(),
+            ));
+        }
+        self.join_handlers();
+        Ok(())
+    }
+
+    fn join_handlers(&self) {
+        let handlers: Vec<_> = self.handlers.lock().drain(..).collect();
+        for h in handlers {
+            // A handler that panicked has nothing more to give back.
+            let _ = h.join();
+        }
+    }
+
+    pub(crate) fn workers(&self) -> usize {
+        self.processes
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("processes", &self.processes)
+            .field("workers", &self.worker_pids())
+            .finish()
+    }
+}

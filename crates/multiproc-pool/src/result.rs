@@ -1,0 +1,131 @@
+//! `AsyncResult`: the handle of a call that runs in the background.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use multiproc_process::{Error, Result, codec};
+use serde::de::DeserializeOwned;
+
+use crate::group::{Group, Piece};
+
+/// How the pieces of a call make its result.
+type Assemble<R> = fn(&[Piece]) -> Result<R>;
+
+fn single<R: DeserializeOwned>(pieces: &[Piece]) -> Result<R> {
+    match pieces.first() {
+        Some(Ok(bytes)) => codec::decode(bytes),
+        Some(Err(failure)) => Err(failure.to_error()),
+        None => Err(Error::Closed),
+    }
+}
+
+fn concat<R: DeserializeOwned>(pieces: &[Piece]) -> Result<Vec<R>> {
+    let mut out = Vec::new();
+    for piece in pieces {
+        match piece {
+            Ok(bytes) => out.extend(codec::decode::<Vec<R>>(bytes)?),
+            Err(failure) => return Err(failure.to_error()),
+        }
+    }
+    Ok(out)
+}
+
+/// The result of [`Pool::apply_async`](crate::Pool::apply_async) or
+/// [`Pool::map_async`](crate::Pool::map_async), to be waited for. Python:
+/// `multiprocessing.pool.AsyncResult`.
+pub struct AsyncResult<R> {
+    group: Arc<Group>,
+    assemble: Assemble<R>,
+    _r: PhantomData<fn() -> R>,
+}
+
+impl<R: DeserializeOwned> AsyncResult<R> {
+    pub(crate) fn single(group: Arc<Group>) -> AsyncResult<R> {
+        AsyncResult {
+            group,
+            assemble: single::<R>,
+            _r: PhantomData,
+        }
+    }
+
+    /// Waits for the result. Python: `get()`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TaskPanicked`], [`Error::WorkerDied`], [`Error::Closed`]
+    /// (the pool was terminated), [`Error::Decode`].
+    pub fn get(&self) -> Result<R> {
+        self.group.wait_all(None);
+        (self.assemble)(&self.group.pieces())
+    }
+
+    /// Waits at most `timeout`. Python: `get(timeout)`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`], and as [`get`](Self::get).
+    pub fn get_timeout(&self, timeout: Duration) -> Result<R> {
+        if !self.group.wait_all(Some(Instant::now() + timeout)) {
+            return Err(Error::Timeout);
+        }
+        (self.assemble)(&self.group.pieces())
+    }
+
+    /// Waits until the result is ready (`None`: as long as it takes);
+    /// whether it is. Python: `wait(timeout)`.
+    pub fn wait(&self, timeout: Option<Duration>) -> bool {
+        self.group.wait_all(timeout.map(|t| Instant::now() + t))
+    }
+
+    /// Whether the call has finished. Python: `ready()`.
+    pub fn ready(&self) -> bool {
+        self.group.ready()
+    }
+
+    /// Whether the call finished without error. Python: `successful()`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] when it has not finished (Python's
+    /// `ValueError`).
+    pub fn successful(&self) -> Result<bool> {
+        if !self.ready() {
+            return Err(Error::InvalidArgument("the result is not ready".into()));
+        }
+        Ok(self.group.pieces().iter().all(Result::is_ok))
+    }
+
+    pub(crate) fn on_done(
+        &self,
+        callback: impl FnOnce(R) + Send + 'static,
+        error_callback: impl FnOnce(Error) + Send + 'static,
+    ) where
+        R: 'static,
+    {
+        let assemble = self.assemble;
+        self.group
+            .on_done(Box::new(move |pieces| match assemble(pieces) {
+                Ok(r) => callback(r),
+                Err(e) => error_callback(e),
+            }));
+    }
+}
+
+impl<R: DeserializeOwned> AsyncResult<Vec<R>> {
+    pub(crate) fn concat(group: Arc<Group>) -> AsyncResult<Vec<R>> {
+        AsyncResult {
+            group,
+            assemble: concat::<R>,
+            _r: PhantomData,
+        }
+    }
+}
+
+impl<R> std::fmt::Debug for AsyncResult<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncResult")
+            .field("ready", &self.group.ready())
+            .finish()
+    }
+}

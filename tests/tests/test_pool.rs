@@ -1,0 +1,389 @@
+//! Process pools between real processes, after `_TestPool` of CPython's
+//! `_test_multiprocessing.py`, plus what CPython cannot do: a worker killed
+//! in the middle of a `map` or an `imap` fails that call, naming the signal,
+//! and the pool goes on (CPython's hangs, gh-66587).
+
+#![allow(clippy::unwrap_used)] // a failed call fails the test, as it should
+
+multiproc::test_setup!();
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use multiproc as mp;
+use multiproc_testkit::{is_running, wait_until, within};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn pool(ctx: &mp::Context, n: usize) -> mp::Pool {
+    mp::Pool::builder()
+        .processes(n)
+        .start_method(ctx.start_method())
+        .build()
+        .unwrap()
+}
+
+fn square(n: u64) -> u64 {
+    n * n
+}
+
+fn add(a: u64, b: u64) -> u64 {
+    a + b
+}
+
+fn pid_of(_: u64) -> u32 {
+    std::process::id()
+}
+
+fn results_equal_the_serial_ones(ctx: mp::Context) {
+    let p = pool(&ctx, 3);
+    let serial: Vec<u64> = (0..1000).map(square).collect();
+    assert_eq!(p.map(square, 0..1000).unwrap(), serial);
+    assert_eq!(p.map_chunked(square, 0..1000, 7).unwrap(), serial);
+    assert_eq!(p.map(square, Vec::<u64>::new()).unwrap(), Vec::<u64>::new());
+    assert_eq!(
+        p.starmap(add, (0..100).map(|i| (i, 2 * i))).unwrap(),
+        (0..100).map(|i| 3 * i).collect::<Vec<_>>()
+    );
+    assert_eq!(p.apply(add, (40, 2)).unwrap(), 42);
+    let r = p.apply_async(square, (12,)).unwrap();
+    assert_eq!(r.get_timeout(LIMIT).unwrap(), 144);
+    assert!(r.ready());
+    assert!(r.successful().unwrap());
+    let m = p.map_async(square, 0..10).unwrap();
+    assert!(m.wait(Some(LIMIT)));
+    assert_eq!(m.get().unwrap(), (0..10).map(square).collect::<Vec<_>>());
+    let ordered: Vec<u64> = p.imap(square, 0..200).map(Result::unwrap).collect();
+    assert_eq!(ordered, (0..200).map(square).collect::<Vec<_>>());
+    let ordered: Vec<u64> = p
+        .imap_chunked(square, 0..200, 9)
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(ordered, (0..200).map(square).collect::<Vec<_>>());
+    let mut unordered: Vec<u64> = p
+        .imap_unordered(square, 0..200)
+        .map(Result::unwrap)
+        .collect();
+    unordered.sort_unstable();
+    assert_eq!(unordered, (0..200).map(square).collect::<Vec<_>>());
+    // The work was spread over the workers.
+    let pids: BTreeSet<u32> = p
+        .map_chunked(pid_of, 0..300, 1)
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert!(pids.len() >= 2, "one worker did everything: {pids:?}");
+    assert!(pids.iter().all(|pid| p.worker_pids().contains(pid)));
+}
+
+fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+fn imap_is_lazy_and_unordered_follows_completion(ctx: mp::Context) {
+    let p = pool(&ctx, 2);
+    // An endless input: only a window of it is ever taken.
+    let pulled = Arc::new(AtomicU64::new(0));
+    let counter = pulled.clone();
+    let endless = (0u64..).inspect(move |_| {
+        counter.fetch_add(1, Ordering::SeqCst);
+    });
+    let first: Vec<u64> = p
+        .imap(square, endless)
+        .take(5)
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(first, vec![0, 1, 4, 9, 16]);
+    assert!(
+        pulled.load(Ordering::SeqCst) < 100,
+        "imap read {} items ahead",
+        pulled.load(Ordering::SeqCst)
+    );
+    // ExactSizeIterator when the input is.
+    let it = p.imap(square, vec![1u64, 2, 3]);
+    assert_eq!(it.len(), 3);
+    // Completion order: the slow task comes last.
+    let order: Vec<u64> = p
+        .imap_unordered(sleep_ms, vec![300, 1, 1, 1])
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(order.last(), Some(&300));
+}
+
+fn explode(n: u64) -> u64 {
+    assert!(n != 13, "unlucky {n}");
+    n
+}
+
+fn a_panicking_task_fails_alone(ctx: mp::Context) {
+    let p = pool(&ctx, 2);
+    let before = p.worker_pids();
+    match p.apply(explode, (13,)) {
+        Err(mp::Error::TaskPanicked { message }) => assert_eq!(message, "unlucky 13"),
+        other => panic!("expected TaskPanicked, got {other:?}"),
+    }
+    assert!(matches!(
+        p.map(explode, 0..20),
+        Err(mp::Error::TaskPanicked { .. })
+    ));
+    let r = p.apply_async(explode, (13,)).unwrap();
+    assert!(r.wait(Some(LIMIT)));
+    assert!(!r.successful().unwrap());
+    // The workers survived their tasks' panics.
+    assert_eq!(p.worker_pids(), before);
+    assert_eq!(p.map(explode, 0..10).unwrap(), (0..10).collect::<Vec<_>>());
+}
+
+fn die_on(n: u64) -> u64 {
+    if n == 7 {
+        // As if killed from outside while running this task.
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &std::process::id().to_string()])
+            .status();
+        std::thread::sleep(Duration::from_secs(10));
+    }
+    std::thread::sleep(Duration::from_millis(2));
+    n
+}
+
+fn a_killed_worker_fails_the_map_and_is_replaced(ctx: mp::Context) {
+    let p = pool(&ctx, 2);
+    let before: BTreeSet<u32> = p.worker_pids().into_iter().collect();
+    let (result, p) = within(LIMIT, move || (p.map_chunked(die_on, 0..40, 1), p));
+    match result {
+        Err(mp::Error::WorkerDied { pid, signal }) => {
+            assert_eq!(signal, Some(9));
+            assert!(before.contains(&pid));
+            assert!(wait_until(Duration::from_secs(5), || !is_running(pid)));
+        }
+        other => panic!("expected WorkerDied, got {other:?}"),
+    }
+    // The next call works, on a replaced worker.
+    assert_eq!(
+        p.map(square, 0..50).unwrap(),
+        (0..50).map(square).collect::<Vec<_>>()
+    );
+    let after: BTreeSet<u32> = p.worker_pids().into_iter().collect();
+    assert_eq!(after.len(), 2);
+    assert_ne!(after, before);
+    // The same during an imap: the failed item is an error, the others
+    // come through.
+    let items: Vec<mp::Result<u64>> = within(LIMIT, move || {
+        let items = p.imap(die_on, 0..20).collect();
+        drop(p);
+        items
+    });
+    assert_eq!(items.len(), 20);
+    let errors: Vec<_> = items.iter().filter(|r| r.is_err()).collect();
+    assert_eq!(errors.len(), 1);
+    assert!(matches!(
+        items[7],
+        Err(mp::Error::WorkerDied {
+            signal: Some(9),
+            ..
+        })
+    ));
+}
+
+fn max_tasks_per_child_replaces_workers(ctx: mp::Context) {
+    let p = mp::Pool::builder()
+        .processes(1)
+        .max_tasks_per_child(3)
+        .start_method(ctx.start_method())
+        .build()
+        .unwrap();
+    let pids: Vec<u32> = (0..9).map(|i| p.apply(pid_of, (i,)).unwrap()).collect();
+    let distinct: BTreeSet<u32> = pids.iter().copied().collect();
+    assert_eq!(distinct.len(), 3, "{pids:?}");
+    assert!(pids.chunks(3).all(|c| c.iter().all(|&x| x == c[0])));
+}
+
+fn remember(tag: String) {
+    // A file named after this worker: what the initializer left behind.
+    let path = std::env::temp_dir().join(format!("mp-pool-init-{}", std::process::id()));
+    std::fs::write(path, tag).unwrap();
+}
+
+fn recall(_: u64) -> String {
+    let path = std::env::temp_dir().join(format!("mp-pool-init-{}", std::process::id()));
+    std::fs::read_to_string(&path).unwrap_or_default()
+}
+
+fn initializer_runs_in_each_worker(ctx: mp::Context) {
+    let p = mp::Pool::builder()
+        .processes(2)
+        .initializer(remember, ("ready".to_string(),))
+        .start_method(ctx.start_method())
+        .build()
+        .unwrap();
+    let tags = p.map_chunked(recall, 0..20, 1).unwrap();
+    assert!(tags.iter().all(|t| t == "ready"), "{tags:?}");
+    for pid in p.worker_pids() {
+        let _ = std::fs::remove_file(std::env::temp_dir().join(format!("mp-pool-init-{pid}")));
+    }
+}
+
+fn terminate_is_prompt_with_thousands_queued(ctx: mp::Context) {
+    let p = pool(&ctx, 2);
+    let pids = p.worker_pids();
+    let r = p.map_async(sleep_ms, vec![5u64; 5000]).unwrap();
+    let pending: Vec<_> = (0..1000)
+        .map(|_| p.apply_async(sleep_ms, (5,)).unwrap())
+        .collect();
+    let t = Instant::now();
+    p.terminate();
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "terminate took {:?}",
+        t.elapsed()
+    );
+    assert!(matches!(r.get_timeout(LIMIT), Err(mp::Error::Closed)));
+    assert!(
+        pending
+            .iter()
+            .all(|a| matches!(a.get_timeout(LIMIT), Err(mp::Error::Closed)))
+    );
+    assert!(pids.iter().all(|&pid| !is_running(pid)));
+    assert!(matches!(p.apply(square, (1,)), Err(mp::Error::Closed)));
+}
+
+fn close_and_join_finish_queued_work(ctx: mp::Context) {
+    let p = pool(&ctx, 2);
+    let pids = p.worker_pids();
+    let r = p.map_async(sleep_ms, vec![2u64; 20]).unwrap();
+    assert!(matches!(p.join(), Err(mp::Error::InvalidArgument(_))));
+    p.close();
+    assert!(matches!(p.apply(square, (1,)), Err(mp::Error::Closed)));
+    within(LIMIT, move || {
+        p.join().unwrap();
+        drop(p);
+    });
+    assert_eq!(r.get().unwrap(), vec![2u64; 20]);
+    assert!(pids.iter().all(|&pid| !is_running(pid)));
+}
+
+fn callbacks_are_called(ctx: mp::Context) {
+    let p = pool(&ctx, 2);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx2 = tx.clone();
+    let _a = p
+        .apply_async_with(
+            square,
+            (9,),
+            move |v| tx.send(Ok(v)).unwrap(),
+            |e| panic!("{e}"),
+        )
+        .unwrap();
+    assert_eq!(rx.recv_timeout(LIMIT).unwrap(), Ok::<u64, String>(81));
+    let _b = p
+        .apply_async_with(
+            explode,
+            (13,),
+            |v| panic!("got {v}"),
+            move |e| tx2.send(Err(e.to_string())).unwrap(),
+        )
+        .unwrap();
+    assert!(
+        rx.recv_timeout(LIMIT)
+            .unwrap()
+            .unwrap_err()
+            .contains("unlucky 13")
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let _m = p
+        .map_async_with(
+            square,
+            0..5,
+            move |v| tx.send(v).unwrap(),
+            |e| panic!("{e}"),
+        )
+        .unwrap();
+    assert_eq!(rx.recv_timeout(LIMIT).unwrap(), vec![0, 1, 4, 9, 16]);
+}
+
+fn dropping_the_pool_ends_its_workers(ctx: mp::Context) {
+    let p = pool(&ctx, 2);
+    let pids = p.worker_pids();
+    assert_eq!(pids.len(), 2);
+    drop(p);
+    assert!(pids.iter().all(|&pid| !is_running(pid)));
+}
+
+#[test]
+fn zero_processes_is_an_error() {
+    assert!(matches!(
+        mp::Pool::builder().processes(0).build(),
+        Err(mp::Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        mp::Pool::builder()
+            .processes(1)
+            .max_tasks_per_child(0)
+            .build(),
+        Err(mp::Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        mp::ThreadPool::new(0),
+        Err(mp::Error::InvalidArgument(_))
+    ));
+}
+
+#[test]
+fn thread_pool_has_the_same_api() {
+    let tp = mp::ThreadPool::new(2).unwrap();
+    let base = 100u64;
+    assert_eq!(
+        tp.map(|x: u64| x + base, 0..5).unwrap(),
+        vec![100, 101, 102, 103, 104]
+    );
+    assert_eq!(
+        tp.starmap(|(a, b): (u64, u64)| a * b, vec![(2, 3), (4, 5)])
+            .unwrap(),
+        vec![6, 20]
+    );
+    assert_eq!(
+        tp.imap(|x: u64| x * 2, 0..3).unwrap().collect::<Vec<_>>(),
+        vec![0, 2, 4]
+    );
+    let mut un: Vec<u64> = tp
+        .imap_unordered(|x: u64| x * 2, 0..50)
+        .map(Result::unwrap)
+        .collect();
+    un.sort_unstable();
+    assert_eq!(un, (0..50).map(|x| x * 2).collect::<Vec<_>>());
+    assert_eq!(tp.apply(|| 7).unwrap(), 7);
+    let mut r = tp.apply_async(|| {
+        std::thread::sleep(Duration::from_millis(50));
+        5
+    });
+    assert!(matches!(
+        r.get_timeout(Duration::from_millis(1)),
+        Err(mp::Error::Timeout)
+    ));
+    assert_eq!(r.get_timeout(LIMIT).unwrap(), 5);
+    assert_eq!(
+        tp.map_async(|x: u64| x + 1, 0..3).get().unwrap(),
+        vec![1, 2, 3]
+    );
+    match tp.map(|x: u64| if x == 3 { panic!("three") } else { x }, 0..5) {
+        Err(mp::Error::TaskPanicked { message }) => assert_eq!(message, "three"),
+        other => panic!("expected TaskPanicked, got {other:?}"),
+    }
+    assert_eq!(tp.threads(), 2);
+}
+
+multiproc_testkit::each_start_method!(
+    results_equal_the_serial_ones,
+    imap_is_lazy_and_unordered_follows_completion,
+    a_panicking_task_fails_alone,
+    a_killed_worker_fails_the_map_and_is_replaced,
+    max_tasks_per_child_replaces_workers,
+    initializer_runs_in_each_worker,
+    terminate_is_prompt_with_thousands_queued,
+    close_and_join_finish_queued_work,
+    callbacks_are_called,
+    dropping_the_pool_ends_its_workers,
+);
