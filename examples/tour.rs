@@ -15,6 +15,10 @@ mod seed_manager;
 mod seed_pids;
 #[path = "seed_pipe.rs"]
 mod seed_pipe;
+#[path = "pool_progress.rs"]
+mod pool_progress;
+#[path = "seed_pool.rs"]
+mod seed_pool;
 #[path = "seed_queue.rs"]
 mod seed_queue;
 #[path = "seed_shared_memory.rs"]
@@ -61,12 +65,18 @@ fn main() -> mp::Result<()> {
     section("7. a race on a shared balance, then a Lock");
     seed_lock::main()?;
 
+    section("8. a Pool maps square over a list");
+    seed_pool::main()?;
+
     section("a Manager serving queues on TCP to two worker programs");
     manager_remote::main()?;
 
+    section("counting primes on a Pool, with a progress bar over imap");
+    pool_progress::main()?;
+
     println!(
-        "\ntour finished: {} seed programs ran, and a distributed queue",
-        7
+        "\ntour finished: the {} seed programs, a distributed queue, a pool with progress",
+        8
     );
     Ok(())
 }
