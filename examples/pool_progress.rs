@@ -11,7 +11,10 @@ const LIMIT: u64 = 3_000_000;
 const STEP: u64 = 50_000;
 
 fn is_prime(n: u64) -> bool {
-    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
+    n >= 2
+        && (2..)
+            .take_while(|d| d * d <= n)
+            .all(|d| !n.is_multiple_of(d))
 }
 
 /// The primes in `[from, from + STEP)`.

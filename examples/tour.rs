@@ -7,6 +7,8 @@ use multiproc as mp;
 
 #[path = "manager_remote.rs"]
 mod manager_remote;
+#[path = "pool_progress.rs"]
+mod pool_progress;
 #[path = "seed_lock.rs"]
 mod seed_lock;
 #[path = "seed_manager.rs"]
@@ -15,8 +17,6 @@ mod seed_manager;
 mod seed_pids;
 #[path = "seed_pipe.rs"]
 mod seed_pipe;
-#[path = "pool_progress.rs"]
-mod pool_progress;
 #[path = "seed_pool.rs"]
 mod seed_pool;
 #[path = "seed_queue.rs"]

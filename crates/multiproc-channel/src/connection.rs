@@ -221,12 +221,19 @@ impl Connection {
             }
             fdio::send_with_fds(sock, &[FDS], &fds)
         };
+        let ring = || {
+            if tx.doorbell().load(Ordering::SeqCst) != 0 {
+                // Best effort, as below: a full socket wakes the reader too.
+                let _ = fdio::send_nowait(sock, &[DOORBELL]);
+            }
+        };
         let mut opts = PutOpts {
             meta: nfds,
             wait: true,
             deadline: None,
             gone: &gone,
             before: &mut before,
+            chunk_published: &ring,
         };
         match tx.put_with(bytes, &mut opts) {
             Ok(()) => {}

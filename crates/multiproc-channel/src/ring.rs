@@ -163,6 +163,11 @@ pub(crate) struct PutOpts<'a> {
     /// connection sends the message's descriptors here, so descriptors and
     /// messages keep one order.
     pub(crate) before: &'a mut dyn FnMut() -> std::io::Result<()>,
+    /// Run after each chunk of a message longer than a record is
+    /// published: a connection rings its reader's doorbell here, since a
+    /// reader asleep until the whole message is in would never let the
+    /// producer finish it.
+    pub(crate) chunk_published: &'a dyn Fn(),
 }
 
 impl PutOpts<'_> {
@@ -179,6 +184,7 @@ impl PutOpts<'_> {
             deadline,
             gone: &|| false,
             before: &mut nothing,
+            chunk_published: &|| {},
         };
         f(&mut opts)
     }
@@ -396,6 +402,7 @@ impl Ring {
                 };
                 self.write_record(rec, chunk, opts)?;
                 offset += chunk.len() as u64;
+                (opts.chunk_published)();
             }
         }
         h.published.fetch_add(1, Ordering::SeqCst);

@@ -15,6 +15,7 @@ pub(crate) type ObjectId = u64;
 /// holds, one per occurrence.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct Stored {
+    #[serde(with = "serde_bytes")]
     pub(crate) bytes: Vec<u8>,
     pub(crate) refs: Vec<ObjectId>,
 }
@@ -104,14 +105,26 @@ pub(crate) enum Init {
     Dict(Vec<(Vec<u8>, Stored)>),
     Namespace,
     Value(Stored),
-    Queue { maxsize: usize },
+    Queue {
+        maxsize: usize,
+    },
     Lock,
     RLock,
-    Semaphore { value: u32, bounded: bool },
+    Semaphore {
+        value: u32,
+        bounded: bool,
+    },
     Condition,
     Event,
-    Barrier { parties: u32, timeout: Wait },
-    User { name: String, init: Vec<u8> },
+    Barrier {
+        parties: u32,
+        timeout: Wait,
+    },
+    User {
+        name: String,
+        #[serde(with = "serde_bytes")]
+        init: Vec<u8>,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -171,7 +184,7 @@ pub(crate) enum Op {
     BarrierReset,
     BarrierState,
     // Registered types.
-    User(Vec<u8>),
+    User(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -193,7 +206,7 @@ pub(crate) enum Reply {
         waiting: u32,
         broken: bool,
     },
-    Bytes(Vec<u8>),
+    Bytes(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 /// A failure the server reports; turned into an [`Error`] by the client.

@@ -1,6 +1,7 @@
 //! Where a call's results gather: one slot per piece (a task, or a chunk of
 //! a map), filled by the pool's handler threads, waited on by the caller.
 
+use std::any::Any;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
@@ -37,9 +38,14 @@ pub(crate) type Piece = Result<Vec<u8>, Failure>;
 
 type OnDone = Box<dyn FnOnce(&[Piece]) + Send>;
 
+/// A piece already decoded by a handler thread (a `Vec<R>`), so that the
+/// caller does not decode every chunk alone at the end.
+pub(crate) type Decoded = Box<dyn Any + Send>;
+
 #[derive(Default)]
 struct State {
     pieces: Vec<Option<Piece>>,
+    decoded: Vec<Option<Decoded>>,
     /// The number of pieces, once all are submitted.
     total: Option<usize>,
     arrived: usize,
@@ -86,13 +92,17 @@ impl Group {
         }
     }
 
-    pub(crate) fn deliver(&self, index: usize, piece: Piece) {
+    pub(crate) fn deliver(&self, index: usize, piece: Piece, decoded: Option<Decoded>) {
         let complete = {
             let mut s = self.state.lock();
             if s.pieces.len() <= index {
                 s.pieces.resize_with(index + 1, || None);
             }
+            if s.decoded.len() <= index {
+                s.decoded.resize_with(index + 1, || None);
+            }
             s.pieces[index] = Some(piece);
+            s.decoded[index] = decoded;
             s.arrived += 1;
             s.order.push_back(index);
             s.total == Some(s.arrived)
@@ -159,6 +169,15 @@ impl Group {
             .iter()
             .map(|p| p.clone().unwrap_or(Err(Failure::Closed)))
             .collect()
+    }
+
+    /// Takes the decoded form of piece `index`, if a handler made one.
+    pub(crate) fn take_decoded(&self, index: usize) -> Option<Decoded> {
+        self.state
+            .lock()
+            .decoded
+            .get_mut(index)
+            .and_then(Option::take)
     }
 
     /// Waits for piece `index` and takes it.

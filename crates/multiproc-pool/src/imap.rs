@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::group::{Group, Piece};
-use crate::pool::{Job, Pool};
+use crate::pool::{Input, Job, Pool};
 
 /// Chunks in flight per worker.
 const AHEAD_PER_WORKER: usize = 4;
@@ -69,7 +69,8 @@ where
             self.group.expect(self.sent);
             self.pool.submit(Job {
                 func: self.func,
-                input: codec::encode(&chunk)?,
+                input: Input::Bytes(codec::encode(&chunk)?),
+                decode: None,
                 group: self.group.clone(),
                 index: self.sent,
             })?;

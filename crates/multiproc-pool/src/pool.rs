@@ -20,7 +20,7 @@ use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::group::{Failure, Group, Piece};
+use crate::group::{Decoded, Failure, Group, Piece};
 use crate::imap::{IMap, IMapUnordered};
 use crate::result::AsyncResult;
 
@@ -31,13 +31,14 @@ const REAP: Duration = Duration::from_secs(5);
 #[derive(Serialize, Deserialize)]
 struct TaskMsg {
     func: TaskFn,
+    #[serde(with = "serde_bytes")]
     input: Vec<u8>,
 }
 
 /// A worker's answer.
 #[derive(Serialize, Deserialize)]
 enum TaskReply {
-    Done(Vec<u8>),
+    Done(#[serde(with = "serde_bytes")] Vec<u8>),
     Failed(String),
     Panicked(String),
 }
@@ -46,7 +47,7 @@ enum TaskReply {
 #[derive(Serialize, Deserialize)]
 struct WorkerStart {
     conn: Connection,
-    initializer: Option<(TaskFn, Vec<u8>)>,
+    initializer: Option<(TaskFn, serde_bytes::ByteBuf)>,
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
@@ -62,7 +63,7 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 /// A worker process's target: runs tasks until its pipe closes.
 fn worker_main(start: WorkerStart) {
     if let Some((init, args)) = start.initializer
-        && let Err(why) = init.call(&args)
+        && let Err(why) = init.call(args.as_ref())
     {
         eprintln!("pool worker initializer failed: {why}");
         return;
@@ -80,12 +81,30 @@ fn worker_main(start: WorkerStart) {
     }
 }
 
+/// A job's input: encoded already, or encoded by the handler thread that
+/// runs it, so that the chunks of a map are encoded in parallel.
+pub(crate) enum Input {
+    Bytes(Vec<u8>),
+    Lazy(Box<dyn FnOnce() -> Result<Vec<u8>> + Send>),
+}
+
+/// Decodes a reply on the handler thread (a chunk's `Vec<R>`).
+pub(crate) type Decoder = fn(&[u8]) -> Option<Decoded>;
+
 /// A job on the pool's queue: one piece of one call.
 pub(crate) struct Job {
     pub(crate) func: TaskFn,
-    pub(crate) input: Vec<u8>,
+    pub(crate) input: Input,
+    pub(crate) decode: Option<Decoder>,
     pub(crate) group: Arc<Group>,
     pub(crate) index: usize,
+}
+
+/// Decodes a chunk's results into a boxed `Vec<R>`.
+pub(crate) fn decode_chunk<R: DeserializeOwned + Send + 'static>(bytes: &[u8]) -> Option<Decoded> {
+    codec::decode::<Vec<R>>(bytes)
+        .ok()
+        .map(|v| Box::new(v) as Decoded)
 }
 
 /// What the pool's threads share.
@@ -111,7 +130,10 @@ impl Shared {
         let n = self.started.fetch_add(1, Ordering::Relaxed) + 1;
         let start = WorkerStart {
             conn: theirs,
-            initializer: self.initializer.clone(),
+            initializer: self
+                .initializer
+                .as_ref()
+                .map(|(f, args)| (*f, serde_bytes::ByteBuf::from(args.clone()))),
         };
         let mut builder = Process::builder(worker_main, (start,))
             .name(format!("PoolWorker-{n}"))
@@ -148,10 +170,14 @@ impl Shared {
     }
 
     /// Runs one job on the slot's worker, starting one if needed.
-    fn run(&self, slot: usize, worker: &mut Option<Worker>, job: &Job) -> Piece {
+    fn run(&self, slot: usize, worker: &mut Option<Worker>, func: TaskFn, input: Input) -> Piece {
         if self.terminated.load(Ordering::SeqCst) {
             return Err(Failure::Closed);
         }
+        let input = match input {
+            Input::Bytes(bytes) => bytes,
+            Input::Lazy(encode) => encode().map_err(|e| Failure::Failed(e.to_string()))?,
+        };
         if worker.as_ref().is_some_and(|w| !w.process.is_alive()) {
             // Died while idle: its death cost no task.
             if let Some(w) = worker.take() {
@@ -167,10 +193,7 @@ impl Shared {
         let Some(w) = worker.as_mut() else {
             return Err(Failure::Closed);
         };
-        let msg = TaskMsg {
-            func: job.func,
-            input: job.input.clone(),
-        };
+        let msg = TaskMsg { func, input };
         let reply = w.conn.send(&msg).and_then(|()| w.conn.recv::<TaskReply>());
         match reply {
             Ok(reply) => {
@@ -206,8 +229,12 @@ impl Shared {
 
 fn handler(shared: Arc<Shared>, slot: usize, jobs: Receiver<Job>, mut worker: Option<Worker>) {
     while let Ok(job) = jobs.recv() {
-        let piece = shared.run(slot, &mut worker, &job);
-        job.group.deliver(job.index, piece);
+        let piece = shared.run(slot, &mut worker, job.func, job.input);
+        let decoded = match (&piece, job.decode) {
+            (Ok(bytes), Some(decode)) => decode(bytes),
+            _ => None,
+        };
+        job.group.deliver(job.index, piece, decoded);
     }
     if let Some(w) = worker.take() {
         shared.retire(slot, w);
@@ -384,23 +411,35 @@ impl Pool {
         tx.send(job).map_err(|_| Error::Closed)
     }
 
-    /// Encodes `items[..]` in chunks and submits each as a piece of `group`.
-    fn submit_chunks<A: Serialize>(
+    /// Submits `items` in chunks, each a piece of `group`, encoded and
+    /// decoded on the handler threads.
+    fn submit_chunks<A, R>(
         &self,
         func: TaskFn,
-        items: &[A],
+        items: Vec<A>,
         chunksize: usize,
         group: &Arc<Group>,
-    ) -> Result<()> {
-        for (index, chunk) in items.chunks(chunksize.max(1)).enumerate() {
+    ) -> Result<()>
+    where
+        A: Serialize + Send + 'static,
+        R: DeserializeOwned + Send + 'static,
+    {
+        let mut items = items.into_iter();
+        let mut index = 0;
+        loop {
+            let chunk: Vec<A> = items.by_ref().take(chunksize.max(1)).collect();
+            if chunk.is_empty() {
+                return Ok(());
+            }
             self.submit(Job {
                 func,
-                input: codec::encode(chunk)?,
+                input: Input::Lazy(Box::new(move || codec::encode(&chunk))),
+                decode: Some(decode_chunk::<R>),
                 group: group.clone(),
                 index,
             })?;
+            index += 1;
         }
-        Ok(())
     }
 
     /// Calls `f` on each item, in parallel, and returns the results in
@@ -413,8 +452,8 @@ impl Pool {
     pub fn map<F, T, R>(&self, f: F, items: impl IntoIterator<Item = T>) -> Result<Vec<R>>
     where
         F: Target<(T,), Output = R>,
-        T: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
+        T: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
     {
         self.map_async(f, items)?.get()
     }
@@ -433,11 +472,11 @@ impl Pool {
     ) -> Result<Vec<R>>
     where
         F: Target<(T,), Output = R>,
-        T: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
+        T: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
     {
         let items: Vec<T> = items.into_iter().collect();
-        self.starmap_inner(TaskFn::chunk(f), &items, chunksize)?
+        self.starmap_inner(TaskFn::chunk(f), items, chunksize)?
             .get()
     }
 
@@ -454,12 +493,12 @@ impl Pool {
     ) -> Result<AsyncResult<Vec<R>>>
     where
         F: Target<(T,), Output = R>,
-        T: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
+        T: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
     {
         let items: Vec<T> = items.into_iter().collect();
         let chunksize = default_chunksize(items.len(), self.processes);
-        self.starmap_inner(TaskFn::chunk(f), &items, chunksize)
+        self.starmap_inner(TaskFn::chunk(f), items, chunksize)
     }
 
     /// Calls `f` with each tuple's fields as arguments. Python:
@@ -471,24 +510,28 @@ impl Pool {
     pub fn starmap<F, A, R>(&self, f: F, items: impl IntoIterator<Item = A>) -> Result<Vec<R>>
     where
         F: Target<A, Output = R>,
-        A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
     {
         let items: Vec<A> = items.into_iter().collect();
         let chunksize = default_chunksize(items.len(), self.processes);
-        self.starmap_inner(TaskFn::chunk(f), &items, chunksize)?
+        self.starmap_inner(TaskFn::chunk(f), items, chunksize)?
             .get()
     }
 
-    fn starmap_inner<A: Serialize, R: DeserializeOwned>(
+    fn starmap_inner<A, R>(
         &self,
         func: TaskFn,
-        items: &[A],
+        items: Vec<A>,
         chunksize: usize,
-    ) -> Result<AsyncResult<Vec<R>>> {
+    ) -> Result<AsyncResult<Vec<R>>>
+    where
+        A: Serialize + Send + 'static,
+        R: DeserializeOwned + Send + 'static,
+    {
         let chunks = items.len().div_ceil(chunksize.max(1));
         let group = Group::new(Some(chunks));
-        self.submit_chunks(func, items, chunksize, &group)?;
+        self.submit_chunks::<A, R>(func, items, chunksize, &group)?;
         Ok(AsyncResult::concat(group))
     }
 
@@ -522,7 +565,8 @@ impl Pool {
         let group = Group::new(Some(1));
         self.submit(Job {
             func: TaskFn::new(f),
-            input: codec::encode(&args)?,
+            input: Input::Bytes(codec::encode(&args)?),
+            decode: None,
             group: group.clone(),
             index: 0,
         })?;
@@ -569,8 +613,8 @@ impl Pool {
     ) -> Result<AsyncResult<Vec<R>>>
     where
         F: Target<(T,), Output = R>,
-        T: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + 'static,
+        T: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
     {
         let result = self.map_async(f, items)?;
         result.on_done(callback, error_callback);

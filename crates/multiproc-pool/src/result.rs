@@ -10,9 +10,9 @@ use serde::de::DeserializeOwned;
 use crate::group::{Group, Piece};
 
 /// How the pieces of a call make its result.
-type Assemble<R> = fn(&[Piece]) -> Result<R>;
+type Assemble<R> = fn(&Group, &[Piece]) -> Result<R>;
 
-fn single<R: DeserializeOwned>(pieces: &[Piece]) -> Result<R> {
+fn single<R: DeserializeOwned>(_: &Group, pieces: &[Piece]) -> Result<R> {
     match pieces.first() {
         Some(Ok(bytes)) => codec::decode(bytes),
         Some(Err(failure)) => Err(failure.to_error()),
@@ -20,11 +20,20 @@ fn single<R: DeserializeOwned>(pieces: &[Piece]) -> Result<R> {
     }
 }
 
-fn concat<R: DeserializeOwned>(pieces: &[Piece]) -> Result<Vec<R>> {
+fn concat<R: DeserializeOwned + 'static>(group: &Group, pieces: &[Piece]) -> Result<Vec<R>> {
     let mut out = Vec::new();
-    for piece in pieces {
+    for (i, piece) in pieces.iter().enumerate() {
         match piece {
-            Ok(bytes) => out.extend(codec::decode::<Vec<R>>(bytes)?),
+            // Decoded already by the handler that received it (the first
+            // time the result is read).
+            Ok(bytes) => match group
+                .take_decoded(i)
+                .and_then(|d| d.downcast::<Vec<R>>().ok())
+            {
+                Some(decoded) if out.is_empty() => out = *decoded,
+                Some(decoded) => out.extend(*decoded),
+                None => out.extend(codec::decode::<Vec<R>>(bytes)?),
+            },
             Err(failure) => return Err(failure.to_error()),
         }
     }
@@ -57,7 +66,7 @@ impl<R: DeserializeOwned> AsyncResult<R> {
     /// (the pool was terminated), [`Error::Decode`].
     pub fn get(&self) -> Result<R> {
         self.group.wait_all(None);
-        (self.assemble)(&self.group.pieces())
+        (self.assemble)(&self.group, &self.group.pieces())
     }
 
     /// Waits at most `timeout`. Python: `get(timeout)`.
@@ -69,7 +78,7 @@ impl<R: DeserializeOwned> AsyncResult<R> {
         if !self.group.wait_all(Some(Instant::now() + timeout)) {
             return Err(Error::Timeout);
         }
-        (self.assemble)(&self.group.pieces())
+        (self.assemble)(&self.group, &self.group.pieces())
     }
 
     /// Waits until the result is ready (`None`: as long as it takes);
@@ -104,15 +113,22 @@ impl<R: DeserializeOwned> AsyncResult<R> {
         R: 'static,
     {
         let assemble = self.assemble;
-        self.group
-            .on_done(Box::new(move |pieces| match assemble(pieces) {
+        // Weak: the group holds this closure until it runs.
+        let group = Arc::downgrade(&self.group);
+        self.group.on_done(Box::new(move |pieces| {
+            let result = match group.upgrade() {
+                Some(group) => assemble(&group, pieces),
+                None => Err(Error::Closed),
+            };
+            match result {
                 Ok(r) => callback(r),
                 Err(e) => error_callback(e),
-            }));
+            }
+        }));
     }
 }
 
-impl<R: DeserializeOwned> AsyncResult<Vec<R>> {
+impl<R: DeserializeOwned + 'static> AsyncResult<Vec<R>> {
     pub(crate) fn concat(group: Arc<Group>) -> AsyncResult<Vec<R>> {
         AsyncResult {
             group,

@@ -1,0 +1,100 @@
+//! Pools beside CPython's (`python_baseline.py pool_map_tiny_items_per_s`,
+//! `pool_cpu_speedup_x`; `benches/python_extra.py pool_apply_async_rtt_us`)
+//! and beside rayon's thread pool (`mp::ThreadPool`) doing the same work.
+
+#![allow(missing_docs)] // criterion's macros generate undocumented items
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use multiproc as mp;
+
+multiproc::test_setup!();
+
+const TINY: u64 = 1_000_000;
+const CPU_TASKS: usize = 16;
+const CPU_WORK: u64 = 300_000;
+
+fn square(n: u64) -> u64 {
+    n * n
+}
+
+/// CPython's `_cpu`: sum of i * i % 7 below n.
+fn cpu(n: u64) -> u64 {
+    let mut s = 0u64;
+    for i in 0..n {
+        s += black_box(i) * i % 7;
+    }
+    s
+}
+
+fn pool(c: &mut Criterion) {
+    let workers = mp::cpu_count();
+    let pool = mp::Pool::builder()
+        .processes(workers)
+        .build()
+        .expect("pool");
+    let threads = mp::ThreadPool::new(workers).expect("thread pool");
+    pool.map(square, 0..100).expect("warm up");
+
+    let mut group = c.benchmark_group("pool");
+    group.sample_size(10);
+    group.bench_function("map_tiny_1e6", |b| {
+        b.iter(|| {
+            let r = pool.map(square, 0..TINY).expect("map");
+            assert_eq!(r[(TINY - 1) as usize], (TINY - 1) * (TINY - 1));
+        });
+    });
+    group.bench_function("map_tiny_1e6_rayon", |b| {
+        b.iter(|| {
+            let r = threads.map(square, 0..TINY).expect("map");
+            assert_eq!(r[(TINY - 1) as usize], (TINY - 1) * (TINY - 1));
+        });
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("pool_cpu");
+    group.sample_size(10);
+    let expected = cpu(CPU_WORK);
+    group.bench_function("serial", |b| {
+        b.iter(|| {
+            let r: Vec<u64> = (0..CPU_TASKS).map(|_| cpu(black_box(CPU_WORK))).collect();
+            assert_eq!(r[0], expected);
+        });
+    });
+    group.bench_function("pool", |b| {
+        b.iter(|| {
+            let r = pool
+                .map_chunked(cpu, vec![CPU_WORK; CPU_TASKS], 1)
+                .expect("map");
+            assert_eq!(r[0], expected);
+        });
+    });
+    group.bench_function("rayon", |b| {
+        b.iter(|| {
+            let r = threads.map(cpu, vec![CPU_WORK; CPU_TASKS]).expect("map");
+            assert_eq!(r[0], expected);
+        });
+    });
+    group.finish();
+
+    c.bench_function("pool_apply_async_round_trip", |b| {
+        let mut i = 0u64;
+        b.iter(|| {
+            i += 1;
+            let r = pool.apply_async(square, (i,)).expect("apply");
+            assert_eq!(r.get().expect("get"), i * i);
+        });
+    });
+    c.bench_function("thread_pool_apply_async_round_trip", |b| {
+        let mut i = 0u64;
+        b.iter(|| {
+            i += 1;
+            let r = threads.apply_async(move || i * i);
+            assert_eq!(r.get().expect("get"), i * i);
+        });
+    });
+}
+
+criterion_group!(benches, pool);
+criterion_main!(benches);
