@@ -20,6 +20,9 @@ enum Metric {
     /// Gigabytes per second, `bytes` of them in an iteration; higher is
     /// better.
     GBps { bytes: f64 },
+    /// How many times faster than the serial run named `serial` (its
+    /// median over this one's); higher is better.
+    Speedup { serial: &'static str },
 }
 
 impl Metric {
@@ -29,6 +32,7 @@ impl Metric {
             Metric::Nanos => "ns",
             Metric::PerSecond { .. } => "ops/s",
             Metric::GBps { .. } => "GB/s",
+            Metric::Speedup { .. } => "x",
         }
     }
 
@@ -39,6 +43,8 @@ impl Metric {
             Metric::Nanos => ns,
             Metric::PerSecond { per_iter } => per_iter / (ns / 1e9),
             Metric::GBps { bytes } => bytes / ns,
+            // Made from two medians by `value`; one alone means nothing.
+            Metric::Speedup { .. } => f64::NAN,
         }
     }
 
@@ -46,7 +52,9 @@ impl Metric {
     fn ratio(self, ours: f64, theirs: f64) -> f64 {
         match self {
             Metric::Micros | Metric::Nanos => theirs / ours,
-            Metric::PerSecond { .. } | Metric::GBps { .. } => ours / theirs,
+            Metric::PerSecond { .. } | Metric::GBps { .. } | Metric::Speedup { .. } => {
+                ours / theirs
+            }
         }
     }
 
@@ -178,6 +186,34 @@ const CASES: &[Case] = &[
         rival: None,
     },
     Case {
+        criterion: "pool/map_tiny_1e6",
+        python: Some("pool_map_tiny_items_per_s"),
+        metric: Metric::PerSecond {
+            per_iter: 1_000_000.0,
+        },
+        what: "Pool.map of 1,000,000 tiny items (square), one worker per CPU",
+        goal: "at least 50 M items/s",
+        rival: Some("pool/map_tiny_1e6_rayon"),
+    },
+    Case {
+        criterion: "pool_cpu/pool",
+        python: Some("pool_cpu_speedup_x"),
+        metric: Metric::Speedup {
+            serial: "pool_cpu/serial",
+        },
+        what: "CPU-bound speedup, 16 tasks on one worker per CPU, over serial",
+        goal: "at least 1.95x on 2 CPUs",
+        rival: Some("pool_cpu/rayon"),
+    },
+    Case {
+        criterion: "pool_apply_async_round_trip",
+        python: Some("pool_apply_async_rtt_us"),
+        metric: Metric::Micros,
+        what: "Pool.apply_async(...).get() round trip",
+        goal: "(CPython about 34 us in a quiet run)",
+        rival: Some("thread_pool_apply_async_round_trip"),
+    },
+    Case {
         criterion: "manager/dict_set_from_child",
         python: Some("manager_dict_set_ops_per_s"),
         metric: Metric::PerSecond { per_iter: 20_000.0 },
@@ -205,7 +241,7 @@ pub(crate) fn run(root: &Path, extra: &[String]) -> bool {
     let python = python_figures(root);
     let mut rows = String::new();
     for case in CASES {
-        let ours = criterion_median_ns(root, case.criterion).map(|ns| case.metric.convert(ns));
+        let ours = value(root, case.metric, case.criterion);
         let theirs = case
             .python
             .and_then(|p| python.iter().find(|(n, _)| n == p).map(|(_, v)| *v));
@@ -217,10 +253,7 @@ pub(crate) fn run(root: &Path, extra: &[String]) -> bool {
             _ => "n/a".to_owned(),
         };
         let unit = case.metric.unit();
-        let rival = case
-            .rival
-            .and_then(|id| criterion_median_ns(root, id))
-            .map(|ns| case.metric.convert(ns));
+        let rival = case.rival.and_then(|id| value(root, case.metric, id));
         let rival = match (rival, ours) {
             (Some(r), Some(o)) if r > 0.0 => format!(
                 "{} {unit} ({:.1}x better)",
@@ -249,20 +282,47 @@ pub(crate) fn run(root: &Path, extra: &[String]) -> bool {
     true
 }
 
+/// A case's figure from criterion's medians.
+fn value(root: &Path, metric: Metric, id: &str) -> Option<f64> {
+    let ns = criterion_median_ns(root, id)?;
+    match metric {
+        Metric::Speedup { serial } => Some(criterion_median_ns(root, serial)? / ns),
+        _ => Some(metric.convert(ns)),
+    }
+}
+
+/// Cases of `benches/python_extra.py`: work the shared baseline has no
+/// case for, measured the same way.
+const EXTRA_PYTHON: &[&str] = &["pool_apply_async_rtt_us"];
+
 fn baseline_script(root: &Path) -> PathBuf {
     root.join("../shared/bench/python_baseline.py")
 }
 
 /// Runs the Python baseline for every case that has one.
 fn python_figures(root: &Path) -> Vec<(String, f64)> {
-    let script = baseline_script(root);
-    let cases: Vec<&str> = CASES.iter().filter_map(|c| c.python).collect();
+    let mut figures = run_python(
+        &baseline_script(root),
+        CASES
+            .iter()
+            .filter_map(|c| c.python)
+            .filter(|c| !EXTRA_PYTHON.contains(c))
+            .collect(),
+    );
+    figures.extend(run_python(
+        &root.join("benches/python_extra.py"),
+        EXTRA_PYTHON.to_vec(),
+    ));
+    figures
+}
+
+fn run_python(script: &Path, cases: Vec<&str>) -> Vec<(String, f64)> {
     if !script.exists() || cases.is_empty() {
         eprintln!("bench: {} not found; no CPython figures", script.display());
         return Vec::new();
     }
     eprintln!("bench: running CPython baseline: {}", cases.join(" "));
-    let out = match Command::new("python3").arg(&script).args(&cases).output() {
+    let out = match Command::new("python3").arg(script).args(&cases).output() {
         Ok(o) if o.status.success() => o,
         Ok(o) => {
             eprintln!(
