@@ -77,7 +77,7 @@ struct Case {
     what: &'static str,
     goal: &'static str,
     /// The same work through another Rust crate, as criterion names it.
-    rival: Option<&'static str>,
+    rival: Option<(&'static str, &'static str)>,
 }
 
 const CASES: &[Case] = &[
@@ -157,7 +157,7 @@ const CASES: &[Case] = &[
         metric: Metric::Micros,
         what: "Pipe round trip, small message",
         goal: "at most 5 us",
-        rival: Some("ipc_channel_round_trip"),
+        rival: Some(("ipc-channel", "ipc_channel_round_trip")),
     },
     Case {
         criterion: "pipe_bandwidth/64KiB",
@@ -165,7 +165,7 @@ const CASES: &[Case] = &[
         metric: Metric::GBps { bytes: 65536.0 },
         what: "Pipe bandwidth, 64 KiB messages",
         goal: "(none set)",
-        rival: Some("ipc_channel_bandwidth/64KiB"),
+        rival: Some(("ipc-channel", "ipc_channel_bandwidth/64KiB")),
     },
     Case {
         criterion: "pipe_bandwidth/1MiB",
@@ -173,7 +173,7 @@ const CASES: &[Case] = &[
         metric: Metric::GBps { bytes: 1_048_576.0 },
         what: "Pipe bandwidth, 1 MiB messages",
         goal: "at least 3 GB/s",
-        rival: Some("ipc_channel_bandwidth/1MiB"),
+        rival: Some(("ipc-channel", "ipc_channel_bandwidth/1MiB")),
     },
     Case {
         criterion: "queue/two_to_two",
@@ -193,7 +193,7 @@ const CASES: &[Case] = &[
         },
         what: "Pool.map of 1,000,000 tiny items (square), one worker per CPU",
         goal: "at least 50 M items/s",
-        rival: Some("pool/map_tiny_1e6_rayon"),
+        rival: Some(("rayon", "pool/map_tiny_1e6_rayon")),
     },
     Case {
         criterion: "pool_cpu/pool",
@@ -203,7 +203,7 @@ const CASES: &[Case] = &[
         },
         what: "CPU-bound speedup, 16 tasks on one worker per CPU, over serial",
         goal: "at least 1.95x on 2 CPUs",
-        rival: Some("pool_cpu/rayon"),
+        rival: Some(("rayon", "pool_cpu/rayon")),
     },
     Case {
         criterion: "pool_apply_async_round_trip",
@@ -211,7 +211,7 @@ const CASES: &[Case] = &[
         metric: Metric::Micros,
         what: "Pool.apply_async(...).get() round trip",
         goal: "(CPython about 34 us in a quiet run)",
-        rival: Some("thread_pool_apply_async_round_trip"),
+        rival: Some(("rayon, threads", "thread_pool_apply_async_round_trip")),
     },
     Case {
         criterion: "manager/dict_set_from_child",
@@ -232,9 +232,17 @@ const CASES: &[Case] = &[
 ];
 
 pub(crate) fn run(root: &Path, extra: &[String]) -> bool {
+    // `--report`: rewrite the table from the last criterion run (CPython
+    // is measured again, as it must be in the same session).
+    let report_only = extra.iter().any(|a| a == "--report");
     let mut args = vec!["bench", "--package", "multiproc-benches", "--"];
-    args.extend(extra.iter().map(String::as_str));
-    if let Err(e) = crate::cargo(root, &args, &[]) {
+    args.extend(
+        extra
+            .iter()
+            .map(String::as_str)
+            .filter(|a| *a != "--report"),
+    );
+    if !report_only && let Err(e) = crate::cargo(root, &args, &[]) {
         eprintln!("bench: {e}");
         return false;
     }
@@ -247,18 +255,17 @@ pub(crate) fn run(root: &Path, extra: &[String]) -> bool {
             .and_then(|p| python.iter().find(|(n, _)| n == p).map(|(_, v)| *v));
         let fmt = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| case.metric.format(v));
         let ratio = match (ours, theirs) {
-            (Some(o), Some(t)) if o > 0.0 && t > 0.0 => {
-                format!("{:.1}x better", case.metric.ratio(o, t))
-            }
+            (Some(o), Some(t)) if o > 0.0 && t > 0.0 => compared(case.metric.ratio(o, t)),
             _ => "n/a".to_owned(),
         };
         let unit = case.metric.unit();
-        let rival = case.rival.and_then(|id| value(root, case.metric, id));
+        let rival_name = case.rival.map_or("", |(name, _)| name);
+        let rival = case.rival.and_then(|(_, id)| value(root, case.metric, id));
         let rival = match (rival, ours) {
             (Some(r), Some(o)) if r > 0.0 => format!(
-                "{} {unit} ({:.1}x better)",
+                "{rival_name}: {} {unit} (ours {})",
                 case.metric.format(r),
-                case.metric.ratio(o, r)
+                compared(case.metric.ratio(o, r))
             ),
             _ => "".to_owned(),
         };
@@ -280,6 +287,15 @@ pub(crate) fn run(root: &Path, extra: &[String]) -> bool {
     println!("{rows}");
     eprintln!("bench: wrote {}", path.display());
     true
+}
+
+/// "2.0x better" or "1.3x worse" from ours over theirs.
+fn compared(ratio: f64) -> String {
+    if ratio >= 1.0 {
+        format!("{ratio:.1}x better")
+    } else {
+        format!("{:.1}x worse", 1.0 / ratio)
+    }
 }
 
 /// A case's figure from criterion's medians.
@@ -402,13 +418,14 @@ fn render(rows: &str, machine: &str) -> String {
          \n\
          Machine: {machine}.\n\
          \n\
-         | work | multiproc | CPython | ratio | ipc-channel (same work) | goal |\n\
+         | work | multiproc | CPython | ratio | another Rust crate, same work | goal |\n\
          |---|---|---|---|---|---|\n\
          {rows}\n\
          ## Reproduce\n\
          \n\
          ```sh\n\
          cargo xtask bench            # everything, then rewrite this file\n\
+         cargo xtask bench --report   # rewrite it from the last criterion run\n\
          python3 ../shared/bench/python_baseline.py spawn_fork_us   # one CPython figure\n\
          ```\n"
     )
