@@ -227,10 +227,16 @@ impl Server {
                 let Ok(request) = codec::decode::<Request>(&bytes) else {
                     break;
                 };
+                let shutdown = matches!(request, Request::Shutdown);
                 let Some(result) = self.handle(session, request, chan) else {
                     continue;
                 };
-                if self.reply(chan, &result).is_err() {
+                let sent = self.reply(chan, &result);
+                if shutdown {
+                    // After the reply: the process ends with the stop.
+                    self.stop();
+                }
+                if sent.is_err() {
                     break;
                 }
             }
@@ -366,10 +372,8 @@ impl Server {
                 }
             }
             Request::Count => Ok(Reply::Len(self.objects.lock().len() as u64)),
-            Request::Shutdown => {
-                self.stop();
-                Ok(Reply::Unit)
-            }
+            // Stopped by `serve_conn` once the reply is sent.
+            Request::Shutdown => Ok(Reply::Unit),
         })
     }
 
