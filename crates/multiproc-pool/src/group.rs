@@ -34,7 +34,14 @@ impl Failure {
     }
 }
 
+/// A piece: a worker's whole reply (its tag byte, then the result's
+/// bytes; see [`payload`]), or why there is none.
 pub(crate) type Piece = Result<Vec<u8>, Failure>;
+
+/// The result's bytes in a reply.
+pub(crate) fn payload(reply: &[u8]) -> &[u8] {
+    reply.get(1..).unwrap_or_default()
+}
 
 type OnDone = Box<dyn FnOnce(&[Piece]) + Send>;
 

@@ -10,8 +10,8 @@ use multiproc_process::{Result, TaskFn, codec};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::group::{Group, Piece};
-use crate::pool::{Input, Job, Pool};
+use crate::group::{Group, Piece, payload};
+use crate::pool::{Input, Job, Pool, task_message};
 
 /// Chunks in flight per worker.
 const AHEAD_PER_WORKER: usize = 4;
@@ -68,8 +68,7 @@ where
             self.pending_items += chunk.len();
             self.group.expect(self.sent);
             self.pool.submit(Job {
-                func: self.func,
-                input: Input::Bytes(codec::encode(&chunk)?),
+                input: Input::Bytes(task_message(self.func, &chunk)?),
                 decode: None,
                 group: self.group.clone(),
                 index: self.sent,
@@ -81,7 +80,7 @@ where
 
     fn unpack(&mut self, piece: Piece) {
         match piece {
-            Ok(bytes) => match codec::decode::<Vec<R>>(&bytes) {
+            Ok(bytes) => match codec::decode::<Vec<R>>(payload(&bytes)) {
                 Ok(items) => {
                     self.pending_items -= items.len().min(self.pending_items);
                     self.ready.extend(items.into_iter().map(Ok));

@@ -20,34 +20,37 @@ use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::group::{Decoded, Failure, Group, Piece};
+use crate::group::{Decoded, Failure, Group, Piece, payload};
 use crate::imap::{IMap, IMapUnordered};
 use crate::result::AsyncResult;
 
 /// How long a dying worker is given to be reaped.
 const REAP: Duration = Duration::from_secs(5);
 
-/// A task sent to a worker.
-#[derive(Serialize, Deserialize)]
-struct TaskMsg {
-    func: TaskFn,
-    #[serde(with = "serde_bytes")]
-    input: Vec<u8>,
-}
-
-/// A worker's answer.
-#[derive(Serialize, Deserialize)]
-enum TaskReply {
-    Done(#[serde(with = "serde_bytes")] Vec<u8>),
-    Failed(String),
-    Panicked(String),
-}
+/// A task travels as one message: the encoded `TaskFn`, then its input,
+/// encoded after it in the same buffer (no envelope to copy it into). A
+/// reply is a tag byte, then the result's bytes or the failure's text.
+const REPLY_DONE: u8 = 0;
+const REPLY_FAILED: u8 = 1;
+const REPLY_PANICKED: u8 = 2;
 
 /// What a worker starts with.
 #[derive(Serialize, Deserialize)]
 struct WorkerStart {
     conn: Connection,
     initializer: Option<(TaskFn, serde_bytes::ByteBuf)>,
+}
+
+/// A task message: `func`'s header, then `input` encoded after it.
+pub(crate) fn task_message<T: Serialize + ?Sized>(func: TaskFn, input: &T) -> Result<Vec<u8>> {
+    codec::encode_into(input, codec::encode(&func)?)
+}
+
+fn reply_text(tag: u8, text: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + text.len());
+    out.push(tag);
+    out.extend_from_slice(text.as_bytes());
+    out
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
@@ -68,14 +71,20 @@ fn worker_main(start: WorkerStart) {
         eprintln!("pool worker initializer failed: {why}");
         return;
     }
-    while let Ok(task) = start.conn.recv::<TaskMsg>() {
-        let reply = match std::panic::catch_unwind(AssertUnwindSafe(|| task.func.call(&task.input)))
-        {
-            Ok(Ok(bytes)) => TaskReply::Done(bytes),
-            Ok(Err(why)) => TaskReply::Failed(why),
-            Err(panic) => TaskReply::Panicked(panic_message(&*panic)),
+    while let Ok(msg) = start.conn.recv_bytes() {
+        let reply = match codec::decode_prefix::<TaskFn>(&msg) {
+            Ok((func, input)) => {
+                match std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    func.call_into(input, vec![REPLY_DONE])
+                })) {
+                    Ok(Ok(bytes)) => bytes,
+                    Ok(Err(why)) => reply_text(REPLY_FAILED, &why),
+                    Err(panic) => reply_text(REPLY_PANICKED, &panic_message(&*panic)),
+                }
+            }
+            Err(e) => reply_text(REPLY_FAILED, &format!("a task that does not decode: {e}")),
         };
-        if start.conn.send(&reply).is_err() {
+        if start.conn.send_bytes(&reply).is_err() {
             return;
         }
     }
@@ -93,7 +102,7 @@ pub(crate) type Decoder = fn(&[u8]) -> Option<Decoded>;
 
 /// A job on the pool's queue: one piece of one call.
 pub(crate) struct Job {
-    pub(crate) func: TaskFn,
+    /// The task message (see [`task_message`]).
     pub(crate) input: Input,
     pub(crate) decode: Option<Decoder>,
     pub(crate) group: Arc<Group>,
@@ -170,7 +179,7 @@ impl Shared {
     }
 
     /// Runs one job on the slot's worker, starting one if needed.
-    fn run(&self, slot: usize, worker: &mut Option<Worker>, func: TaskFn, input: Input) -> Piece {
+    fn run(&self, slot: usize, worker: &mut Option<Worker>, input: Input) -> Piece {
         if self.terminated.load(Ordering::SeqCst) {
             return Err(Failure::Closed);
         }
@@ -193,8 +202,7 @@ impl Shared {
         let Some(w) = worker.as_mut() else {
             return Err(Failure::Closed);
         };
-        let msg = TaskMsg { func, input };
-        let reply = w.conn.send(&msg).and_then(|()| w.conn.recv::<TaskReply>());
+        let reply = w.conn.send_bytes(&input).and_then(|()| w.conn.recv_bytes());
         match reply {
             Ok(reply) => {
                 w.tasks += 1;
@@ -203,10 +211,12 @@ impl Shared {
                 {
                     self.retire(slot, w);
                 }
-                match reply {
-                    TaskReply::Done(bytes) => Ok(bytes),
-                    TaskReply::Failed(why) => Err(Failure::Failed(why)),
-                    TaskReply::Panicked(message) => Err(Failure::Panicked(message)),
+                let text = || String::from_utf8_lossy(payload(&reply)).into_owned();
+                match reply.first() {
+                    Some(&REPLY_DONE) => Ok(reply),
+                    Some(&REPLY_PANICKED) => Err(Failure::Panicked(text())),
+                    Some(&REPLY_FAILED) => Err(Failure::Failed(text())),
+                    _ => Err(Failure::Failed("a malformed reply from a worker".into())),
                 }
             }
             Err(_) => {
@@ -229,9 +239,9 @@ impl Shared {
 
 fn handler(shared: Arc<Shared>, slot: usize, jobs: Receiver<Job>, mut worker: Option<Worker>) {
     while let Ok(job) = jobs.recv() {
-        let piece = shared.run(slot, &mut worker, job.func, job.input);
+        let piece = shared.run(slot, &mut worker, job.input);
         let decoded = match (&piece, job.decode) {
-            (Ok(bytes), Some(decode)) => decode(bytes),
+            (Ok(bytes), Some(decode)) => decode(payload(bytes)),
             _ => None,
         };
         job.group.deliver(job.index, piece, decoded);
@@ -432,8 +442,7 @@ impl Pool {
                 return Ok(());
             }
             self.submit(Job {
-                func,
-                input: Input::Lazy(Box::new(move || codec::encode(&chunk))),
+                input: Input::Lazy(Box::new(move || task_message(func, &chunk))),
                 decode: Some(decode_chunk::<R>),
                 group: group.clone(),
                 index,
@@ -564,8 +573,7 @@ impl Pool {
     {
         let group = Group::new(Some(1));
         self.submit(Job {
-            func: TaskFn::new(f),
-            input: Input::Bytes(codec::encode(&args)?),
+            input: Input::Bytes(task_message(TaskFn::new(f), &args)?),
             decode: None,
             group: group.clone(),
             index: 0,

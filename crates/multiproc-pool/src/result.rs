@@ -7,14 +7,14 @@ use std::time::{Duration, Instant};
 use multiproc_process::{Error, Result, codec};
 use serde::de::DeserializeOwned;
 
-use crate::group::{Group, Piece};
+use crate::group::{Group, Piece, payload};
 
 /// How the pieces of a call make its result.
 type Assemble<R> = fn(&Group, &[Piece]) -> Result<R>;
 
 fn single<R: DeserializeOwned>(_: &Group, pieces: &[Piece]) -> Result<R> {
     match pieces.first() {
-        Some(Ok(bytes)) => codec::decode(bytes),
+        Some(Ok(bytes)) => codec::decode(payload(bytes)),
         Some(Err(failure)) => Err(failure.to_error()),
         None => Err(Error::Closed),
     }
@@ -32,7 +32,7 @@ fn concat<R: DeserializeOwned + 'static>(group: &Group, pieces: &[Piece]) -> Res
             {
                 Some(decoded) if out.is_empty() => out = *decoded,
                 Some(decoded) => out.extend(*decoded),
-                None => out.extend(codec::decode::<Vec<R>>(bytes)?),
+                None => out.extend(codec::decode::<Vec<R>>(payload(bytes))?),
             },
             Err(failure) => return Err(failure.to_error()),
         }

@@ -42,6 +42,26 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
     postcard::to_allocvec(value).map_err(|e| Error::Encode(reason(&e)))
 }
 
+/// Encodes `value` after the bytes already in `out` (a header, say), so
+/// that a message is built without copying its body again.
+///
+/// # Errors
+///
+/// [`Error::Encode`] if the value cannot be encoded.
+pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: Vec<u8>) -> Result<Vec<u8>> {
+    postcard::to_extend(value, out).map_err(|e| Error::Encode(reason(&e)))
+}
+
+/// Decodes a `T` from the front of `bytes`, returning it and the bytes
+/// after it.
+///
+/// # Errors
+///
+/// [`Error::Decode`] if the front of the bytes is not an encoding of `T`.
+pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, &[u8])> {
+    postcard::take_from_bytes(bytes).map_err(|e| Error::Decode(reason(&e)))
+}
+
 /// Decodes bytes produced by [`encode`].
 ///
 /// # Errors

@@ -178,7 +178,7 @@ impl<'de> Deserialize<'de> for RemoteFn {
 }
 
 /// The erased form of a task: encoded arguments in, encoded result out.
-type TaskEntry = fn(&[u8]) -> Result<Vec<u8>, String>;
+type TaskEntry = fn(&[u8], Vec<u8>) -> Result<Vec<u8>, String>;
 
 /// A function with its argument and result types, erased so that any
 /// process of the program can call it with encoded arguments: how a pool
@@ -223,7 +223,17 @@ impl TaskFn {
     ///
     /// The reason, as text.
     pub fn call(self, input: &[u8]) -> Result<Vec<u8>, String> {
-        (self.0)(input)
+        (self.0)(input, Vec::new())
+    }
+
+    /// As [`call`](Self::call), encoding the result after the bytes already
+    /// in `out` (a reply's header), which it returns.
+    ///
+    /// # Errors
+    ///
+    /// The reason, as text.
+    pub fn call_into(self, input: &[u8], out: Vec<u8>) -> Result<Vec<u8>, String> {
+        (self.0)(input, out)
     }
 }
 
@@ -273,7 +283,7 @@ fn conjure<F: Copy>() -> F {
     unsafe { std::mem::zeroed() }
 }
 
-fn task_entry<F, A>(input: &[u8]) -> Result<Vec<u8>, String>
+fn task_entry<F, A>(input: &[u8], out: Vec<u8>) -> Result<Vec<u8>, String>
 where
     F: Target<A>,
     F::Output: Serialize,
@@ -281,11 +291,11 @@ where
 {
     let args: A =
         crate::codec::decode(input).map_err(|e| format!("cannot decode the arguments: {e}"))?;
-    let out = conjure::<F>().call(args);
-    crate::codec::encode(&out).map_err(|e| format!("cannot encode the result: {e}"))
+    let result = conjure::<F>().call(args);
+    crate::codec::encode_into(&result, out).map_err(|e| format!("cannot encode the result: {e}"))
 }
 
-fn chunk_entry<F, A>(input: &[u8]) -> Result<Vec<u8>, String>
+fn chunk_entry<F, A>(input: &[u8], out: Vec<u8>) -> Result<Vec<u8>, String>
 where
     F: Target<A>,
     F::Output: Serialize,
@@ -294,8 +304,8 @@ where
     let items: Vec<A> =
         crate::codec::decode(input).map_err(|e| format!("cannot decode the arguments: {e}"))?;
     let f = conjure::<F>();
-    let out: Vec<F::Output> = items.into_iter().map(|a| f.call(a)).collect();
-    crate::codec::encode(&out).map_err(|e| format!("cannot encode the results: {e}"))
+    let results: Vec<F::Output> = items.into_iter().map(|a| f.call(a)).collect();
+    crate::codec::encode_into(&results, out).map_err(|e| format!("cannot encode the results: {e}"))
 }
 
 /// The entry of target `F` with arguments `A`.
