@@ -471,33 +471,40 @@ fn nested_proxies_stay_live_plain_values_are_copies(ctx: mp::Context) {
     let inner = d.remove("live").unwrap().unwrap();
     assert_eq!(m.number_of_objects().unwrap(), 3);
     drop(inner);
-    assert!(wait_until(Duration::from_secs(5), || m
-        .number_of_objects()
-        .unwrap()
-        == 2));
+    assert!(
+        objects_settle_at(&m, 2),
+        "objects left: {:?}",
+        m.number_of_objects()
+    );
     drop((d, copies));
-    assert!(wait_until(Duration::from_secs(5), || m
-        .number_of_objects()
-        .unwrap()
-        == 0));
+    assert!(
+        objects_settle_at(&m, 0),
+        "objects left: {:?}",
+        m.number_of_objects()
+    );
 }
 
-fn hold_then_exit(l: mp::ListProxy<u8>) -> usize {
-    l.len().unwrap()
+/// Whether the manager's object count reaches `n` (drops are sent
+/// without waiting for the server).
+fn objects_settle_at(m: &mp::Manager, n: usize) -> bool {
+    wait_until(Duration::from_secs(5), || {
+        m.number_of_objects().unwrap() == n
+    })
 }
 
 fn objects_are_freed_when_no_process_refers_to_them(ctx: mp::Context) {
     let m = manager(&ctx);
     let l = m.list([1u8, 2, 3]).unwrap();
-    assert_eq!(run(ctx.process(hold_then_exit, (l.clone(),))), 3);
+    assert_eq!(run(ctx.process(count_records, (l.clone(),))), 3);
     let _others: Vec<_> = (0..5).map(|_| m.dict::<u8, u8>().unwrap()).collect();
     assert_eq!(m.number_of_objects().unwrap(), 6);
     drop(_others);
     drop(l);
-    assert!(wait_until(Duration::from_secs(5), || m
-        .number_of_objects()
-        .unwrap()
-        == 0));
+    assert!(
+        objects_settle_at(&m, 0),
+        "objects left: {:?}",
+        m.number_of_objects()
+    );
 }
 
 fn count_records(records: mp::ListProxy<u8>) -> usize {
@@ -513,10 +520,11 @@ fn a_proxy_moved_into_a_child_outlives_the_parents_drop(ctx: mp::Context) {
     p.start().unwrap();
     join(&p);
     assert_eq!(p.take_result().unwrap(), 2);
-    assert!(wait_until(Duration::from_secs(5), || m
-        .number_of_objects()
-        .unwrap()
-        == 0));
+    assert!(
+        objects_settle_at(&m, 0),
+        "objects left: {:?}",
+        m.number_of_objects()
+    );
 }
 
 fn recv_proxy_and_push(conn: mp::Connection) -> usize {
@@ -544,18 +552,20 @@ fn proxies_sent_through_a_pipe_and_lost_in_transit(ctx: mp::Context) {
     }
     join(&p);
     assert_eq!(p.take_result().unwrap(), 2);
-    assert!(wait_until(Duration::from_secs(5), || m
-        .number_of_objects()
-        .unwrap()
-        == 0));
+    assert!(
+        objects_settle_at(&m, 0),
+        "objects left: {:?}",
+        m.number_of_objects()
+    );
 
     let l = m.list([1u8]).unwrap();
     run(ctx.process(lend_and_forget, (l.clone(),)));
     drop(l);
-    assert!(wait_until(Duration::from_secs(5), || m
-        .number_of_objects()
-        .unwrap()
-        == 0));
+    assert!(
+        objects_settle_at(&m, 0),
+        "objects left: {:?}",
+        m.number_of_objects()
+    );
 }
 
 // --- Registered types. ---

@@ -21,7 +21,7 @@ use crate::proxy::{
 use crate::served::{Served, install};
 use crate::server::{MAX_REQUEST, ServerConfig, serve};
 use crate::socket::Listener;
-use crate::wire::{Init, Kind, ObjectInfo, Reply, Request};
+use crate::wire::{Init, Kind, ObjectInfo, Reply, Request, Stored};
 
 /// How long `shutdown` waits for the server to exit before killing it.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -215,6 +215,13 @@ impl Manager {
         }
     }
 
+    fn store_all<T: Serialize>(&self, items: impl IntoIterator<Item = T>) -> Result<Vec<Stored>> {
+        items
+            .into_iter()
+            .map(|i| store(self.conn.uid, &i))
+            .collect()
+    }
+
     /// A list holding `items`. Python: `manager.list(items)`.
     ///
     /// # Errors
@@ -225,11 +232,7 @@ impl Manager {
         T: Serialize + DeserializeOwned,
         I: IntoIterator<Item = T>,
     {
-        let items = items
-            .into_iter()
-            .map(|i| store(self.conn.uid, &i))
-            .collect::<Result<Vec<_>>>()?;
-        self.make(Init::List(items))
+        self.make(Init::List(self.store_all(items)?))
     }
 
     /// An empty dict. Python: `manager.dict()`.
@@ -291,11 +294,7 @@ impl Manager {
         T: Serialize + DeserializeOwned,
         I: IntoIterator<Item = T>,
     {
-        let items = items
-            .into_iter()
-            .map(|i| store(self.conn.uid, &i))
-            .collect::<Result<Vec<_>>>()?;
-        self.make(Init::List(items))
+        self.make(Init::List(self.store_all(items)?))
     }
 
     /// An unbounded queue. Python: `manager.Queue()`.

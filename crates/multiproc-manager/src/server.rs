@@ -311,14 +311,7 @@ impl Server {
                 let lent = self.tickets.lock().remove(&ticket);
                 match lent {
                     Some((_, lent_id)) if lent_id == id => {
-                        *self
-                            .sessions
-                            .lock()
-                            .entry(session)
-                            .or_default()
-                            .refs
-                            .entry(id)
-                            .or_default() += 1;
+                        self.count_hold(session, id);
                         Ok(Reply::Unit)
                     }
                     other => {
@@ -438,6 +431,13 @@ impl Server {
             cv: Condvar::new(),
         });
         self.objects.lock().insert(id, Slot { object, count: 1 });
+        self.count_hold(session, id);
+        Ok(Reply::Created(id))
+    }
+
+    /// Records that `session` holds `id` once more (the object's own count
+    /// is already right: just created, or a lent hold claimed).
+    fn count_hold(&self, session: u64, id: ObjectId) {
         *self
             .sessions
             .lock()
@@ -446,7 +446,6 @@ impl Server {
             .refs
             .entry(id)
             .or_default() += 1;
-        Ok(Reply::Created(id))
     }
 
     /// Counts one more holder of `id`; false if it no longer exists.
@@ -1119,7 +1118,9 @@ impl Object {
             (State::User(obj), Op::User(bytes)) => {
                 match std::panic::catch_unwind(AssertUnwindSafe(|| obj.call(&bytes))) {
                     Ok(result) => result.map(Reply::Bytes),
-                    Err(panic) => Err(WireError::Panicked(panic_message(&*panic))),
+                    Err(panic) => Err(WireError::Panicked(multiproc_process::panic_message(
+                        &*panic,
+                    ))),
                 }
             }
 
@@ -1224,14 +1225,4 @@ fn try_take(state: &mut State, who: Holder) -> bool {
 
 fn unsupported(info: &ObjectInfo) -> WireError {
     WireError::Invalid(format!("not an operation of a {:?}", info.kind))
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic without a message".into()
-    }
 }

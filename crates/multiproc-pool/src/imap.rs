@@ -95,6 +95,26 @@ where
         }
     }
 
+    /// The next result: one decoded already, or the next piece `take`
+    /// gives (in order, or as they finish), feeding input as it goes.
+    fn next(&mut self, take: impl Fn(&Group, usize) -> Option<Piece>) -> Option<Result<R>> {
+        loop {
+            if let Some(r) = self.ready.pop_front() {
+                return Some(r);
+            }
+            if let Err(e) = self.fill() {
+                self.done = true;
+                return Some(Err(e));
+            }
+            if self.taken == self.sent {
+                return None;
+            }
+            let piece = take(&self.group, self.taken)?;
+            self.taken += 1;
+            self.unpack(piece);
+        }
+    }
+
     fn remaining(&self) -> (usize, Option<usize>)
     where
         I: Iterator,
@@ -136,21 +156,7 @@ where
     type Item = Result<R>;
 
     fn next(&mut self) -> Option<Result<R>> {
-        loop {
-            if let Some(r) = self.feed.ready.pop_front() {
-                return Some(r);
-            }
-            if let Err(e) = self.feed.fill() {
-                self.feed.done = true;
-                return Some(Err(e));
-            }
-            if self.feed.taken == self.feed.sent {
-                return None;
-            }
-            let piece = self.feed.group.take(self.feed.taken);
-            self.feed.taken += 1;
-            self.feed.unpack(piece);
-        }
+        self.feed.next(|group, taken| Some(group.take(taken)))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -193,21 +199,8 @@ where
     type Item = Result<R>;
 
     fn next(&mut self) -> Option<Result<R>> {
-        loop {
-            if let Some(r) = self.feed.ready.pop_front() {
-                return Some(r);
-            }
-            if let Err(e) = self.feed.fill() {
-                self.feed.done = true;
-                return Some(Err(e));
-            }
-            if self.feed.taken == self.feed.sent {
-                return None;
-            }
-            let (_, piece) = self.feed.group.take_any(self.feed.taken)?;
-            self.feed.taken += 1;
-            self.feed.unpack(piece);
-        }
+        self.feed
+            .next(|group, taken| group.take_any(taken).map(|(_, piece)| piece))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

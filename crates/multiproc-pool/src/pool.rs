@@ -53,16 +53,6 @@ fn reply_text(tag: u8, text: &str) -> Vec<u8> {
     out
 }
 
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic without a message".into()
-    }
-}
-
 /// A worker process's target: runs tasks until its pipe closes.
 fn worker_main(start: WorkerStart) {
     if let Some((init, args)) = start.initializer
@@ -79,7 +69,9 @@ fn worker_main(start: WorkerStart) {
                 })) {
                     Ok(Ok(bytes)) => bytes,
                     Ok(Err(why)) => reply_text(REPLY_FAILED, &why),
-                    Err(panic) => reply_text(REPLY_PANICKED, &panic_message(&*panic)),
+                    Err(panic) => {
+                        reply_text(REPLY_PANICKED, &multiproc_process::panic_message(&*panic))
+                    }
                 }
             }
             Err(e) => reply_text(REPLY_FAILED, &format!("a task that does not decode: {e}")),

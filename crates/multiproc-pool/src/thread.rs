@@ -11,19 +11,9 @@ use multiproc_process::{Error, Result};
 use parking_lot::Mutex;
 use rayon::prelude::*;
 
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic without a message".into()
-    }
-}
-
 fn guarded<R>(f: impl FnOnce() -> R) -> Result<R> {
     std::panic::catch_unwind(AssertUnwindSafe(f)).map_err(|p| Error::TaskPanicked {
-        message: panic_message(&*p),
+        message: multiproc_process::panic_message(&*p),
     })
 }
 

@@ -112,7 +112,7 @@ pub(crate) fn run_child(start: ChildStart) -> ! {
         }
         // The hook already reported it, with the location.
         Err(_) if PANIC_REPORTED.load(Ordering::SeqCst) => (None, 1),
-        Err(payload) => (Some(Outcome::Panicked(payload_message(&*payload))), 1),
+        Err(payload) => (Some(Outcome::Panicked(panic_message(&*payload))), 1),
     };
     if let Some(o) = outcome {
         // A parent that is gone or dropped the process cannot read it;
@@ -225,7 +225,7 @@ pub(crate) fn install_hooks() {
             if fd < 0 {
                 return previous(info);
             }
-            let message = payload_message(info.payload());
+            let message = panic_message(info.payload());
             let name = match GLOBAL.try_lock() {
                 Ok(g) => g.identity.name().to_owned(),
                 Err(_) => "child".to_owned(),
@@ -265,12 +265,16 @@ fn report_panic(fd: RawFd, mut message: String) {
     }
 }
 
-fn payload_message(payload: &(dyn std::any::Any + Send)) -> String {
+/// The message of a caught panic (its `&str` or `String` payload), as
+/// the crates above report a panic that happened on a caller's behalf.
+///
+/// Python: `str(exception)`.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = payload.downcast_ref::<String>() {
         s.clone()
     } else {
-        "Box<dyn Any>".to_owned()
+        "a panic without a message".to_owned()
     }
 }

@@ -54,7 +54,7 @@ mod sys;
 mod target;
 mod wire;
 
-pub use bootstrap::at_exit;
+pub use bootstrap::{at_exit, panic_message};
 pub use context::{
     Context, get_context, get_start_method, init, set_start_method, set_start_method_force,
 };
