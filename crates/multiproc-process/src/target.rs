@@ -83,26 +83,45 @@ pub(crate) struct EntryAddress {
 
 impl EntryAddress {
     pub(crate) fn of(entry: EntryFn) -> EntryAddress {
+        EntryAddress::of_addr(entry as usize)
+    }
+
+    /// The place of any function whose address is `addr`.
+    fn of_addr(addr: usize) -> EntryAddress {
         EntryAddress {
             layout: anchor(&ANCHOR_END) - anchor(&ANCHOR),
-            offset: (entry as usize) as i64 - anchor(&ANCHOR),
+            offset: addr as i64 - anchor(&ANCHOR),
         }
+    }
+
+    /// The address in this process, or `None` if this binary's layout is
+    /// not the one the address was taken in.
+    fn addr(self) -> Option<usize> {
+        (self.layout == anchor(&ANCHOR_END) - anchor(&ANCHOR))
+            .then(|| (anchor(&ANCHOR) + self.offset) as usize)
     }
 
     /// The entry in this process, or `None` if this binary's layout is not
     /// the one the address was taken in.
     pub(crate) fn resolve(self) -> Option<EntryFn> {
-        if self.layout != anchor(&ANCHOR_END) - anchor(&ANCHOR) {
-            return None;
-        }
-        let addr = (anchor(&ANCHOR) + self.offset) as usize;
+        let addr = self.addr()?;
         // SAFETY: the address was computed by `of` from a value of type
         // `EntryFn` in the parent, which runs this same binary: spawn
         // executes `/proc/self/exe` of the parent, and a fork-server child
         // is a copy of the parent's image. The image is relocated as a whole,
         // so offsets from `ANCHOR` are the same in both, as the layout check
-        // above confirms for two statics of this crate.
+        // in `addr` confirms for two statics of this crate.
         Some(unsafe { std::mem::transmute::<usize, EntryFn>(addr) })
+    }
+
+    /// Reads an address written by another process of this program, as a
+    /// serde value (how `RemoteFn` and `TaskFn` travel).
+    fn deserialize_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+        EntryAddress::deserialize(d)?.addr().ok_or_else(|| {
+            serde::de::Error::custom(crate::codec::custom_error(
+                "a function from a different binary".into(),
+            ))
+        })
     }
 }
 
@@ -142,32 +161,15 @@ impl std::fmt::Debug for RemoteFn {
     }
 }
 
-/// Where a `fn()` sits in the binary; the same scheme as [`EntryAddress`].
-#[derive(Serialize, Deserialize)]
-struct FnAddress {
-    layout: i64,
-    offset: i64,
-}
-
 impl Serialize for RemoteFn {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        FnAddress {
-            layout: anchor(&ANCHOR_END) - anchor(&ANCHOR),
-            offset: (self.0 as usize) as i64 - anchor(&ANCHOR),
-        }
-        .serialize(s)
+        EntryAddress::of_addr(self.0 as usize).serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for RemoteFn {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RemoteFn, D::Error> {
-        let a = FnAddress::deserialize(d)?;
-        if a.layout != anchor(&ANCHOR_END) - anchor(&ANCHOR) {
-            return Err(serde::de::Error::custom(crate::codec::custom_error(
-                "a function from a different binary".into(),
-            )));
-        }
-        let addr = (anchor(&ANCHOR) + a.offset) as usize;
+        let addr = EntryAddress::deserialize_addr(d)?;
         // SAFETY: as for `EntryAddress::resolve`: the offset was taken from a
         // `fn()` value in a process running this same binary, whose image is
         // relocated as a whole, as the layout check confirms.
@@ -247,23 +249,13 @@ impl std::fmt::Debug for TaskFn {
 
 impl Serialize for TaskFn {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        FnAddress {
-            layout: anchor(&ANCHOR_END) - anchor(&ANCHOR),
-            offset: (self.0 as usize) as i64 - anchor(&ANCHOR),
-        }
-        .serialize(s)
+        EntryAddress::of_addr(self.0 as usize).serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for TaskFn {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<TaskFn, D::Error> {
-        let a = FnAddress::deserialize(d)?;
-        if a.layout != anchor(&ANCHOR_END) - anchor(&ANCHOR) {
-            return Err(serde::de::Error::custom(crate::codec::custom_error(
-                "a function from a different binary".into(),
-            )));
-        }
-        let addr = (anchor(&ANCHOR) + a.offset) as usize;
+        let addr = EntryAddress::deserialize_addr(d)?;
         // SAFETY: as for `EntryAddress::resolve`: the offset was taken from a
         // `TaskEntry` value in a process running this same binary, whose
         // image is relocated as a whole, as the layout check confirms.
