@@ -20,7 +20,7 @@ use std::fmt;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Weak};
 
-use multiproc_channel::{Connection, Pipe};
+use multiproc_channel::Pipe;
 use multiproc_process::{Error, Result, codec, fdio, handoff};
 use parking_lot::Mutex;
 use serde::de::Error as _;
@@ -28,6 +28,7 @@ use serde::ser::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::address::Address;
+use crate::chan::Chan;
 use crate::socket::SocketConnection;
 use crate::wire::{ObjectId, Reply, Request, Stored, WireResult};
 
@@ -42,33 +43,6 @@ pub(crate) enum Route {
         address: Address,
         authkey: Arc<[u8]>,
     },
-}
-
-enum Chan {
-    Local(Connection),
-    Remote(SocketConnection),
-}
-
-impl Chan {
-    fn call(&self, request: &[u8]) -> Result<Vec<u8>> {
-        match self {
-            Chan::Local(c) => {
-                c.send_bytes(request)?;
-                c.recv_bytes()
-            }
-            Chan::Remote(c) => {
-                c.send_bytes(request)?;
-                c.recv_bytes()
-            }
-        }
-    }
-
-    fn send(&self, request: &[u8]) -> Result<()> {
-        match self {
-            Chan::Local(c) => c.send_bytes(request),
-            Chan::Remote(c) => c.send_bytes(request),
-        }
-    }
 }
 
 /// This process's session with one manager.

@@ -36,6 +36,7 @@
 #![forbid(unsafe_code)]
 
 mod address;
+mod chan;
 mod client;
 mod manager;
 mod proxy;

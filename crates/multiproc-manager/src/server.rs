@@ -26,8 +26,9 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 
 use crate::address::Address;
+use crate::chan::Chan;
 use crate::served::{ErasedServed, factory};
-use crate::socket::{Listener, ListenerFd, SocketConnection};
+use crate::socket::{Listener, ListenerFd};
 use crate::wire::{
     Holder, Init, Kind, ObjectId, ObjectInfo, Op, Reply, Request, Stored, Wait, WireError,
     WireResult,
@@ -105,38 +106,6 @@ struct Server {
     shutdown_cv: Condvar,
 }
 
-/// One connection to a client, local or remote.
-enum Chan {
-    Local(Connection),
-    Socket(SocketConnection),
-}
-
-impl Chan {
-    fn recv(&self) -> Result<Vec<u8>> {
-        match self {
-            Chan::Local(c) => c.recv_bytes(),
-            Chan::Socket(c) => c.recv_bytes(),
-        }
-    }
-
-    fn send(&self, bytes: &[u8]) -> Result<()> {
-        match self {
-            Chan::Local(c) => c.send_bytes(bytes),
-            Chan::Socket(c) => c.send_bytes(bytes),
-        }
-    }
-
-    /// Whether the client went away (or, against the protocol, sent more
-    /// while waiting for a reply) during a request.
-    fn gone(&self) -> bool {
-        let ready = match self {
-            Chan::Local(c) => c.poll(Some(Duration::ZERO)),
-            Chan::Socket(c) => c.poll(Some(Duration::ZERO)),
-        };
-        ready.unwrap_or(true)
-    }
-}
-
 impl Server {
     fn new(uid: u64, max_request: u64) -> Server {
         Server {
@@ -189,7 +158,7 @@ impl Server {
             match listener.accept_unauthenticated() {
                 Ok(conn) => {
                     conn.set_max_message_size(self.max_request);
-                    self.spawn_conn(Chan::Socket(conn), Some(key.clone()));
+                    self.spawn_conn(Chan::Remote(conn), Some(key.clone()));
                 }
                 // A connection reset before accept, or out of descriptors
                 // for a moment: keep serving.
@@ -203,7 +172,7 @@ impl Server {
         let spawned = std::thread::Builder::new()
             .name("manager-conn".into())
             .spawn(move || {
-                if let (Chan::Socket(c), Some(key)) = (&chan, &key)
+                if let (Chan::Remote(c), Some(key)) = (&chan, &key)
                     && c.handshake_as_server(key).is_err()
                 {
                     return;
@@ -292,13 +261,6 @@ impl Server {
         Some(match request {
             Request::Hello { .. } => Err(WireError::Invalid("hello twice".into())),
             Request::Create { info, init } => self.create(session, info, init),
-            Request::Incref(id) => {
-                if self.session_incref(session, id) {
-                    Ok(Reply::Unit)
-                } else {
-                    Err(gone_object(id))
-                }
-            }
             Request::Lend(id) => {
                 if !self.incref(id) {
                     return Some(Err(gone_object(id)));

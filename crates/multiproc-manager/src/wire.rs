@@ -79,12 +79,11 @@ pub(crate) enum Request {
         info: ObjectInfo,
         init: Init,
     },
-    Incref(ObjectId),
     /// A proxy is being sent to another process: hold the object under a
     /// ticket until that process claims it (or this session ends).
     Lend(ObjectId),
     /// Turns a lent hold into this session's; an unknown ticket (claimed
-    /// already, or its lender gone) falls back to `Incref`.
+    /// already, or its lender gone) counts a new hold, if the object lives.
     Claim {
         ticket: u64,
         id: ObjectId,

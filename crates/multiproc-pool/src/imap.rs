@@ -57,7 +57,7 @@ where
 
     /// Sends chunks until the window is full or the input ends.
     fn fill(&mut self) -> Result<()> {
-        let window = AHEAD_PER_WORKER * self.pool.workers();
+        let window = AHEAD_PER_WORKER * self.pool.processes();
         while !self.done && self.sent - self.taken < window {
             let chunk: Vec<I::Item> = self.input.by_ref().take(self.chunksize).collect();
             if chunk.is_empty() {

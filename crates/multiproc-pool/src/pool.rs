@@ -709,10 +709,6 @@ impl Pool {
             let _ = h.join();
         }
     }
-
-    pub(crate) fn workers(&self) -> usize {
-        self.processes
-    }
 }
 
 impl Drop for Pool {
