@@ -30,6 +30,20 @@ fn run<R: serde::de::DeserializeOwned>(mut p: mp::Process<R>) -> R {
     p.take_result().unwrap()
 }
 
+/// Starts every process, then joins each and takes its result: they run
+/// at the same time.
+fn run_all<R: serde::de::DeserializeOwned>(mut ps: Vec<mp::Process<R>>) -> Vec<R> {
+    for p in &mut ps {
+        p.start().unwrap();
+    }
+    ps.into_iter()
+        .map(|mut p| {
+            join(&p);
+            p.take_result().unwrap()
+        })
+        .collect()
+}
+
 fn manager(ctx: &mp::Context) -> mp::Manager {
     mp::Manager::builder()
         .start_method(ctx.start_method())
@@ -257,16 +271,11 @@ fn lock_makes_increments_exact(ctx: mp::Context) {
     let m = manager(&ctx);
     let lock = m.lock().unwrap();
     let total = m.value(0u64).unwrap();
-    let mut ps: Vec<_> = (0..3)
-        .map(|_| ctx.process(add_under_lock, (lock.clone(), total.clone(), 300)))
-        .collect();
-    for p in &mut ps {
-        p.start().unwrap();
-    }
-    for mut p in ps {
-        join(&p);
-        p.take_result().unwrap();
-    }
+    run_all(
+        (0..3)
+            .map(|_| ctx.process(add_under_lock, (lock.clone(), total.clone(), 300)))
+            .collect(),
+    );
     assert_eq!(total.get().unwrap(), 900);
     let g = lock.try_acquire().unwrap();
     assert!(matches!(lock.try_acquire(), Err(mp::Error::WouldBlock)));
@@ -620,16 +629,11 @@ fn registered_types_are_served(ctx: mp::Context) {
         .start()
         .unwrap();
     let c = m.create(Counter { n: 100 }).unwrap();
-    let mut ps: Vec<_> = (0..2)
-        .map(|_| ctx.process(add_many, (c.clone(), 250)))
-        .collect();
-    for p in &mut ps {
-        p.start().unwrap();
-    }
-    for mut p in ps {
-        join(&p);
-        p.take_result().unwrap();
-    }
+    run_all(
+        (0..2)
+            .map(|_| ctx.process(add_many, (c.clone(), 250)))
+            .collect(),
+    );
     assert_eq!(c.call(CounterOp::Get).unwrap(), 600);
     // A panic in the server reaches the caller; object and server go on.
     match c.call(CounterOp::Explode) {
