@@ -239,7 +239,41 @@ fn wait_returns_the_ready_subset(ctx: mp::Context) {
     join(&quick);
 }
 
+/// Sends messages of the given sizes, each filled with its index.
+fn send_sizes(conn: mp::Connection, sizes: Vec<usize>) {
+    for (i, n) in sizes.into_iter().enumerate() {
+        conn.send_bytes(&vec![i as u8; n]).unwrap();
+    }
+}
+
+fn one_buffer_receives_messages_of_any_size(ctx: mp::Context) {
+    // A 64 KiB ring: the 300 KB message travels in chunks.
+    let (a, b) = mp::Pipe::with_capacity(64 << 10).unwrap();
+    let sizes = vec![10, 300_000, 0, 5, 40_000, 300_000, 1];
+    let mut p = ctx.process(send_sizes, (b, sizes.clone()));
+    p.start().unwrap();
+    let mut buf = b"left over from before".to_vec();
+    for (i, n) in sizes.iter().enumerate() {
+        assert!(a.poll(Some(LIMIT)).unwrap());
+        assert_eq!(a.recv_bytes_into_vec(&mut buf).unwrap(), *n);
+        assert_eq!(buf.len(), *n);
+        assert!(buf.iter().all(|&x| x == i as u8), "message {i} altered");
+        if i >= 1 {
+            // The largest message's allocation is kept for the rest.
+            assert!(buf.capacity() >= 300_000);
+        }
+    }
+    join(&p);
+    // The other end is gone: an error, and an empty buffer.
+    assert!(matches!(
+        a.recv_bytes_into_vec(&mut buf),
+        Err(mp::Error::Closed)
+    ));
+    assert!(buf.is_empty());
+}
+
 multiproc_testkit::each_start_method!(
+    one_buffer_receives_messages_of_any_size,
     values_go_both_ways,
     recv_after_the_other_end_closed_is_closed,
     poll_waits_about_its_timeout,

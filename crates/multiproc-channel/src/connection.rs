@@ -341,11 +341,22 @@ impl Connection {
     }
 
     fn recv_frame(&self, deadline: Option<Instant>) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
+        let mut bytes = Vec::new();
+        let fds = self.recv_frame_into(deadline, &mut bytes)?;
+        Ok((bytes, fds))
+    }
+
+    /// Receives a message into `out` (replacing what it held).
+    fn recv_frame_into(
+        &self,
+        deadline: Option<Instant>,
+        out: &mut Vec<u8>,
+    ) -> Result<Vec<OwnedFd>> {
         let rx = self.rx()?;
         loop {
             let max = self.inner.max_message.load(Ordering::SeqCst);
-            match rx.get_with(false, None, max) {
-                Ok((bytes, nfds)) => return Ok((bytes, self.claim_fds(usize::from(nfds))?)),
+            match rx.get_into(false, None, max, out) {
+                Ok(nfds) => return self.claim_fds(usize::from(nfds)),
                 Err(GetFail::Empty) => {
                     if !self.wait_readable(rx, deadline)? {
                         return Err(Error::Timeout);
@@ -421,6 +432,25 @@ impl Connection {
     pub fn recv_bytes(&self) -> Result<Vec<u8>> {
         // Descriptors sent with a message read as bytes are closed here.
         self.recv_frame(None).map(|(bytes, _fds)| bytes)
+    }
+
+    /// Receives one message into `buf`, replacing its contents and reusing
+    /// its allocation: a loop that receives large messages one after
+    /// another touches no fresh memory. Returns the message's length.
+    /// Python has no twin (its `recv_bytes_into` takes a fixed buffer).
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Connection::recv); `buf` is then empty.
+    pub fn recv_bytes_into_vec(&self, buf: &mut Vec<u8>) -> Result<usize> {
+        // Descriptors sent with a message read as bytes are closed here.
+        match self.recv_frame_into(None, buf) {
+            Ok(_fds) => Ok(buf.len()),
+            Err(e) => {
+                buf.clear();
+                Err(e)
+            }
+        }
     }
 
     /// Receives one message into `buf`; returns its length.

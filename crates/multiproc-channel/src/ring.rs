@@ -275,6 +275,30 @@ impl Ring {
         }
     }
 
+    /// Appends `len` bytes from the ring at position `pos` to `out`,
+    /// wrapping, without zeroing them first.
+    ///
+    /// # Safety
+    ///
+    /// As for [`copy_out`](Self::copy_out).
+    unsafe fn append_out(&self, pos: u64, len: usize, out: &mut Vec<u8>) {
+        out.reserve(len);
+        let cap = self.cap();
+        let at = (pos % cap) as usize;
+        let first = len.min(cap as usize - at);
+        let old = out.len();
+        // SAFETY: the ring side as in `copy_in`. `out` has room for `len`
+        // more bytes (reserved above), which the two copies fill exactly,
+        // so its first `old + len` bytes are initialized for `set_len`.
+        unsafe {
+            let base = self.seg.as_ptr().add(DATA);
+            let dst = out.as_mut_ptr().add(old);
+            std::ptr::copy_nonoverlapping(base.add(at), dst, first);
+            std::ptr::copy_nonoverlapping(base, dst.add(first), len - first);
+            out.set_len(old + len);
+        }
+    }
+
     /// Sleeps on `seq` (announcing itself in `waiters`) until `ready`, or
     /// `deadline`. Returns whether `ready` held.
     fn wait_for(
@@ -468,6 +492,22 @@ impl Ring {
         deadline: Option<Instant>,
         max: u64,
     ) -> std::result::Result<(Vec<u8>, u8), GetFail> {
+        let mut out = Vec::new();
+        let meta = self.get_into(wait, deadline, max, &mut out)?;
+        Ok((out, meta))
+    }
+
+    /// As [`get_with`](Self::get_with), the message replacing the contents
+    /// of `out`, whose allocation is reused (no fresh pages for a reader
+    /// that takes one large message after another).
+    pub(crate) fn get_into(
+        &self,
+        wait: bool,
+        deadline: Option<Instant>,
+        max: u64,
+        out: &mut Vec<u8>,
+    ) -> std::result::Result<u8, GetFail> {
+        out.clear();
         let h = self.header();
         let Some(_held) = Ring::lock(
             &self.get_lock,
@@ -475,8 +515,8 @@ impl Ring {
         ) else {
             return Err(GetFail::Empty);
         };
-        // The chunked message being put together: (msg, bytes).
-        let mut partial: Option<(u64, Vec<u8>)> = None;
+        // The chunked message being put together in `out`: its number.
+        let mut partial: Option<u64> = None;
         loop {
             let r = h.read_pos.load(Ordering::Relaxed);
             let published = || h.write_pos.load(Ordering::Acquire) > r;
@@ -489,6 +529,7 @@ impl Ring {
                         && !published()
                     {
                         partial = None;
+                        out.clear();
                     }
                     continue;
                 }
@@ -519,6 +560,7 @@ impl Ring {
                 // that is published and start afresh.
                 h.read_pos.store(w, Ordering::Release);
                 self.freed();
+                out.clear();
                 return Err(GetFail::Corrupt(format!("bad record {rec:?} at {r}")));
             }
             if rec.total > max && (kind == WHOLE || rec.offset == 0) {
@@ -529,39 +571,42 @@ impl Ring {
                 }
                 return Err(GetFail::TooLarge(rec.total));
             }
-            let mut data = vec![0u8; rec.len as usize];
-            // SAFETY: as above; `[r + HDR, end)` is below `w`.
-            unsafe { self.copy_out(r + HDR, &mut data) };
-            h.read_pos.store(end, Ordering::Release);
-            self.freed();
             let done = rec.offset + u64::from(rec.len) == rec.total;
-            match kind {
+            let take = match kind {
                 WHOLE => {
-                    h.consumed.fetch_add(1, Ordering::SeqCst);
-                    return Ok((data, meta));
+                    out.clear();
+                    true
                 }
                 _ if rec.offset == 0 => {
-                    let mut buf = Vec::with_capacity(rec.total as usize);
-                    buf.extend_from_slice(&data);
-                    partial = Some((rec.msg, buf));
+                    out.clear();
+                    out.reserve(rec.total as usize);
+                    partial = Some(rec.msg);
+                    true
                 }
-                _ => match &mut partial {
-                    Some((msg, buf)) if *msg == rec.msg && buf.len() as u64 == rec.offset => {
-                        buf.extend_from_slice(&data);
-                    }
-                    // The tail of a message whose start we never saw (its
-                    // consumer died): skip it, and count it gone once whole.
-                    _ => {
-                        if done {
-                            h.consumed.fetch_add(1, Ordering::SeqCst);
-                        }
-                        continue;
-                    }
-                },
+                // The next piece of the message being put together.
+                _ => partial == Some(rec.msg) && out.len() as u64 == rec.offset,
+            };
+            if take {
+                // SAFETY: as above; `[r + HDR, end)` is below `w`.
+                unsafe { self.append_out(r + HDR, rec.len as usize, out) };
             }
-            if done && let Some((_, buf)) = partial.take() {
+            h.read_pos.store(end, Ordering::Release);
+            self.freed();
+            if kind == WHOLE {
                 h.consumed.fetch_add(1, Ordering::SeqCst);
-                return Ok((buf, meta));
+                return Ok(meta);
+            }
+            if !take {
+                // The tail of a message whose start we never saw (its
+                // consumer died): skip it, and count it gone once whole.
+                if done {
+                    h.consumed.fetch_add(1, Ordering::SeqCst);
+                }
+                continue;
+            }
+            if done && partial.take().is_some() {
+                h.consumed.fetch_add(1, Ordering::SeqCst);
+                return Ok(meta);
             }
         }
     }
