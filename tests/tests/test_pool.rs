@@ -78,6 +78,71 @@ fn results_equal_the_serial_ones(ctx: mp::Context) {
     assert!(pids.iter().all(|pid| p.worker_pids().contains(pid)));
 }
 
+/// An iterator whose length hint claims `claims` items, exactly, whatever
+/// it yields.
+struct Lying {
+    items: std::ops::Range<u64>,
+    claims: usize,
+}
+
+impl Iterator for Lying {
+    type Item = u64;
+    fn next(&mut self) -> Option<u64> {
+        self.items.next()
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.claims, Some(self.claims))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Reading {
+    name: String,
+    value: Option<f64>,
+    tags: Vec<u8>,
+}
+
+fn describe(r: Reading) -> (String, usize) {
+    (format!("{}={:?}", r.name, r.value), r.tags.len())
+}
+
+fn inputs_of_any_shape_and_length(ctx: mp::Context) {
+    let p = pool(&ctx, 2);
+    let serial = |n: u64| (0..n).map(square).collect::<Vec<_>>();
+    // A length hint that lies either way costs nothing but the chunk size.
+    for (n, claims) in [(20, 5), (3, 100), (1000, 0)] {
+        let items = Lying {
+            items: 0..n,
+            claims,
+        };
+        assert_eq!(
+            p.map(square, items).unwrap(),
+            serial(n),
+            "{n} claiming {claims}"
+        );
+    }
+    // An input that does not know its length is collected first.
+    let odd: Vec<u64> = (0..999).filter(|x| x % 2 == 1).map(square).collect();
+    assert_eq!(p.map(square, (0..999).filter(|x| x % 2 == 1)).unwrap(), odd);
+    // Strings, options and nested vectors through the fixed-width encoding.
+    let readings: Vec<Reading> = (0..500)
+        .map(|i| Reading {
+            name: format!("sensor-{i}"),
+            value: (i % 3 != 0).then_some(i as f64 / 4.0),
+            tags: vec![7; i % 5],
+        })
+        .collect();
+    let expected: Vec<(String, usize)> = readings.iter().cloned().map(describe).collect();
+    assert_eq!(
+        p.map_chunked(describe, readings.clone(), 17).unwrap(),
+        expected
+    );
+    // A result read twice is the same twice.
+    let m = p.map_async(describe, readings).unwrap();
+    assert_eq!(m.get_timeout(LIMIT).unwrap(), expected);
+    assert_eq!(m.get().unwrap(), expected);
+}
+
 fn sleep_ms(ms: u64) -> u64 {
     std::thread::sleep(Duration::from_millis(ms));
     ms
@@ -195,7 +260,11 @@ fn max_tasks_per_child_replaces_workers(ctx: mp::Context) {
         .start_method(ctx.start_method())
         .build()
         .unwrap();
-    let pids: Vec<u32> = (0..9).map(|i| p.apply(pid_of, (i,)).unwrap()).collect();
+    // Two retirements: each worker stops when told, well before the 5 s
+    // after which it would be killed.
+    let pids: Vec<u32> = within(Duration::from_secs(8), move || {
+        (0..9).map(|i| p.apply(pid_of, (i,)).unwrap()).collect()
+    });
     let distinct: BTreeSet<u32> = pids.iter().copied().collect();
     assert_eq!(distinct.len(), 3, "{pids:?}");
     assert!(pids.chunks(3).all(|c| c.iter().all(|&x| x == c[0])));
@@ -257,7 +326,10 @@ fn close_and_join_finish_queued_work(ctx: mp::Context) {
     assert!(matches!(p.join(), Err(mp::Error::InvalidArgument(_))));
     p.close();
     assert!(matches!(p.apply(square, (1,)), Err(mp::Error::Closed)));
-    within(LIMIT, move || {
+    // Workers stop when told, not after the pool's 5 s of patience (under
+    // fork a sibling holds a copy of each pipe, so its end alone is not
+    // seen).
+    within(Duration::from_secs(4), move || {
         p.join().unwrap();
         drop(p);
     });
@@ -377,6 +449,7 @@ fn thread_pool_has_the_same_api() {
 
 multiproc_testkit::each_start_method!(
     results_equal_the_serial_ones,
+    inputs_of_any_shape_and_length,
     imap_is_lazy_and_unordered_follows_completion,
     a_panicking_task_fails_alone,
     a_killed_worker_fails_the_map_and_is_replaced,

@@ -43,7 +43,7 @@ pub(crate) fn payload(reply: &[u8]) -> &[u8] {
     reply.get(1..).unwrap_or_default()
 }
 
-type OnDone = Box<dyn FnOnce(&[Piece]) + Send>;
+type OnDone = Box<dyn FnOnce() + Send>;
 
 /// A piece already decoded by a handler thread (a `Vec<R>`), so that the
 /// caller does not decode every chunk alone at the end.
@@ -124,17 +124,10 @@ impl Group {
         let Some(on_done) = self.on_done.lock().take() else {
             return;
         };
-        let pieces: Vec<Piece> = self
-            .state
-            .lock()
-            .pieces
-            .iter()
-            .map(|p| p.clone().unwrap_or(Err(Failure::Closed)))
-            .collect();
-        on_done(&pieces);
+        on_done();
     }
 
-    /// Runs `f` with all pieces once they are in (now, if they are).
+    /// Runs `f` once all pieces are in (now, if they are).
     pub(crate) fn on_done(&self, f: OnDone) {
         *self.on_done.lock() = Some(f);
         let complete = {
@@ -168,23 +161,29 @@ impl Group {
         true
     }
 
-    /// Copies of all pieces, in order (after `wait_all`).
-    pub(crate) fn pieces(&self) -> Vec<Piece> {
+    /// Calls `f` with the pieces, in order (`None`: never delivered), and
+    /// their decoded forms, which `f` may take: no piece is copied.
+    pub(crate) fn assemble<T>(
+        &self,
+        f: impl FnOnce(&[Option<Piece>], &mut [Option<Decoded>]) -> T,
+    ) -> T {
+        let mut s = self.state.lock();
+        let State {
+            pieces, decoded, ..
+        } = &mut *s;
+        if decoded.len() < pieces.len() {
+            decoded.resize_with(pieces.len(), || None);
+        }
+        f(pieces, decoded)
+    }
+
+    /// Whether every piece that arrived is a success.
+    pub(crate) fn all_ok(&self) -> bool {
         self.state
             .lock()
             .pieces
             .iter()
-            .map(|p| p.clone().unwrap_or(Err(Failure::Closed)))
-            .collect()
-    }
-
-    /// Takes the decoded form of piece `index`, if a handler made one.
-    pub(crate) fn take_decoded(&self, index: usize) -> Option<Decoded> {
-        self.state
-            .lock()
-            .decoded
-            .get_mut(index)
-            .and_then(Option::take)
+            .all(|p| matches!(p, Some(Ok(_))))
     }
 
     /// Waits for piece `index` and takes it.

@@ -80,7 +80,7 @@ where
 
     fn unpack(&mut self, piece: Piece) {
         match piece {
-            Ok(bytes) => match codec::decode::<Vec<R>>(payload(&bytes)) {
+            Ok(bytes) => match codec::bulk::decode::<Vec<R>>(payload(&bytes)) {
                 Ok(items) => {
                     self.pending_items -= items.len().min(self.pending_items);
                     self.ready.extend(items.into_iter().map(Ok));

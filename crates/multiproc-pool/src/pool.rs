@@ -41,9 +41,21 @@ struct WorkerStart {
     initializer: Option<(TaskFn, serde_bytes::ByteBuf)>,
 }
 
-/// A task message: `func`'s header, then `input` encoded after it.
+/// A task message: `func`'s header, then `input` encoded after it (in the
+/// fixed-width encoding: a chunk of numbers costs a copy, not a varint
+/// loop).
 pub(crate) fn task_message<T: Serialize + ?Sized>(func: TaskFn, input: &T) -> Result<Vec<u8>> {
-    codec::encode_into(input, codec::encode(&func)?)
+    task_message_into(func, input, Vec::new())
+}
+
+/// As [`task_message`], in `buf` (emptied first), reusing its allocation.
+pub(crate) fn task_message_into<T: Serialize + ?Sized>(
+    func: TaskFn,
+    input: &T,
+    mut buf: Vec<u8>,
+) -> Result<Vec<u8>> {
+    buf.clear();
+    codec::bulk::encode_into(input, codec::encode_into(&func, buf)?)
 }
 
 fn reply_text(tag: u8, text: &str) -> Vec<u8> {
@@ -61,22 +73,39 @@ fn worker_main(start: WorkerStart) {
         eprintln!("pool worker initializer failed: {why}");
         return;
     }
-    while let Ok(msg) = start.conn.recv_bytes() {
+    // Both buffers live as long as the worker: a chunk after the first
+    // touches no fresh memory.
+    let mut msg = Vec::new();
+    let mut done = Vec::new();
+    while start.conn.recv_bytes_into_vec(&mut msg).is_ok() {
+        if msg.is_empty() {
+            // Asked to stop (the end of the pipe alone is not enough: under
+            // fork, a sibling worker may hold a copy of the pool's end).
+            return;
+        }
+        done.clear();
+        done.push(REPLY_DONE);
         let reply = match codec::decode_prefix::<TaskFn>(&msg) {
             Ok((func, input)) => {
-                match std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    func.call_into(input, vec![REPLY_DONE])
-                })) {
-                    Ok(Ok(bytes)) => bytes,
-                    Ok(Err(why)) => reply_text(REPLY_FAILED, &why),
-                    Err(panic) => {
-                        reply_text(REPLY_PANICKED, &multiproc_process::panic_message(&*panic))
+                let out = std::mem::take(&mut done);
+                match std::panic::catch_unwind(AssertUnwindSafe(|| func.call_into(input, out))) {
+                    Ok(Ok(bytes)) => {
+                        done = bytes;
+                        start.conn.send_bytes(&done)
                     }
+                    Ok(Err(why)) => start.conn.send_bytes(&reply_text(REPLY_FAILED, &why)),
+                    Err(panic) => start.conn.send_bytes(&reply_text(
+                        REPLY_PANICKED,
+                        &multiproc_process::panic_message(&*panic),
+                    )),
                 }
             }
-            Err(e) => reply_text(REPLY_FAILED, &format!("a task that does not decode: {e}")),
+            Err(e) => start.conn.send_bytes(&reply_text(
+                REPLY_FAILED,
+                &format!("a task that does not decode: {e}"),
+            )),
         };
-        if start.conn.send_bytes(&reply).is_err() {
+        if reply.is_err() {
             return;
         }
     }
@@ -86,7 +115,8 @@ fn worker_main(start: WorkerStart) {
 /// runs it, so that the chunks of a map are encoded in parallel.
 pub(crate) enum Input {
     Bytes(Vec<u8>),
-    Lazy(Box<dyn FnOnce() -> Result<Vec<u8>> + Send>),
+    /// Encodes the message into the (empty) buffer it is given.
+    Lazy(Box<dyn FnOnce(Vec<u8>) -> Result<Vec<u8>> + Send>),
 }
 
 /// Decodes a reply on the handler thread (a chunk's `Vec<R>`).
@@ -103,7 +133,7 @@ pub(crate) struct Job {
 
 /// Decodes a chunk's results into a boxed `Vec<R>`.
 pub(crate) fn decode_chunk<R: DeserializeOwned + Send + 'static>(bytes: &[u8]) -> Option<Decoded> {
-    codec::decode::<Vec<R>>(bytes)
+    codec::bulk::decode::<Vec<R>>(bytes)
         .ok()
         .map(|v| Box::new(v) as Decoded)
 }
@@ -153,8 +183,12 @@ impl Shared {
         })
     }
 
-    /// Ends a worker that is done (or gone): close its pipe, reap it.
+    /// Ends a worker that is done (or gone): ask it to stop, close its
+    /// pipe, reap it.
     fn retire(&self, slot: usize, worker: Worker) {
+        // An empty message: a task is never empty (it starts with its
+        // function). A dead worker's pipe refuses it, which is fine.
+        let _ = worker.conn.send_bytes(&[]);
         worker.conn.close();
         if worker.process.join_timeout(REAP).is_err() {
             // It ignores the end of its pipe: no more patience.
@@ -171,14 +205,35 @@ impl Shared {
     }
 
     /// Runs one job on the slot's worker, starting one if needed.
-    fn run(&self, slot: usize, worker: &mut Option<Worker>, input: Input) -> Piece {
+    /// `scratch` is the handler's buffer for encoding tasks, kept from one
+    /// task to the next.
+    fn run(
+        &self,
+        slot: usize,
+        worker: &mut Option<Worker>,
+        input: Input,
+        scratch: &mut Vec<u8>,
+    ) -> Piece {
         if self.terminated.load(Ordering::SeqCst) {
             return Err(Failure::Closed);
         }
-        let input = match input {
-            Input::Bytes(bytes) => bytes,
-            Input::Lazy(encode) => encode().map_err(|e| Failure::Failed(e.to_string()))?,
+        let (message, reusable) = match input {
+            Input::Bytes(bytes) => (bytes, false),
+            Input::Lazy(encode) => (
+                encode(std::mem::take(scratch)).map_err(|e| Failure::Failed(e.to_string()))?,
+                true,
+            ),
         };
+        let piece = self.exchange(slot, worker, &message);
+        if reusable {
+            *scratch = message;
+        }
+        piece
+    }
+
+    /// Sends `message` to the slot's worker (starting one if needed) and
+    /// waits for its reply.
+    fn exchange(&self, slot: usize, worker: &mut Option<Worker>, message: &[u8]) -> Piece {
         if worker.as_ref().is_some_and(|w| !w.process.is_alive()) {
             // Died while idle: its death cost no task.
             if let Some(w) = worker.take() {
@@ -194,7 +249,10 @@ impl Shared {
         let Some(w) = worker.as_mut() else {
             return Err(Failure::Closed);
         };
-        let reply = w.conn.send_bytes(&input).and_then(|()| w.conn.recv_bytes());
+        let reply = w
+            .conn
+            .send_bytes(message)
+            .and_then(|()| w.conn.recv_bytes());
         match reply {
             Ok(reply) => {
                 w.tasks += 1;
@@ -230,8 +288,9 @@ impl Shared {
 }
 
 fn handler(shared: Arc<Shared>, slot: usize, jobs: Receiver<Job>, mut worker: Option<Worker>) {
+    let mut scratch = Vec::new();
     while let Ok(job) = jobs.recv() {
-        let piece = shared.run(slot, &mut worker, job.input);
+        let piece = shared.run(slot, &mut worker, job.input, &mut scratch);
         let decoded = match (&piece, job.decode) {
             (Ok(bytes), Some(decode)) => decode(payload(bytes)),
             _ => None,
@@ -267,7 +326,7 @@ impl PoolBuilder {
         F::Output: Serialize,
         A: Serialize + DeserializeOwned,
     {
-        self.initializer = Some((TaskFn::new(f), codec::encode(&args)));
+        self.initializer = Some((TaskFn::new(f), codec::bulk::encode(&args)));
         self
     }
 
@@ -413,34 +472,66 @@ impl Pool {
         tx.send(job).map_err(|_| Error::Closed)
     }
 
-    /// Submits `items` in chunks, each a piece of `group`, encoded and
-    /// decoded on the handler threads.
+    /// Submits `items` in chunks of `chunksize` (Python's default for
+    /// `None`), each chunk encoded and its results decoded on the handler
+    /// threads. An input that knows its exact length is chunked as it is
+    /// read; another is collected first, to learn its length.
     fn submit_chunks<A, R>(
         &self,
         func: TaskFn,
-        items: Vec<A>,
-        chunksize: usize,
-        group: &Arc<Group>,
-    ) -> Result<()>
+        items: impl IntoIterator<Item = A>,
+        chunksize: Option<usize>,
+    ) -> Result<AsyncResult<Vec<R>>>
     where
         A: Serialize + Send + 'static,
         R: DeserializeOwned + Send + 'static,
     {
-        let mut items = items.into_iter();
+        let items = items.into_iter();
+        match items.size_hint() {
+            (lo, Some(hi)) if lo == hi => self.submit_chunks_of(func, items, lo, chunksize),
+            _ => {
+                let items: Vec<A> = items.collect();
+                let len = items.len();
+                self.submit_chunks_of(func, items.into_iter(), len, chunksize)
+            }
+        }
+    }
+
+    fn submit_chunks_of<A, R>(
+        &self,
+        func: TaskFn,
+        mut items: impl Iterator<Item = A>,
+        len: usize,
+        chunksize: Option<usize>,
+    ) -> Result<AsyncResult<Vec<R>>>
+    where
+        A: Serialize + Send + 'static,
+        R: DeserializeOwned + Send + 'static,
+    {
+        let chunksize = chunksize
+            .unwrap_or_else(|| default_chunksize(len, self.processes))
+            .max(1);
+        // Sealed with the number of chunks actually made: a length hint
+        // that lied costs nothing but the chunk size.
+        let group = Group::new(None);
         let mut index = 0;
         loop {
-            let chunk: Vec<A> = items.by_ref().take(chunksize.max(1)).collect();
+            let mut chunk: Vec<A> = Vec::with_capacity(chunksize.min(len.max(1)));
+            chunk.extend(items.by_ref().take(chunksize));
             if chunk.is_empty() {
-                return Ok(());
+                break;
             }
+            group.expect(index);
             self.submit(Job {
-                input: Input::Lazy(Box::new(move || task_message(func, &chunk))),
+                input: Input::Lazy(Box::new(move |buf| task_message_into(func, &chunk, buf))),
                 decode: Some(decode_chunk::<R>),
                 group: group.clone(),
                 index,
             })?;
             index += 1;
         }
+        group.seal();
+        Ok(AsyncResult::concat(group))
     }
 
     /// Calls `f` on each item, in parallel, and returns the results in
@@ -476,8 +567,7 @@ impl Pool {
         T: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        let items: Vec<T> = items.into_iter().collect();
-        self.starmap_inner(TaskFn::chunk(f), items, chunksize)?
+        self.submit_chunks(TaskFn::chunk(f), items, Some(chunksize))?
             .get()
     }
 
@@ -497,9 +587,7 @@ impl Pool {
         T: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        let items: Vec<T> = items.into_iter().collect();
-        let chunksize = default_chunksize(items.len(), self.processes);
-        self.starmap_inner(TaskFn::chunk(f), items, chunksize)
+        self.submit_chunks(TaskFn::chunk(f), items, None)
     }
 
     /// Calls `f` with each tuple's fields as arguments. Python:
@@ -514,26 +602,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        let items: Vec<A> = items.into_iter().collect();
-        let chunksize = default_chunksize(items.len(), self.processes);
-        self.starmap_inner(TaskFn::chunk(f), items, chunksize)?
-            .get()
-    }
-
-    fn starmap_inner<A, R>(
-        &self,
-        func: TaskFn,
-        items: Vec<A>,
-        chunksize: usize,
-    ) -> Result<AsyncResult<Vec<R>>>
-    where
-        A: Serialize + Send + 'static,
-        R: DeserializeOwned + Send + 'static,
-    {
-        let chunks = items.len().div_ceil(chunksize.max(1));
-        let group = Group::new(Some(chunks));
-        self.submit_chunks::<A, R>(func, items, chunksize, &group)?;
-        Ok(AsyncResult::concat(group))
+        self.submit_chunks(TaskFn::chunk(f), items, None)?.get()
     }
 
     /// Calls `f(args...)` in a worker and waits for its result. Python:

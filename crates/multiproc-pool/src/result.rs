@@ -7,35 +7,42 @@ use std::time::{Duration, Instant};
 use multiproc_process::{Error, Result, codec};
 use serde::de::DeserializeOwned;
 
-use crate::group::{Group, Piece, payload};
+use crate::group::{Decoded, Group, Piece, payload};
 
-/// How the pieces of a call make its result.
-type Assemble<R> = fn(&Group, &[Piece]) -> Result<R>;
+/// How the pieces of a call make its result (see [`Group::assemble`]).
+type Assemble<R> = fn(&[Option<Piece>], &mut [Option<Decoded>]) -> Result<R>;
 
-fn single<R: DeserializeOwned>(_: &Group, pieces: &[Piece]) -> Result<R> {
+fn single<R: DeserializeOwned>(pieces: &[Option<Piece>], _: &mut [Option<Decoded>]) -> Result<R> {
     match pieces.first() {
-        Some(Ok(bytes)) => codec::decode(payload(bytes)),
-        Some(Err(failure)) => Err(failure.to_error()),
-        None => Err(Error::Closed),
+        Some(Some(Ok(bytes))) => codec::bulk::decode(payload(bytes)),
+        Some(Some(Err(failure))) => Err(failure.to_error()),
+        _ => Err(Error::Closed),
     }
 }
 
-fn concat<R: DeserializeOwned + 'static>(group: &Group, pieces: &[Piece]) -> Result<Vec<R>> {
-    let mut out = Vec::new();
-    for (i, piece) in pieces.iter().enumerate() {
+fn concat<R: DeserializeOwned + 'static>(
+    pieces: &[Option<Piece>],
+    decoded: &mut [Option<Decoded>],
+) -> Result<Vec<R>> {
+    let mut parts: Vec<Vec<R>> = Vec::with_capacity(pieces.len());
+    for (piece, decoded) in pieces.iter().zip(decoded) {
         match piece {
             // Decoded already by the handler that received it (the first
             // time the result is read).
-            Ok(bytes) => match group
-                .take_decoded(i)
-                .and_then(|d| d.downcast::<Vec<R>>().ok())
-            {
-                Some(decoded) if out.is_empty() => out = *decoded,
-                Some(decoded) => out.extend(*decoded),
-                None => out.extend(codec::decode::<Vec<R>>(payload(bytes))?),
+            Some(Ok(bytes)) => match decoded.take().and_then(|d| d.downcast::<Vec<R>>().ok()) {
+                Some(part) => parts.push(*part),
+                None => parts.push(codec::bulk::decode::<Vec<R>>(payload(bytes))?),
             },
-            Err(failure) => return Err(failure.to_error()),
+            Some(Err(failure)) => return Err(failure.to_error()),
+            None => return Err(Error::Closed),
         }
+    }
+    if parts.len() == 1 {
+        return Ok(parts.pop().unwrap_or_default());
+    }
+    let mut out = Vec::with_capacity(parts.iter().map(Vec::len).sum());
+    for part in parts {
+        out.extend(part);
     }
     Ok(out)
 }
@@ -66,7 +73,7 @@ impl<R: DeserializeOwned> AsyncResult<R> {
     /// (the pool was terminated), [`Error::Decode`].
     pub fn get(&self) -> Result<R> {
         self.group.wait_all(None);
-        (self.assemble)(&self.group, &self.group.pieces())
+        self.group.assemble(self.assemble)
     }
 
     /// Waits at most `timeout`. Python: `get(timeout)`.
@@ -78,7 +85,7 @@ impl<R: DeserializeOwned> AsyncResult<R> {
         if !self.group.wait_all(Some(Instant::now() + timeout)) {
             return Err(Error::Timeout);
         }
-        (self.assemble)(&self.group, &self.group.pieces())
+        self.group.assemble(self.assemble)
     }
 
     /// Waits until the result is ready (`None`: as long as it takes);
@@ -102,7 +109,7 @@ impl<R: DeserializeOwned> AsyncResult<R> {
         if !self.ready() {
             return Err(Error::InvalidArgument("the result is not ready".into()));
         }
-        Ok(self.group.pieces().iter().all(Result::is_ok))
+        Ok(self.group.all_ok())
     }
 
     pub(crate) fn on_done(
@@ -115,9 +122,9 @@ impl<R: DeserializeOwned> AsyncResult<R> {
         let assemble = self.assemble;
         // Weak: the group holds this closure until it runs.
         let group = Arc::downgrade(&self.group);
-        self.group.on_done(Box::new(move |pieces| {
+        self.group.on_done(Box::new(move || {
             let result = match group.upgrade() {
-                Some(group) => assemble(&group, pieces),
+                Some(group) => group.assemble(assemble),
                 None => Err(Error::Closed),
             };
             match result {

@@ -179,11 +179,13 @@ impl<'de> Deserialize<'de> for RemoteFn {
     }
 }
 
-/// The erased form of a task: encoded arguments in, encoded result out.
+/// The erased form of a task: encoded arguments in, encoded result out
+/// (both in [`codec::bulk`](crate::codec::bulk)'s encoding).
 type TaskEntry = fn(&[u8], Vec<u8>) -> Result<Vec<u8>, String>;
 
 /// A function with its argument and result types, erased so that any
-/// process of the program can call it with encoded arguments: how a pool
+/// process of the program can call it with arguments encoded by
+/// [`codec::bulk`](crate::codec::bulk): how a pool
 /// sends work to long-lived workers. It crosses process boundaries as its
 /// place in the binary, as a target does.
 ///
@@ -281,10 +283,11 @@ where
     F::Output: Serialize,
     A: DeserializeOwned,
 {
-    let args: A =
-        crate::codec::decode(input).map_err(|e| format!("cannot decode the arguments: {e}"))?;
+    let args: A = crate::codec::bulk::decode(input)
+        .map_err(|e| format!("cannot decode the arguments: {e}"))?;
     let result = conjure::<F>().call(args);
-    crate::codec::encode_into(&result, out).map_err(|e| format!("cannot encode the result: {e}"))
+    crate::codec::bulk::encode_into(&result, out)
+        .map_err(|e| format!("cannot encode the result: {e}"))
 }
 
 fn chunk_entry<F, A>(input: &[u8], out: Vec<u8>) -> Result<Vec<u8>, String>
@@ -293,11 +296,12 @@ where
     F::Output: Serialize,
     A: DeserializeOwned,
 {
-    let items: Vec<A> =
-        crate::codec::decode(input).map_err(|e| format!("cannot decode the arguments: {e}"))?;
+    let items: Vec<A> = crate::codec::bulk::decode(input)
+        .map_err(|e| format!("cannot decode the arguments: {e}"))?;
     let f = conjure::<F>();
     let results: Vec<F::Output> = items.into_iter().map(|a| f.call(a)).collect();
-    crate::codec::encode_into(&results, out).map_err(|e| format!("cannot encode the results: {e}"))
+    crate::codec::bulk::encode_into(&results, out)
+        .map_err(|e| format!("cannot encode the results: {e}"))
 }
 
 /// The entry of target `F` with arguments `A`.

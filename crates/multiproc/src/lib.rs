@@ -95,10 +95,11 @@ pub mod handoff {
     };
 }
 
-/// How values are encoded to cross a process boundary (serde + postcard).
+/// How values are encoded to cross a process boundary (serde + postcard;
+/// `bulk`: fixed width, for a pool's large payloads).
 pub mod codec {
     #[doc(inline)]
-    pub use multiproc_process::codec::{decode, encode};
+    pub use multiproc_process::codec::{bulk, decode, encode};
 }
 
 /// The README's code sample, compiled and run as a doctest.
