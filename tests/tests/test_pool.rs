@@ -37,6 +37,13 @@ fn pid_of(_: u64) -> u32 {
     std::process::id()
 }
 
+/// As `pid_of`, after a millisecond: long enough that one worker cannot
+/// take every task before the others wake.
+fn pid_of_after_a_while(_: u64) -> u32 {
+    std::thread::sleep(Duration::from_millis(1));
+    std::process::id()
+}
+
 fn results_equal_the_serial_ones(ctx: mp::Context) {
     let p = pool(&ctx, 3);
     let serial: Vec<u64> = (0..1000).map(square).collect();
@@ -70,7 +77,7 @@ fn results_equal_the_serial_ones(ctx: mp::Context) {
     assert_eq!(unordered, (0..200).map(square).collect::<Vec<_>>());
     // The work was spread over the workers.
     let pids: BTreeSet<u32> = p
-        .map_chunked(pid_of, 0..300, 1)
+        .map_chunked(pid_of_after_a_while, 0..100, 1)
         .unwrap()
         .into_iter()
         .collect();
@@ -417,9 +424,42 @@ fn thread_pool_has_the_same_api() {
         vec![6, 20]
     );
     assert_eq!(
-        tp.imap(|x: u64| x * 2, 0..3).unwrap().collect::<Vec<_>>(),
+        tp.imap(|x: u64| x * 2, 0..3)
+            .map(Result::unwrap)
+            .collect::<Vec<_>>(),
         vec![0, 2, 4]
     );
+    // Lazy: an endless input is read a few items per thread ahead; order
+    // holds though later items finish first; a panic is that item's Err.
+    let read = Arc::new(AtomicU64::new(0));
+    let counted = read.clone();
+    let endless = (0u64..).inspect(move |_| {
+        counted.fetch_add(1, Ordering::SeqCst);
+    });
+    let slow_first = |x: u64| {
+        if x == 0 {
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        if x == 5 {
+            panic!("five");
+        }
+        x * 2
+    };
+    let it = tp.imap(slow_first, endless);
+    let got: Vec<_> = it.take(10).collect();
+    assert!(
+        read.load(Ordering::SeqCst) <= 10 + 4 * 2,
+        "read too far ahead"
+    );
+    assert_eq!(got.len(), 10);
+    for (x, r) in got.into_iter().enumerate() {
+        match (x, r) {
+            (5, Err(mp::Error::TaskPanicked { message })) => assert_eq!(message, "five"),
+            (x, Ok(v)) => assert_eq!(v, 2 * x as u64),
+            (x, r) => panic!("item {x}: {r:?}"),
+        }
+    }
+    assert_eq!(tp.imap(|x: u64| x, vec![1, 2, 3]).len(), 3);
     let mut un: Vec<u64> = tp
         .imap_unordered(|x: u64| x * 2, 0..50)
         .map(Result::unwrap)

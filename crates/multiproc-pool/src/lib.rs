@@ -35,4 +35,4 @@ mod thread;
 pub use imap::{IMap, IMapUnordered};
 pub use pool::{Pool, PoolBuilder};
 pub use result::AsyncResult;
-pub use thread::{ThreadPool, ThreadResult};
+pub use thread::{ThreadIMap, ThreadPool, ThreadResult};

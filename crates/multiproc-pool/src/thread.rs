@@ -3,6 +3,7 @@
 //! `fn` items, nor their values serde), for work that shares memory and does
 //! not need a process's isolation.
 
+use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,10 +77,9 @@ impl ThreadPool {
         F: Fn(T) -> R + Sync + Send,
     {
         let items: Vec<T> = items.into_iter().collect();
-        let results: Vec<Result<R>> = self
-            .pool
-            .install(|| items.into_par_iter().map(|x| guarded(|| f(x))).collect());
-        results.into_iter().collect()
+        // One guard for the whole call: rayon hands a task's panic to the
+        // caller of `install`, and results need no `Result` each.
+        guarded(|| self.pool.install(|| items.into_par_iter().map(f).collect()))
     }
 
     /// Calls `f` with each tuple. Python: `pool.starmap(f, items)`.
@@ -96,47 +96,30 @@ impl ThreadPool {
         self.map(f, items)
     }
 
-    /// Results in order, as an iterator (computed in parallel first).
-    /// Python: `pool.imap(f, items)`.
-    ///
-    /// # Errors
-    ///
-    /// As [`map`](Self::map).
-    pub fn imap<T, R, F>(
-        &self,
-        f: F,
-        items: impl IntoIterator<Item = T>,
-    ) -> Result<std::vec::IntoIter<R>>
+    /// Calls `f` on each item lazily, yielding results in order as they
+    /// come; at most a few items per thread are in flight, so an endless
+    /// input works. A panicking call yields an `Err` in its place. Python:
+    /// `pool.imap(f, items)`.
+    pub fn imap<I, R, F>(&self, f: F, items: I) -> ThreadIMap<I::IntoIter, R>
     where
-        T: Send,
-        R: Send,
-        F: Fn(T) -> R + Sync + Send,
+        I: IntoIterator,
+        I::Item: Send + 'static,
+        R: Send + 'static,
+        F: Fn(I::Item) -> R + Sync + Send + 'static,
     {
-        Ok(self.map(f, items)?.into_iter())
+        ThreadIMap::new(self, Arc::new(f), items.into_iter(), true)
     }
 
-    /// Results in the order they finish, each as it comes. Python:
-    /// `pool.imap_unordered(f, items)`.
-    pub fn imap_unordered<T, R, F>(
-        &self,
-        f: F,
-        items: impl IntoIterator<Item = T>,
-    ) -> crossbeam_channel::IntoIter<Result<R>>
+    /// As [`imap`](Self::imap), yielding results in the order they finish.
+    /// Python: `pool.imap_unordered(f, items)`.
+    pub fn imap_unordered<I, R, F>(&self, f: F, items: I) -> ThreadIMap<I::IntoIter, R>
     where
-        T: Send + 'static,
+        I: IntoIterator,
+        I::Item: Send + 'static,
         R: Send + 'static,
-        F: Fn(T) -> R + Sync + Send + 'static,
+        F: Fn(I::Item) -> R + Sync + Send + 'static,
     {
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let f = Arc::new(f);
-        for item in items {
-            let (tx, f) = (tx.clone(), f.clone());
-            self.pool.spawn(move || {
-                // The receiver gone: nobody wants the result.
-                let _ = tx.send(guarded(|| f(item)));
-            });
-        }
-        rx.into_iter()
+        ThreadIMap::new(self, Arc::new(f), items.into_iter(), false)
     }
 
     /// Calls `f` on a thread of the pool and waits. Python: `apply`.
@@ -178,14 +161,128 @@ impl ThreadPool {
         let pool = self.pool.clone();
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.pool.spawn(move || {
-            let results: Vec<Result<R>> =
-                pool.install(|| items.into_par_iter().map(|x| guarded(|| f(x))).collect());
-            let _ = tx.send(results.into_iter().collect());
+            let results = guarded(|| pool.install(|| items.into_par_iter().map(f).collect()));
+            let _ = tx.send(results);
         });
         ThreadResult {
             rx,
             value: Mutex::new(None),
         }
+    }
+}
+
+/// Items in flight per thread in the lazy maps.
+const AHEAD_PER_THREAD: usize = 4;
+
+type Task<T, R> = Arc<dyn Fn(T) -> R + Send + Sync>;
+
+/// The iterator of [`ThreadPool::imap`] and [`ThreadPool::imap_unordered`].
+pub struct ThreadIMap<I: Iterator, R> {
+    pool: Arc<rayon::ThreadPool>,
+    f: Task<I::Item, R>,
+    input: I,
+    window: usize,
+    ordered: bool,
+    tx: crossbeam_channel::Sender<(usize, Result<R>)>,
+    rx: crossbeam_channel::Receiver<(usize, Result<R>)>,
+    sent: usize,
+    yielded: usize,
+    /// Results that finished before those due first (in order only).
+    early: BTreeMap<usize, Result<R>>,
+}
+
+impl<I, R> ThreadIMap<I, R>
+where
+    I: Iterator,
+    I::Item: Send + 'static,
+    R: Send + 'static,
+{
+    fn new(pool: &ThreadPool, f: Task<I::Item, R>, input: I, ordered: bool) -> Self {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        ThreadIMap {
+            pool: pool.pool.clone(),
+            f,
+            input,
+            window: AHEAD_PER_THREAD * pool.threads(),
+            ordered,
+            tx,
+            rx,
+            sent: 0,
+            yielded: 0,
+            early: BTreeMap::new(),
+        }
+    }
+
+    /// Starts items until the window is full or the input ends.
+    fn fill(&mut self) {
+        while self.sent - self.yielded < self.window {
+            let Some(item) = self.input.next() else {
+                return;
+            };
+            let (f, tx, index) = (self.f.clone(), self.tx.clone(), self.sent);
+            self.pool.spawn(move || {
+                // The iterator gone: nobody wants the result.
+                let _ = tx.send((index, guarded(|| f(item))));
+            });
+            self.sent += 1;
+        }
+    }
+}
+
+impl<I, R> Iterator for ThreadIMap<I, R>
+where
+    I: Iterator,
+    I::Item: Send + 'static,
+    R: Send + 'static,
+{
+    type Item = Result<R>;
+
+    fn next(&mut self) -> Option<Result<R>> {
+        self.fill();
+        loop {
+            if let Some(r) = self.early.remove(&self.yielded) {
+                self.yielded += 1;
+                return Some(r);
+            }
+            if self.yielded == self.sent {
+                return None;
+            }
+            // Every started item sends once (a panic is caught), and we
+            // hold a sender: this returns.
+            let (index, r) = self.rx.recv().ok()?;
+            if !self.ordered {
+                self.yielded += 1;
+                return Some(r);
+            }
+            self.early.insert(index, r);
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let (lo, hi) = self.input.size_hint();
+        let in_flight = self.sent - self.yielded;
+        (
+            lo.saturating_add(in_flight),
+            hi.and_then(|h| h.checked_add(in_flight)),
+        )
+    }
+}
+
+impl<I, R> ExactSizeIterator for ThreadIMap<I, R>
+where
+    I: ExactSizeIterator,
+    I::Item: Send + 'static,
+    R: Send + 'static,
+{
+}
+
+impl<I: Iterator, R> std::fmt::Debug for ThreadIMap<I, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ThreadIMap")
+            .field("ordered", &self.ordered)
+            .field("sent", &self.sent)
+            .field("yielded", &self.yielded)
+            .finish()
     }
 }
 

@@ -75,7 +75,7 @@ pub use multiproc_manager::{
 
 #[doc(inline)]
 pub use multiproc_pool::{
-    AsyncResult, IMap, IMapUnordered, Pool, PoolBuilder, ThreadPool, ThreadResult,
+    AsyncResult, IMap, IMapUnordered, Pool, PoolBuilder, ThreadIMap, ThreadPool, ThreadResult,
 };
 
 /// Connections between programs over TCP or a Unix socket, authenticated
