@@ -56,7 +56,9 @@ fn manager(c: &mut Criterion) {
         });
     });
     group.finish();
-    assert_eq!(d.len().expect("len"), 100);
+    // Every child set the same 100 keys (none if a filter skipped both).
+    let len = d.len().expect("len");
+    assert!(len == 100 || len == 0, "{len} keys");
 }
 
 criterion_group!(benches, manager);
