@@ -75,7 +75,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
 /// A fixed-width encoding (bincode's), for the large payloads of a pool's
 /// tasks: a `u64` is 8 bytes, so encoding and decoding a `Vec` of numbers
 /// runs at memory speed, where postcard's variable-width integers cost
-/// several nanoseconds each. Small messages use [`encode`](super::encode).
+/// several nanoseconds each. Small messages use [`encode`].
 pub mod bulk {
     use bincode::Options;
     use serde::Serialize;
