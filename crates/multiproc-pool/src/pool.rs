@@ -27,6 +27,20 @@ use crate::result::AsyncResult;
 /// How long a dying worker is given to be reaped.
 const REAP: Duration = Duration::from_secs(5);
 
+/// The largest buffer kept from one task to the next; a larger one is
+/// freed after its task, so one huge chunk does not hold memory for good.
+const KEEP_MAX: usize = 16 << 20;
+
+/// `buf` emptied for the next task, or a new one if `buf` is too large to
+/// keep.
+fn recycle(mut buf: Vec<u8>) -> Vec<u8> {
+    if buf.capacity() > KEEP_MAX {
+        return Vec::new();
+    }
+    buf.clear();
+    buf
+}
+
 /// A task travels as one message: the encoded `TaskFn`, then its input,
 /// encoded after it in the same buffer (no envelope to copy it into). A
 /// reply is a tag byte, then the result's bytes or the failure's text.
@@ -73,17 +87,18 @@ fn worker_main(start: WorkerStart) {
         eprintln!("pool worker initializer failed: {why}");
         return;
     }
-    // Both buffers live as long as the worker: a chunk after the first
+    // Both buffers are kept from task to task: a chunk after the first
     // touches no fresh memory.
     let mut msg = Vec::new();
     let mut done = Vec::new();
     while start.conn.recv_bytes_into_vec(&mut msg).is_ok() {
         if msg.is_empty() {
-            // Asked to stop (the end of the pipe alone is not enough: under
-            // fork, a sibling worker may hold a copy of the pool's end).
+            // Asked to stop. The end of the pipe alone is not enough: under
+            // fork, this process (and any sibling forked after it) holds a
+            // copy of the pool's end.
             return;
         }
-        done.clear();
+        done = recycle(done);
         done.push(REPLY_DONE);
         let reply = match codec::decode_prefix::<TaskFn>(&msg) {
             Ok((func, input)) => {
@@ -108,6 +123,7 @@ fn worker_main(start: WorkerStart) {
         if reply.is_err() {
             return;
         }
+        msg = recycle(msg);
     }
 }
 
@@ -226,7 +242,7 @@ impl Shared {
         };
         let piece = self.exchange(slot, worker, &message);
         if reusable {
-            *scratch = message;
+            *scratch = recycle(message);
         }
         piece
     }
