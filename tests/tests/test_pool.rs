@@ -381,6 +381,18 @@ fn callbacks_are_called(ctx: mp::Context) {
         )
         .unwrap();
     assert_eq!(rx.recv_timeout(LIMIT).unwrap(), vec![0, 1, 4, 9, 16]);
+    // A panicking callback costs its own call nothing, and every worker
+    // still gets work afterwards.
+    let r = p
+        .apply_async_with(square, (3,), |_| panic!("callback"), |_| {})
+        .unwrap();
+    assert_eq!(r.get_timeout(LIMIT).unwrap(), 9);
+    let pids: BTreeSet<u32> = p
+        .map_chunked(pid_of_after_a_while, 0..100, 1)
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(pids.len(), 2, "a handler was lost: {pids:?}");
 }
 
 fn dropping_the_pool_ends_its_workers(ctx: mp::Context) {
@@ -485,6 +497,83 @@ fn thread_pool_has_the_same_api() {
         other => panic!("expected TaskPanicked, got {other:?}"),
     }
     assert_eq!(tp.threads(), 2);
+}
+
+#[test]
+fn thread_pool_chunks_callbacks_close_and_terminate() {
+    let tp = mp::ThreadPool::new(2).unwrap();
+    assert_eq!(
+        tp.map_chunked(|x: u64| x * x, 0..100, 7).unwrap(),
+        (0..100).map(square).collect::<Vec<_>>()
+    );
+    let chunked: Vec<u64> = tp
+        .imap_chunked(|x: u64| x * x, 0..100, 9)
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(chunked, (0..100).map(square).collect::<Vec<_>>());
+    // Callbacks, on a pool thread; one that panics harms nothing.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx2 = tx.clone();
+    let r = tp.apply_async_with(|| 6 * 7, move |v| tx.send(Ok(v)).unwrap(), |_| {});
+    assert_eq!(rx.recv_timeout(LIMIT).unwrap(), Ok::<u64, String>(42));
+    assert_eq!(within(LIMIT, move || r.get()).unwrap(), 42);
+    let _e = tp.apply_async_with(
+        || -> u64 { panic!("boom") },
+        |_| {},
+        move |e| tx2.send(Err(e.to_string())).unwrap(),
+    );
+    assert!(
+        rx.recv_timeout(LIMIT)
+            .unwrap()
+            .unwrap_err()
+            .contains("boom")
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let _m = tp.map_async_with(|x: u64| x + 1, 0..3, move |v| tx.send(v).unwrap(), |_| {});
+    assert_eq!(rx.recv_timeout(LIMIT).unwrap(), vec![1, 2, 3]);
+    let r = tp.apply_async_with(|| 1, |_| panic!("callback"), |_| {});
+    assert_eq!(within(LIMIT, move || r.get()).unwrap(), 1);
+    assert_eq!(tp.apply(|| 2).unwrap(), 2);
+
+    // close: running work finishes, new work is refused, join waits.
+    let tp = Arc::new(tp);
+    assert!(matches!(tp.join(), Err(mp::Error::InvalidArgument(_))));
+    let slow = tp.apply_async(|| {
+        std::thread::sleep(Duration::from_millis(100));
+        5
+    });
+    tp.close();
+    assert!(matches!(tp.map(|x: u64| x, 0..3), Err(mp::Error::Closed)));
+    assert!(matches!(tp.apply(|| 1), Err(mp::Error::Closed)));
+    assert!(matches!(tp.apply_async(|| 1).get(), Err(mp::Error::Closed)));
+    let mut it = tp.imap(|x: u64| x, 0..3);
+    assert!(matches!(it.next(), Some(Err(mp::Error::Closed))));
+    assert!(it.next().is_none());
+    let t = Instant::now();
+    let joined = tp.clone();
+    within(LIMIT, move || joined.join().unwrap());
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert_eq!(within(LIMIT, move || slow.get()).unwrap(), 5);
+
+    // terminate: calls already running finish, queued ones fail.
+    let tp = mp::ThreadPool::new(1).unwrap();
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let running = tp.apply_async(move || {
+        started_tx.send(()).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        1
+    });
+    started_rx.recv_timeout(LIMIT).unwrap();
+    let queued: Vec<_> = (0..50u64).map(|i| tp.apply_async(move || i)).collect();
+    tp.terminate();
+    within(LIMIT, move || tp.join().unwrap());
+    assert_eq!(within(LIMIT, move || running.get()).unwrap(), 1);
+    for q in queued {
+        assert!(matches!(
+            within(LIMIT, move || q.get()),
+            Err(mp::Error::Closed)
+        ));
+    }
 }
 
 multiproc_testkit::each_start_method!(

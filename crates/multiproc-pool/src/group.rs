@@ -124,7 +124,14 @@ impl Group {
         let Some(on_done) = self.on_done.lock().take() else {
             return;
         };
-        on_done();
+        // A panicking callback must not take the handler thread with it:
+        // that slot's worker would get no more work.
+        if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(on_done)) {
+            eprintln!(
+                "a pool callback panicked: {}",
+                multiproc_process::panic_message(&*panic)
+            );
+        }
     }
 
     /// Runs `f` once all pieces are in (now, if they are).

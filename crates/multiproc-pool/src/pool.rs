@@ -660,7 +660,8 @@ impl Pool {
 
     /// As [`apply_async`](Self::apply_async), calling `callback` with the
     /// result or `error_callback` with the error when it is ready, on a
-    /// thread of the pool (keep them short). Python:
+    /// thread of the pool (keep them short; a panic in one is reported on
+    /// stderr and harms nothing else). Python:
     /// `apply_async(f, args, callback=..., error_callback=...)`.
     ///
     /// # Errors

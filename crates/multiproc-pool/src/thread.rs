@@ -3,13 +3,14 @@
 //! `fn` items, nor their values serde), for work that shares memory and does
 //! not need a process's isolation.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use multiproc_process::{Error, Result};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use rayon::prelude::*;
 
 fn guarded<R>(f: impl FnOnce() -> R) -> Result<R> {
@@ -18,8 +19,68 @@ fn guarded<R>(f: impl FnOnce() -> R) -> Result<R> {
     })
 }
 
+/// A second copy of an error made here (a task's panic, or `Closed`), for
+/// an error callback beside the result.
+fn twin(e: &Error) -> Error {
+    match e {
+        Error::TaskPanicked { message } => Error::TaskPanicked {
+            message: message.clone(),
+        },
+        Error::Closed => Error::Closed,
+        other => Error::TaskPanicked {
+            message: other.to_string(),
+        },
+    }
+}
+
+/// Whether the pool takes work, and the work not finished yet.
+#[derive(Debug, Default)]
+struct Life {
+    closed: AtomicBool,
+    terminated: AtomicBool,
+    busy: Mutex<usize>,
+    idle: Condvar,
+}
+
+/// One call's hold on the pool: `join` waits until none is left.
+struct Busy(Arc<Life>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let mut busy = self.0.busy.lock();
+        *busy -= 1;
+        if *busy == 0 {
+            self.0.idle.notify_all();
+        }
+    }
+}
+
+impl Life {
+    /// A hold for one call, or `Closed` after `close`/`terminate`.
+    fn begin(self: &Arc<Life>) -> Result<Busy> {
+        let mut busy = self.busy.lock();
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(Error::Closed);
+        }
+        *busy += 1;
+        Ok(Busy(self.clone()))
+    }
+
+    /// Runs `f` unless the pool was terminated before it started.
+    fn run<R>(&self, f: impl FnOnce() -> R) -> Result<R> {
+        if self.terminated.load(Ordering::SeqCst) {
+            return Err(Error::Closed);
+        }
+        guarded(f)
+    }
+}
+
 /// A pool of threads with [`Pool`](crate::Pool)'s methods. Python:
 /// `multiprocessing.pool.ThreadPool`.
+///
+/// Threads cannot be killed: [`terminate`](Self::terminate) lets running
+/// calls finish and fails the queued ones with [`Error::Closed`], as
+/// Python's does. Dropping the pool terminates it without waiting.
 ///
 /// ```
 /// use multiproc as mp;
@@ -34,6 +95,7 @@ fn guarded<R>(f: impl FnOnce() -> R) -> Result<R> {
 #[derive(Debug)]
 pub struct ThreadPool {
     pool: Arc<rayon::ThreadPool>,
+    life: Arc<Life>,
 }
 
 impl ThreadPool {
@@ -56,6 +118,7 @@ impl ThreadPool {
             .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
         Ok(ThreadPool {
             pool: Arc::new(pool),
+            life: Arc::new(Life::default()),
         })
     }
 
@@ -69,17 +132,48 @@ impl ThreadPool {
     ///
     /// # Errors
     ///
-    /// [`Error::TaskPanicked`] with the first panic's message.
+    /// [`Error::TaskPanicked`] with the first panic's message;
+    /// [`Error::Closed`] after `close`/`terminate`.
     pub fn map<T, R, F>(&self, f: F, items: impl IntoIterator<Item = T>) -> Result<Vec<R>>
     where
         T: Send,
         R: Send,
         F: Fn(T) -> R + Sync + Send,
     {
+        self.map_chunked(f, items, 1)
+    }
+
+    /// As [`map`](Self::map), at least `chunksize` items to a thread at a
+    /// time. Python: `pool.map(f, items, chunksize)`.
+    ///
+    /// # Errors
+    ///
+    /// As [`map`](Self::map).
+    pub fn map_chunked<T, R, F>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = T>,
+        chunksize: usize,
+    ) -> Result<Vec<R>>
+    where
+        T: Send,
+        R: Send,
+        F: Fn(T) -> R + Sync + Send,
+    {
+        let _busy = self.life.begin()?;
         let items: Vec<T> = items.into_iter().collect();
         // One guard for the whole call: rayon hands a task's panic to the
         // caller of `install`, and results need no `Result` each.
-        guarded(|| self.pool.install(|| items.into_par_iter().map(f).collect()))
+        let life = &self.life;
+        self.pool.install(|| {
+            life.run(|| {
+                items
+                    .into_par_iter()
+                    .with_min_len(chunksize.max(1))
+                    .map(f)
+                    .collect()
+            })
+        })
     }
 
     /// Calls `f` with each tuple. Python: `pool.starmap(f, items)`.
@@ -107,7 +201,24 @@ impl ThreadPool {
         R: Send + 'static,
         F: Fn(I::Item) -> R + Sync + Send + 'static,
     {
-        ThreadIMap::new(self, Arc::new(f), items.into_iter(), true)
+        self.imap_chunked(f, items, 1)
+    }
+
+    /// As [`imap`](Self::imap), `chunksize` items to a thread at a time.
+    /// Python: `pool.imap(f, items, chunksize)`.
+    pub fn imap_chunked<I, R, F>(
+        &self,
+        f: F,
+        items: I,
+        chunksize: usize,
+    ) -> ThreadIMap<I::IntoIter, R>
+    where
+        I: IntoIterator,
+        I::Item: Send + 'static,
+        R: Send + 'static,
+        F: Fn(I::Item) -> R + Sync + Send + 'static,
+    {
+        ThreadIMap::new(self, Arc::new(f), items.into_iter(), chunksize, true)
     }
 
     /// As [`imap`](Self::imap), yielding results in the order they finish.
@@ -119,34 +230,47 @@ impl ThreadPool {
         R: Send + 'static,
         F: Fn(I::Item) -> R + Sync + Send + 'static,
     {
-        ThreadIMap::new(self, Arc::new(f), items.into_iter(), false)
+        ThreadIMap::new(self, Arc::new(f), items.into_iter(), 1, false)
     }
 
     /// Calls `f` on a thread of the pool and waits. Python: `apply`.
     ///
     /// # Errors
     ///
-    /// [`Error::TaskPanicked`].
+    /// [`Error::TaskPanicked`]; [`Error::Closed`] after `close`/`terminate`.
     pub fn apply<R: Send>(&self, f: impl FnOnce() -> R + Send) -> Result<R> {
-        self.pool.install(|| guarded(f))
+        let _busy = self.life.begin()?;
+        let life = &self.life;
+        self.pool.install(|| life.run(f))
     }
 
-    /// Starts `f` on a thread of the pool. Python: `apply_async`.
+    /// Starts `f` on a thread of the pool. Python: `apply_async`. After
+    /// `close`/`terminate` the result is [`Error::Closed`].
     pub fn apply_async<R: Send + 'static>(
         &self,
         f: impl FnOnce() -> R + Send + 'static,
     ) -> ThreadResult<R> {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        self.pool.spawn(move || {
-            let _ = tx.send(guarded(f));
-        });
-        ThreadResult {
-            rx,
-            value: Mutex::new(None),
-        }
+        self.start(f, |_| {})
     }
 
-    /// Starts a [`map`](Self::map). Python: `map_async`.
+    /// As [`apply_async`](Self::apply_async), calling `callback` with (a
+    /// clone of) the result, or `error_callback` with the error, on the
+    /// pool's thread when it is ready. Python: `apply_async(f, args,
+    /// callback=..., error_callback=...)`.
+    pub fn apply_async_with<R: Clone + Send + 'static>(
+        &self,
+        f: impl FnOnce() -> R + Send + 'static,
+        callback: impl FnOnce(R) + Send + 'static,
+        error_callback: impl FnOnce(Error) + Send + 'static,
+    ) -> ThreadResult<R> {
+        self.start(f, move |result: &Result<R>| match result {
+            Ok(r) => callback(r.clone()),
+            Err(e) => error_callback(twin(e)),
+        })
+    }
+
+    /// Starts a [`map`](Self::map). Python: `map_async`. After
+    /// `close`/`terminate` the result is [`Error::Closed`].
     pub fn map_async<T, R, F>(
         &self,
         f: F,
@@ -157,38 +281,154 @@ impl ThreadPool {
         R: Send + 'static,
         F: Fn(T) -> R + Sync + Send + 'static,
     {
+        self.map_async_with_done(f, items, |_| {})
+    }
+
+    /// As [`map_async`](Self::map_async), with callbacks as
+    /// [`apply_async_with`](Self::apply_async_with).
+    pub fn map_async_with<T, R, F>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = T>,
+        callback: impl FnOnce(Vec<R>) + Send + 'static,
+        error_callback: impl FnOnce(Error) + Send + 'static,
+    ) -> ThreadResult<Vec<R>>
+    where
+        T: Send + 'static,
+        R: Clone + Send + 'static,
+        F: Fn(T) -> R + Sync + Send + 'static,
+    {
+        self.map_async_with_done(f, items, move |result: &Result<Vec<R>>| match result {
+            Ok(r) => callback(r.clone()),
+            Err(e) => error_callback(twin(e)),
+        })
+    }
+
+    fn map_async_with_done<T, R, F>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = T>,
+        done: impl FnOnce(&Result<Vec<R>>) + Send + 'static,
+    ) -> ThreadResult<Vec<R>>
+    where
+        T: Send + 'static,
+        R: Send + 'static,
+        F: Fn(T) -> R + Sync + Send + 'static,
+    {
         let items: Vec<T> = items.into_iter().collect();
         let pool = self.pool.clone();
+        // A task's panic reaches `start`'s guard through `install`.
+        self.start(
+            move || pool.install(|| items.into_par_iter().map(f).collect()),
+            done,
+        )
+    }
+
+    /// Runs `f` on the pool, then `done` with its result, which the
+    /// returned handle gives.
+    fn start<R: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> R + Send + 'static,
+        done: impl FnOnce(&Result<R>) + Send + 'static,
+    ) -> ThreadResult<R> {
         let (tx, rx) = crossbeam_channel::bounded(1);
-        self.pool.spawn(move || {
-            let results = guarded(|| pool.install(|| items.into_par_iter().map(f).collect()));
-            let _ = tx.send(results);
-        });
+        match self.life.begin() {
+            Ok(busy) => {
+                let life = self.life.clone();
+                self.pool.spawn(move || {
+                    let result = life.run(f);
+                    // A panicking callback must not take the pool's thread
+                    // (rayon would abort the process).
+                    if let Err(e) = guarded(|| done(&result)) {
+                        eprintln!("a thread pool callback panicked: {e}");
+                    }
+                    // The handle gone: nobody wants the result.
+                    let _ = tx.send(result);
+                    drop(busy);
+                });
+            }
+            Err(e) => {
+                done(&Err(twin(&e)));
+                let _ = tx.send(Err(e));
+            }
+        }
         ThreadResult {
             rx,
             value: Mutex::new(None),
         }
     }
+
+    /// Accepts no more work; work already given goes on. Python:
+    /// `pool.close()`.
+    pub fn close(&self) {
+        let _busy = self.life.busy.lock();
+        self.life.closed.store(true, Ordering::SeqCst);
+    }
+
+    /// Accepts no more work, and work not started yet fails with
+    /// [`Error::Closed`]; calls already running finish (a thread cannot
+    /// be killed). Python: `pool.terminate()`.
+    pub fn terminate(&self) {
+        self.life.terminated.store(true, Ordering::SeqCst);
+        self.close();
+    }
+
+    /// Waits until every call given to the pool has finished, after
+    /// [`close`](Self::close) or [`terminate`](Self::terminate). Python:
+    /// `pool.join()`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] if the pool is still open.
+    pub fn join(&self) -> Result<()> {
+        if !self.life.closed.load(Ordering::SeqCst) {
+            return Err(Error::InvalidArgument(
+                "join a pool after close or terminate".into(),
+            ));
+        }
+        let mut busy = self.life.busy.lock();
+        while *busy > 0 {
+            self.life.idle.wait(&mut busy);
+        }
+        Ok(())
+    }
 }
 
-/// Items in flight per thread in the lazy maps.
+impl Drop for ThreadPool {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+/// Chunks in flight per thread in the lazy maps.
 const AHEAD_PER_THREAD: usize = 4;
 
 type Task<T, R> = Arc<dyn Fn(T) -> R + Send + Sync>;
 
 /// The iterator of [`ThreadPool::imap`] and [`ThreadPool::imap_unordered`].
+/// After `close`/`terminate`, an item not started yields [`Error::Closed`].
 pub struct ThreadIMap<I: Iterator, R> {
     pool: Arc<rayon::ThreadPool>,
+    life: Arc<Life>,
     f: Task<I::Item, R>,
     input: I,
+    chunksize: usize,
     window: usize,
     ordered: bool,
-    tx: crossbeam_channel::Sender<(usize, Result<R>)>,
-    rx: crossbeam_channel::Receiver<(usize, Result<R>)>,
+    tx: crossbeam_channel::Sender<(usize, Vec<Result<R>>)>,
+    rx: crossbeam_channel::Receiver<(usize, Vec<Result<R>>)>,
+    /// Chunks started, and taken back.
     sent: usize,
-    yielded: usize,
-    /// Results that finished before those due first (in order only).
-    early: BTreeMap<usize, Result<R>>,
+    taken: usize,
+    /// Items started and not yielded.
+    pending: usize,
+    /// Chunks that finished before those due first (in order only).
+    early: BTreeMap<usize, Vec<Result<R>>>,
+    ready: VecDeque<Result<R>>,
+    /// The pool refused more work: the next item is that error, the last.
+    refused: bool,
+    /// No more input is read.
+    stopped: bool,
 }
 
 impl<I, R> ThreadIMap<I, R>
@@ -197,32 +437,58 @@ where
     I::Item: Send + 'static,
     R: Send + 'static,
 {
-    fn new(pool: &ThreadPool, f: Task<I::Item, R>, input: I, ordered: bool) -> Self {
+    fn new(
+        pool: &ThreadPool,
+        f: Task<I::Item, R>,
+        input: I,
+        chunksize: usize,
+        ordered: bool,
+    ) -> Self {
         let (tx, rx) = crossbeam_channel::unbounded();
         ThreadIMap {
             pool: pool.pool.clone(),
+            life: pool.life.clone(),
             f,
             input,
+            chunksize: chunksize.max(1),
             window: AHEAD_PER_THREAD * pool.threads(),
             ordered,
             tx,
             rx,
             sent: 0,
-            yielded: 0,
+            taken: 0,
+            pending: 0,
             early: BTreeMap::new(),
+            ready: VecDeque::new(),
+            refused: false,
+            stopped: false,
         }
     }
 
-    /// Starts items until the window is full or the input ends.
+    /// Starts chunks until the window is full or the input ends.
     fn fill(&mut self) {
-        while self.sent - self.yielded < self.window {
-            let Some(item) = self.input.next() else {
+        while !self.stopped && self.sent - self.taken < self.window {
+            let chunk: Vec<I::Item> = self.input.by_ref().take(self.chunksize).collect();
+            if chunk.is_empty() {
+                return;
+            }
+            let Ok(busy) = self.life.begin() else {
+                (self.refused, self.stopped) = (true, true);
                 return;
             };
-            let (f, tx, index) = (self.f.clone(), self.tx.clone(), self.sent);
+            self.pending += chunk.len();
+            let (f, life, tx, index) = (
+                self.f.clone(),
+                self.life.clone(),
+                self.tx.clone(),
+                self.sent,
+            );
             self.pool.spawn(move || {
-                // The iterator gone: nobody wants the result.
-                let _ = tx.send((index, guarded(|| f(item))));
+                let results: Vec<Result<R>> =
+                    chunk.into_iter().map(|x| life.run(|| f(x))).collect();
+                // The iterator gone: nobody wants the results.
+                let _ = tx.send((index, results));
+                drop(busy);
             });
             self.sent += 1;
         }
@@ -238,32 +504,43 @@ where
     type Item = Result<R>;
 
     fn next(&mut self) -> Option<Result<R>> {
-        self.fill();
         loop {
-            if let Some(r) = self.early.remove(&self.yielded) {
-                self.yielded += 1;
+            if let Some(r) = self.ready.pop_front() {
+                self.pending -= 1;
                 return Some(r);
             }
-            if self.yielded == self.sent {
-                return None;
+            self.fill();
+            if let Some(chunk) = self.early.remove(&self.taken) {
+                self.taken += 1;
+                self.ready.extend(chunk);
+                continue;
             }
-            // Every started item sends once (a panic is caught), and we
+            if self.taken == self.sent {
+                // After a refusal, one error; the rest of the input is
+                // not read.
+                return std::mem::take(&mut self.refused).then_some(Err(Error::Closed));
+            }
+            // Every started chunk sends once (panics are caught), and we
             // hold a sender: this returns.
-            let (index, r) = self.rx.recv().ok()?;
-            if !self.ordered {
-                self.yielded += 1;
-                return Some(r);
+            let (index, chunk) = self.rx.recv().ok()?;
+            if self.ordered {
+                self.early.insert(index, chunk);
+            } else {
+                self.taken += 1;
+                self.ready.extend(chunk);
             }
-            self.early.insert(index, r);
         }
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
+        if self.stopped {
+            let n = self.pending + usize::from(self.refused);
+            return (n, Some(n));
+        }
         let (lo, hi) = self.input.size_hint();
-        let in_flight = self.sent - self.yielded;
         (
-            lo.saturating_add(in_flight),
-            hi.and_then(|h| h.checked_add(in_flight)),
+            lo.saturating_add(self.pending),
+            hi.and_then(|h| h.checked_add(self.pending)),
         )
     }
 }
@@ -281,7 +558,7 @@ impl<I: Iterator, R> std::fmt::Debug for ThreadIMap<I, R> {
         f.debug_struct("ThreadIMap")
             .field("ordered", &self.ordered)
             .field("sent", &self.sent)
-            .field("yielded", &self.yielded)
+            .field("pending", &self.pending)
             .finish()
     }
 }
