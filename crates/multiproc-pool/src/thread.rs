@@ -13,23 +13,24 @@ use multiproc_process::{Error, Result};
 use parking_lot::{Condvar, Mutex};
 use rayon::prelude::*;
 
-fn guarded<R>(f: impl FnOnce() -> R) -> Result<R> {
-    std::panic::catch_unwind(AssertUnwindSafe(f)).map_err(|p| Error::TaskPanicked {
-        message: multiproc_process::panic_message(&*p),
-    })
+use crate::group::Failure;
+
+/// Runs `f`, its panic caught as a [`Failure`]: a reason that can be made
+/// into an error twice (for the caller, and for an error callback).
+fn guarded<R>(f: impl FnOnce() -> R) -> std::result::Result<R, Failure> {
+    std::panic::catch_unwind(AssertUnwindSafe(f))
+        .map_err(|p| Failure::Panicked(multiproc_process::panic_message(&*p)))
 }
 
-/// A second copy of an error made here (a task's panic, or `Closed`), for
-/// an error callback beside the result.
-fn twin(e: &Error) -> Error {
-    match e {
-        Error::TaskPanicked { message } => Error::TaskPanicked {
-            message: message.clone(),
-        },
-        Error::Closed => Error::Closed,
-        other => Error::TaskPanicked {
-            message: other.to_string(),
-        },
+/// What a finished call hands its callbacks: a clone of the result, or
+/// the error.
+fn with_callbacks<R: Clone>(
+    callback: impl FnOnce(R) + Send + 'static,
+    error_callback: impl FnOnce(Error) + Send + 'static,
+) -> impl FnOnce(&std::result::Result<R, Failure>) + Send + 'static {
+    move |result| match result {
+        Ok(r) => callback(r.clone()),
+        Err(failure) => error_callback(failure.to_error()),
     }
 }
 
@@ -56,20 +57,20 @@ impl Drop for Busy {
 }
 
 impl Life {
-    /// A hold for one call, or `Closed` after `close`/`terminate`.
-    fn begin(self: &Arc<Life>) -> Result<Busy> {
+    /// A hold for one call; `None` after `close`/`terminate`.
+    fn begin(self: &Arc<Life>) -> Option<Busy> {
         let mut busy = self.busy.lock();
         if self.closed.load(Ordering::SeqCst) {
-            return Err(Error::Closed);
+            return None;
         }
         *busy += 1;
-        Ok(Busy(self.clone()))
+        Some(Busy(self.clone()))
     }
 
     /// Runs `f` unless the pool was terminated before it started.
-    fn run<R>(&self, f: impl FnOnce() -> R) -> Result<R> {
+    fn run<R>(&self, f: impl FnOnce() -> R) -> std::result::Result<R, Failure> {
         if self.terminated.load(Ordering::SeqCst) {
-            return Err(Error::Closed);
+            return Err(Failure::Closed);
         }
         guarded(f)
     }
@@ -160,20 +161,22 @@ impl ThreadPool {
         R: Send,
         F: Fn(T) -> R + Sync + Send,
     {
-        let _busy = self.life.begin()?;
+        let _busy = self.life.begin().ok_or(Error::Closed)?;
         let items: Vec<T> = items.into_iter().collect();
         // One guard for the whole call: rayon hands a task's panic to the
         // caller of `install`, and results need no `Result` each.
         let life = &self.life;
-        self.pool.install(|| {
-            life.run(|| {
-                items
-                    .into_par_iter()
-                    .with_min_len(chunksize.max(1))
-                    .map(f)
-                    .collect()
+        self.pool
+            .install(|| {
+                life.run(|| {
+                    items
+                        .into_par_iter()
+                        .with_min_len(chunksize.max(1))
+                        .map(f)
+                        .collect()
+                })
             })
-        })
+            .map_err(|failure| failure.to_error())
     }
 
     /// Calls `f` with each tuple. Python: `pool.starmap(f, items)`.
@@ -239,9 +242,11 @@ impl ThreadPool {
     ///
     /// [`Error::TaskPanicked`]; [`Error::Closed`] after `close`/`terminate`.
     pub fn apply<R: Send>(&self, f: impl FnOnce() -> R + Send) -> Result<R> {
-        let _busy = self.life.begin()?;
+        let _busy = self.life.begin().ok_or(Error::Closed)?;
         let life = &self.life;
-        self.pool.install(|| life.run(f))
+        self.pool
+            .install(|| life.run(f))
+            .map_err(|failure| failure.to_error())
     }
 
     /// Starts `f` on a thread of the pool. Python: `apply_async`. After
@@ -263,10 +268,7 @@ impl ThreadPool {
         callback: impl FnOnce(R) + Send + 'static,
         error_callback: impl FnOnce(Error) + Send + 'static,
     ) -> ThreadResult<R> {
-        self.start(f, move |result: &Result<R>| match result {
-            Ok(r) => callback(r.clone()),
-            Err(e) => error_callback(twin(e)),
-        })
+        self.start(f, with_callbacks(callback, error_callback))
     }
 
     /// Starts a [`map`](Self::map). Python: `map_async`. After
@@ -298,17 +300,14 @@ impl ThreadPool {
         R: Clone + Send + 'static,
         F: Fn(T) -> R + Sync + Send + 'static,
     {
-        self.map_async_with_done(f, items, move |result: &Result<Vec<R>>| match result {
-            Ok(r) => callback(r.clone()),
-            Err(e) => error_callback(twin(e)),
-        })
+        self.map_async_with_done(f, items, with_callbacks(callback, error_callback))
     }
 
     fn map_async_with_done<T, R, F>(
         &self,
         f: F,
         items: impl IntoIterator<Item = T>,
-        done: impl FnOnce(&Result<Vec<R>>) + Send + 'static,
+        done: impl FnOnce(&std::result::Result<Vec<R>, Failure>) + Send + 'static,
     ) -> ThreadResult<Vec<R>>
     where
         T: Send + 'static,
@@ -329,28 +328,27 @@ impl ThreadPool {
     fn start<R: Send + 'static>(
         &self,
         f: impl FnOnce() -> R + Send + 'static,
-        done: impl FnOnce(&Result<R>) + Send + 'static,
+        done: impl FnOnce(&std::result::Result<R, Failure>) + Send + 'static,
     ) -> ThreadResult<R> {
         let (tx, rx) = crossbeam_channel::bounded(1);
+        let finish = move |result: std::result::Result<R, Failure>| {
+            // A panicking callback must not take the pool's thread (rayon
+            // would abort the process).
+            if let Err(Failure::Panicked(message)) = guarded(|| done(&result)) {
+                eprintln!("a thread pool callback panicked: {message}");
+            }
+            // The handle gone: nobody wants the result.
+            let _ = tx.send(result.map_err(|failure| failure.to_error()));
+        };
         match self.life.begin() {
-            Ok(busy) => {
+            Some(busy) => {
                 let life = self.life.clone();
                 self.pool.spawn(move || {
-                    let result = life.run(f);
-                    // A panicking callback must not take the pool's thread
-                    // (rayon would abort the process).
-                    if let Err(e) = guarded(|| done(&result)) {
-                        eprintln!("a thread pool callback panicked: {e}");
-                    }
-                    // The handle gone: nobody wants the result.
-                    let _ = tx.send(result);
+                    finish(life.run(f));
                     drop(busy);
                 });
             }
-            Err(e) => {
-                done(&Err(twin(&e)));
-                let _ = tx.send(Err(e));
-            }
+            None => finish(Err(Failure::Closed)),
         }
         ThreadResult {
             rx,
@@ -472,7 +470,7 @@ where
             if chunk.is_empty() {
                 return;
             }
-            let Ok(busy) = self.life.begin() else {
+            let Some(busy) = self.life.begin() else {
                 (self.refused, self.stopped) = (true, true);
                 return;
             };
@@ -484,8 +482,10 @@ where
                 self.sent,
             );
             self.pool.spawn(move || {
-                let results: Vec<Result<R>> =
-                    chunk.into_iter().map(|x| life.run(|| f(x))).collect();
+                let results: Vec<Result<R>> = chunk
+                    .into_iter()
+                    .map(|x| life.run(|| f(x)).map_err(|failure| failure.to_error()))
+                    .collect();
                 // The iterator gone: nobody wants the results.
                 let _ = tx.send((index, results));
                 drop(busy);
