@@ -264,15 +264,8 @@ impl Ring {
     ///
     /// The caller holds the get lock and `[pos, pos + len)` is published.
     unsafe fn copy_out(&self, pos: u64, out: &mut [u8]) {
-        let cap = self.cap();
-        let at = (pos % cap) as usize;
-        let first = out.len().min(cap as usize - at);
-        // SAFETY: as in `copy_in`.
-        unsafe {
-            let base = self.seg.as_ptr().add(DATA);
-            std::ptr::copy_nonoverlapping(base.add(at), out.as_mut_ptr(), first);
-            std::ptr::copy_nonoverlapping(base, out.as_mut_ptr().add(first), out.len() - first);
-        }
+        // SAFETY: the caller's promise; `out` has room for its length.
+        unsafe { self.copy_out_raw(pos, out.as_mut_ptr(), out.len()) }
     }
 
     /// Appends `len` bytes from the ring at position `pos` to `out`,
@@ -283,19 +276,32 @@ impl Ring {
     /// As for [`copy_out`](Self::copy_out).
     unsafe fn append_out(&self, pos: u64, len: usize, out: &mut Vec<u8>) {
         out.reserve(len);
+        let old = out.len();
+        // SAFETY: the ring side is the caller's promise. `out` has room for
+        // `len` more bytes (reserved above), which the copy fills exactly,
+        // so its first `old + len` bytes are initialized for `set_len`.
+        unsafe {
+            self.copy_out_raw(pos, out.as_mut_ptr().add(old), len);
+            out.set_len(old + len);
+        }
+    }
+
+    /// Copies `len` bytes out of the ring at position `pos` to `dst`,
+    /// wrapping.
+    ///
+    /// # Safety
+    ///
+    /// As for [`copy_out`](Self::copy_out), and `dst` is valid for writes
+    /// of `len` bytes outside the ring.
+    unsafe fn copy_out_raw(&self, pos: u64, dst: *mut u8, len: usize) {
         let cap = self.cap();
         let at = (pos % cap) as usize;
         let first = len.min(cap as usize - at);
-        let old = out.len();
-        // SAFETY: the ring side as in `copy_in`. `out` has room for `len`
-        // more bytes (reserved above), which the two copies fill exactly,
-        // so its first `old + len` bytes are initialized for `set_len`.
+        // SAFETY: the ring side as in `copy_in`; `dst` by the caller.
         unsafe {
             let base = self.seg.as_ptr().add(DATA);
-            let dst = out.as_mut_ptr().add(old);
             std::ptr::copy_nonoverlapping(base.add(at), dst, first);
             std::ptr::copy_nonoverlapping(base, dst.add(first), len - first);
-            out.set_len(old + len);
         }
     }
 
