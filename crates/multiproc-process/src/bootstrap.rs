@@ -8,13 +8,14 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Once;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::fds::lock;
+use crate::identity::Identity;
 use crate::outcome::{Frame, Outcome};
-use crate::state::{GLOBAL, Identity, lock};
-use crate::sys::{self, SignalKind};
+use crate::state::GLOBAL;
+use crate::sys;
 use crate::target::{self, EntryFn};
 
 /// Our end of the channel while this process runs a target, -1 otherwise.
@@ -88,7 +89,8 @@ fn write_frame(chan: std::os::fd::BorrowedFd<'_>, outcome: Outcome) -> std::io::
 
 /// Runs the target in a freshly started child and exits.
 pub(crate) fn run_child(start: ChildStart) -> ! {
-    install_hooks();
+    crate::exit::install_hook();
+    install_panic_hook();
     if let Some((parent, from_main_thread)) = start.daemon_of {
         die_with_parent(parent, from_main_thread);
     }
@@ -104,7 +106,7 @@ pub(crate) fn run_child(start: ChildStart) -> ! {
                 // unpickle its arguments: the parent may never ask.
                 eprintln!(
                     "{} (pid {}): {message}",
-                    crate::process::current_process().name(),
+                    lock(&GLOBAL).identity.name(),
                     std::process::id()
                 );
             }
@@ -121,7 +123,7 @@ pub(crate) fn run_child(start: ChildStart) -> ! {
     }
     OUTCOME_FD.store(-1, Ordering::SeqCst);
     drop(start.outcome);
-    join_children_at_exit();
+    crate::exit::join_children_at_exit();
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
     sys::exit_now(code)
@@ -162,63 +164,11 @@ fn die_with_parent(parent: u32, from_main_thread: bool) {
     }
 }
 
-/// Hooks registered with [`at_exit`].
-static HOOKS: std::sync::Mutex<Vec<fn()>> = std::sync::Mutex::new(Vec::new());
-
-/// Registers `hook` to run when this process ends normally: when `main`
-/// returns or `std::process::exit` is called, and when the target of a
-/// child process returns or panics. Each hook runs once per process, after
-/// the process's children were joined; hooks registered in a parent run in
-/// its forked children too, so a hook that cleans up should check which
-/// process owns what it cleans.
-///
-/// Python: `multiprocessing.util.Finalize` with `exitpriority`, and
-/// `atexit.register`.
-pub fn at_exit(hook: fn()) {
-    install_hooks();
-    let mut hooks = lock(&HOOKS);
-    if !hooks.iter().any(|h| std::ptr::fn_addr_eq(*h, hook)) {
-        hooks.push(hook);
-    }
-}
-
-fn run_exit_hooks() {
-    let hooks = std::mem::take(&mut *lock(&HOOKS));
-    for hook in hooks {
-        let _ = panic::catch_unwind(hook);
-    }
-}
-
-/// Python's exit function: terminate daemonic children, join all, then run
-/// the [`at_exit`] hooks. Runs when a child's target ends, and at normal
-/// exit of any process.
-pub(crate) fn join_children_at_exit() {
-    let children = std::mem::take(&mut lock(&GLOBAL).children);
-    for c in children.iter().filter(|c| c.daemon) {
-        let _ = c.signal(SignalKind::Term);
-    }
-    for c in &children {
-        if c.daemon {
-            // A daemon that ignores SIGTERM must not keep us from exiting.
-            if let Ok(None) = c.wait_timeout(Some(Duration::from_secs(1))) {
-                let _ = c.signal(SignalKind::Kill);
-            }
-        }
-        let _ = c.wait_timeout(None);
-    }
-    run_exit_hooks();
-}
-
-extern "C" fn at_exit_hook() {
-    let _ = panic::catch_unwind(join_children_at_exit);
-}
-
 /// Installs, once per program, the panic hook that reports a child's panic
-/// to its parent and the exit hook that joins children.
-pub(crate) fn install_hooks() {
+/// to its parent.
+fn install_panic_hook() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        let _ = sys::register_at_exit(at_exit_hook);
         let previous = panic::take_hook();
         panic::set_hook(Box::new(move |info| {
             let fd = OUTCOME_FD.load(Ordering::SeqCst);

@@ -10,8 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::Result;
+use crate::fds::{PrivateFd, lock};
+use crate::identity::Identity;
 use crate::outcome::{Frame, FrameReader, Outcome};
-use crate::state::{PrivateFd, lock};
 use crate::sys::{self, ExitStatus, SignalKind};
 
 /// Who learns a child's exit status.
@@ -86,7 +87,7 @@ impl ChildShared {
     pub(crate) fn register(
         children: &mut Vec<Arc<ChildShared>>,
         pid: u32,
-        identity: &crate::state::Identity,
+        identity: &Identity,
         pidfd: PrivateFd,
         chan: PrivateFd,
         reaper: Reaper,

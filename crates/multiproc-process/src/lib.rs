@@ -37,33 +37,38 @@
 
 #![deny(unsafe_code)]
 
+// Bottom to top: each module uses only modules above it in this list.
+mod boot;
 mod bootstrap;
 mod child;
 pub mod codec;
 mod context;
 mod error;
+mod exit;
 pub mod fdio;
-mod forkserver;
+mod fds;
 pub mod handoff;
+mod identity;
+mod method;
 mod outcome;
 mod process;
-mod spawn;
-mod start_method;
+mod server;
+mod start;
 mod state;
 mod sys;
 mod target;
 mod wire;
 
-pub use bootstrap::{at_exit, panic_message};
-pub use context::{
-    Context, get_context, get_start_method, init, set_start_method, set_start_method_force,
-};
+pub use bootstrap::panic_message;
+pub use context::{Context, get_context, init};
 pub use error::{Error, Result, SignalName};
+pub use exit::at_exit;
+pub use method::{StartMethod, get_start_method, set_start_method, set_start_method_force};
 pub use process::{
     ParentProcess, Process, ProcessBuilder, ProcessInfo, active_children, cpu_count,
     current_process, parent_process,
 };
-pub use start_method::{StartMethod, ThreadedFork, set_threaded_fork};
+pub use start::{ThreadedFork, set_threaded_fork};
 pub use target::{RemoteFn, Target, TaskFn};
 
 /// Runs [`init`] before the test harness's `main`, for a test file (an

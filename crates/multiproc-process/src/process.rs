@@ -12,9 +12,12 @@ use serde::de::DeserializeOwned;
 
 use crate::child::ChildShared;
 use crate::error::{Error, Result};
+use crate::fds::lock;
+use crate::identity::Identity;
+use crate::method::StartMethod;
 use crate::outcome::Outcome;
-use crate::start_method::{self, Launch, StartMethod};
-use crate::state::{GLOBAL, Identity, lock};
+use crate::start::{self, Launch};
+use crate::state::GLOBAL;
 use crate::sys::{self, ExitStatus, SignalKind};
 use crate::target::{self, EntryFn, Target};
 
@@ -204,7 +207,7 @@ impl<R> Process<R> {
     /// The start method this process uses (or will use, if it is not
     /// started yet and was not given one).
     pub fn start_method(&self) -> StartMethod {
-        self.method.unwrap_or_else(crate::context::get_start_method)
+        self.method.unwrap_or_else(crate::method::get_start_method)
     }
 
     /// Starts the child process. Python: `Process.start`.
@@ -234,7 +237,7 @@ impl<R> Process<R> {
             Some(encode) => encode()?,
             None => return Err(Error::AlreadyStarted),
         };
-        let method = self.method.unwrap_or_else(crate::context::fix_start_method);
+        let method = self.method.unwrap_or_else(crate::method::fix_start_method);
         let identity = Identity {
             name: Some(self.name.clone()),
             ident: self.ident.clone(),
@@ -248,7 +251,7 @@ impl<R> Process<R> {
             fds,
             identity,
         };
-        let child = start_method::start(method, launch)?;
+        let child = start::start(method, launch)?;
         self.method = Some(method);
         *slot = None;
         drop(slot);

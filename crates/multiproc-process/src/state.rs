@@ -1,9 +1,10 @@
 //! Per-process global state: who this process is, which children it
-//! started, and which descriptors are private to it.
+//! started, and its fork server; and the one `fork` of the crate, which
+//! holds all of it.
 //!
 //! Three locks guard it, always taken in this order: [`SERVER`] (this
 //! process's fork server), [`GLOBAL`] (identity and children), then
-//! [`PRIVATE_FDS`]. Every fork holds all three across `fork(2)`, so the child
+//! [`PRIVATE_FDS`] (in `fds`). Every fork holds all three across `fork(2)`, so the child
 //! sees a consistent copy, resets it, and releases them; no other thread can
 //! have been half-way through changing them.
 //!
@@ -14,47 +15,12 @@
 //! argued at its block.
 #![allow(unsafe_code)]
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::os::fd::RawFd;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::child::ChildShared;
-use crate::forkserver::ServerHandle;
-
-/// Locks a std mutex, ignoring poisoning: the data here stays consistent
-/// across a panic because every update is a single push, remove or store.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Who this process is, in Python's terms.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub(crate) struct Identity {
-    /// `None` in the main process ("MainProcess").
-    pub(crate) name: Option<String>,
-    /// Python's `_identity`: the counter of each ancestor, `[]` in the main
-    /// process, `[1]` for its first child, `[1, 2]` for that child's second.
-    pub(crate) ident: Vec<u32>,
-    /// Whether this process is a daemon.
-    pub(crate) daemon: bool,
-    /// The parent's pid and name, `None` in the main process.
-    pub(crate) parent: Option<(u32, String)>,
-    /// How many `Process` objects this process has created.
-    pub(crate) counter: u32,
-}
-
-impl Identity {
-    const MAIN: Identity = Identity {
-        name: None,
-        ident: Vec::new(),
-        daemon: false,
-        parent: None,
-        counter: 0,
-    };
-
-    pub(crate) fn name(&self) -> &str {
-        self.name.as_deref().unwrap_or("MainProcess")
-    }
-}
+use crate::fds::{PRIVATE_FDS, PrivateFd, lock};
+use crate::identity::Identity;
 
 /// Identity and children of this process.
 pub(crate) struct Global {
@@ -68,54 +34,17 @@ pub(crate) static GLOBAL: Mutex<Global> = Mutex::new(Global {
     children: Vec::new(),
 });
 
+/// The program's handle on its fork server.
+#[derive(Debug)]
+pub(crate) struct ServerHandle {
+    /// Our end of the control socket.
+    pub(crate) ctl: PrivateFd,
+    /// The server's pidfd.
+    pub(crate) pidfd: PrivateFd,
+}
+
 /// The fork server this process talks to, once started.
 pub(crate) static SERVER: Mutex<Option<ServerHandle>> = Mutex::new(None);
-
-/// Raw numbers of the descriptors that are private to this process (pidfds
-/// of its children, read ends of their result pipes). A forked child closes
-/// them all, so it never holds its siblings' descriptors.
-pub(crate) static PRIVATE_FDS: Mutex<Vec<RawFd>> = Mutex::new(Vec::new());
-
-/// A descriptor that a forked child must not inherit. Its number is listed
-/// in [`PRIVATE_FDS`] for as long as it is open.
-#[derive(Debug)]
-pub(crate) struct PrivateFd(Option<OwnedFd>);
-
-impl PrivateFd {
-    /// Registers `fd`, with the list already locked by the caller.
-    pub(crate) fn register(list: &mut Vec<RawFd>, fd: OwnedFd) -> PrivateFd {
-        list.push(fd.as_raw_fd());
-        PrivateFd(Some(fd))
-    }
-
-    /// Registers `fd`.
-    pub(crate) fn new(fd: OwnedFd) -> PrivateFd {
-        PrivateFd::register(&mut lock(&PRIVATE_FDS), fd)
-    }
-}
-
-impl AsFd for PrivateFd {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        match &self.0 {
-            Some(fd) => fd.as_fd(),
-            // The option is only emptied by `drop`.
-            None => unreachable!("PrivateFd used after drop"),
-        }
-    }
-}
-
-impl Drop for PrivateFd {
-    fn drop(&mut self) {
-        if let Some(fd) = self.0.take() {
-            let mut list = lock(&PRIVATE_FDS);
-            let raw = fd.as_raw_fd();
-            list.retain(|&r| r != raw);
-            // Closed while the list is locked: a concurrent fork either
-            // sees the number listed and the fd open, or neither.
-            drop(fd);
-        }
-    }
-}
 
 /// The global state, held across `fork`.
 pub(crate) struct ForkGuard {

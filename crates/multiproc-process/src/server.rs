@@ -1,0 +1,158 @@
+//! The fork server's side: its loop, and the children it forks.
+//!
+//! A fork server is a single-threaded process of the program that forks
+//! each child on request. The program talks to it over a socket pair, one
+//! request at a time:
+//!
+//! 1. The parent sends `Fork` with the child's end of a new channel.
+//! 2. The server forks. The child closes the server's descriptors, receives
+//!    its launch on the channel, and runs it like a spawned child
+//!    (`bootstrap`).
+//! 3. The server replies `Forked { pid }` with a pidfd of the child, keeps a
+//!    duplicate of the channel, and when the child ends, reaps it and writes
+//!    its exit status on the channel as the last frame.
+//!
+//! The server exits when the program's end of the socket closes, which the
+//! kernel does when the program exits or dies. Its daemon children die with
+//! it, so with the program. The server ignores `SIGINT`, so a Ctrl-C reaches
+//! the program and the children, not the server in between. The program's
+//! side (starting the server, asking it for a child) is in
+//! `start::forkserver`.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::fds::PrivateFd;
+use crate::identity::Identity;
+use crate::outcome::Frame;
+use crate::state::ForkGuard;
+use crate::sys;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Request {
+    /// Fork a child and hand it the attached channel.
+    Fork,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Reply {
+    /// The child's pid; its pidfd is attached.
+    Forked {
+        /// The child's pid.
+        pid: u32,
+    },
+    /// The server could not fork.
+    Failed {
+        /// What went wrong.
+        error: String,
+    },
+}
+
+/// A child of the server: its pidfd and the server's end of its channel.
+struct Served {
+    pidfd: PrivateFd,
+    chan: PrivateFd,
+}
+
+/// The server loop. Never returns.
+pub(crate) fn serve(ctl: OwnedFd) -> ! {
+    sys::ignore_sigint(true);
+    let ctl = PrivateFd::new(ctl);
+    let server_pid = sys::getpid();
+    let mut children: Vec<Served> = Vec::new();
+    loop {
+        let ready = {
+            let mut fds = vec![ctl.as_fd()];
+            fds.extend(children.iter().map(|c| c.pidfd.as_fd()));
+            match sys::poll_readable(&fds, Some(Duration::from_secs(60))) {
+                Ok(r) => r,
+                Err(_) => sys::exit_now(1),
+            }
+        };
+        // Report and forget the children that ended.
+        let mut i = 0;
+        children.retain(|c| {
+            i += 1;
+            if !ready[i] {
+                return true;
+            }
+            match sys::try_reap(c.pidfd.as_fd()) {
+                Ok(Some(status)) => {
+                    let _ =
+                        sys::send_with_fds(c.chan.as_fd(), &Frame::Exit(status).to_bytes(), &[]);
+                    false
+                }
+                Ok(None) => true,
+                Err(_) => false,
+            }
+        });
+        if !ready[0] {
+            continue;
+        }
+        match crate::wire::recv::<Request>(ctl.as_fd(), 64 * 1024) {
+            Ok(Some((Request::Fork, mut fds))) if fds.len() == 1 => {
+                let Some(chan) = fds.pop() else { continue };
+                match fork_one(chan, server_pid) {
+                    Ok((pid, served)) => {
+                        let reply = Reply::Forked { pid };
+                        let pidfd = sys::dup_cloexec(served.pidfd.as_fd());
+                        children.push(served);
+                        match pidfd {
+                            Ok(fd) => reply_or_exit(&ctl, &reply, &[fd]),
+                            Err(e) => reply_or_exit(
+                                &ctl,
+                                &Reply::Failed {
+                                    error: e.to_string(),
+                                },
+                                &[],
+                            ),
+                        }
+                    }
+                    Err(e) => reply_or_exit(
+                        &ctl,
+                        &Reply::Failed {
+                            error: e.to_string(),
+                        },
+                        &[],
+                    ),
+                }
+            }
+            Ok(Some(_)) => reply_or_exit(
+                &ctl,
+                &Reply::Failed {
+                    error: "malformed request".into(),
+                },
+                &[],
+            ),
+            // The program is gone: so are we.
+            Ok(None) | Err(_) => sys::exit_now(0),
+        }
+    }
+}
+
+fn reply_or_exit(ctl: &PrivateFd, reply: &Reply, fds: &[OwnedFd]) {
+    if crate::wire::send(ctl.as_fd(), reply, fds).is_err() {
+        sys::exit_now(0);
+    }
+}
+
+/// Forks one child that will receive its launch on `chan`.
+fn fork_one(chan: OwnedFd, server_pid: u32) -> Result<(u32, Served)> {
+    let Some((pid, guard)) = ForkGuard::acquire().fork(Identity::clone)? else {
+        sys::ignore_sigint(false);
+        crate::bootstrap::run_from_channel(chan, Some(server_pid))
+    };
+    drop(guard);
+    let pidfd = match sys::pidfd_open(pid) {
+        Ok(fd) => PrivateFd::new(fd),
+        Err(e) => {
+            sys::kill_and_reap(pid);
+            return Err(e.into());
+        }
+    };
+    let chan = PrivateFd::new(chan);
+    Ok((pid, Served { pidfd, chan }))
+}

@@ -1,0 +1,129 @@
+//! The program's side of the forkserver start method: start the server,
+//! ask it for a child, hand the child its launch.
+//!
+//! The server is forked while the program has one thread, or started by
+//! executing the binary otherwise (never by forking a threaded process).
+//! A server that died is replaced at the next start. Its own loop is in
+//! `server`.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::{Arc, MutexGuard};
+
+use crate::boot::SERVER_ENV;
+use crate::child::{ChildShared, Reaper};
+use crate::error::{Error, Result};
+use crate::fds::{PRIVATE_FDS, PrivateFd, lock};
+use crate::identity::Identity;
+use crate::server::{Reply, Request};
+use crate::state::{ForkGuard, GLOBAL, SERVER, ServerHandle};
+use crate::sys;
+
+use super::exec::exec_self;
+use super::launch::{Launch, channel, send_launch};
+
+/// Starts the fork server now, unless it runs already.
+pub(crate) fn ensure_started() -> Result<()> {
+    let mut server = lock(&SERVER);
+    if server.is_none() {
+        server = start_server(server)?;
+    }
+    drop(server);
+    Ok(())
+}
+
+/// Starts a child through the fork server.
+pub(super) fn start(launch: Launch) -> Result<Arc<ChildShared>> {
+    let (ours, theirs) = channel(&mut lock(&PRIVATE_FDS))?;
+    let (pid, pidfd) = request_fork(theirs)?;
+    let identity = launch.identity.clone();
+    send_launch(&ours, launch)?;
+    Ok(ChildShared::register(
+        &mut lock(&GLOBAL).children,
+        pid,
+        &identity,
+        pidfd,
+        ours,
+        Reaper::Server,
+    ))
+}
+
+/// Asks the server for a child; starts (or restarts) the server as needed.
+fn request_fork(theirs: OwnedFd) -> Result<(u32, PrivateFd)> {
+    let mut server = lock(&SERVER);
+    let mut attempts = 0;
+    loop {
+        if server.is_none() {
+            server = start_server(server)?;
+        }
+        let Some(handle) = server.as_ref() else {
+            return Err(Error::Unsupported("the fork server could not be started"));
+        };
+        match exchange(handle, &theirs) {
+            Ok(reply) => return reply,
+            // The server is gone (killed, say): reap it and start another.
+            Err(_) if attempts == 0 => {
+                attempts += 1;
+                if let Some(dead) = server.take() {
+                    let _ = sys::try_reap(dead.pidfd.as_fd());
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// One request and its reply. The outer error means the server is gone.
+fn exchange(handle: &ServerHandle, theirs: &OwnedFd) -> Result<Result<(u32, PrivateFd)>> {
+    let dup = sys::dup_cloexec(theirs.as_fd())?;
+    crate::wire::send(handle.ctl.as_fd(), &Request::Fork, &[dup])?;
+    match crate::wire::recv::<Reply>(handle.ctl.as_fd(), 64 * 1024)? {
+        None => Err(Error::Io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the fork server closed its socket",
+        ))),
+        Some((Reply::Forked { pid }, mut fds)) => match fds.pop() {
+            Some(pidfd) => Ok(Ok((pid, PrivateFd::new(pidfd)))),
+            None => Ok(Err(Error::Decode("the fork server sent no pidfd".into()))),
+        },
+        Some((Reply::Failed { error }, _)) => Ok(Err(Error::Io(std::io::Error::other(error)))),
+    }
+}
+
+/// Starts a fork server: by forking while the program has one thread, by
+/// executing the binary otherwise.
+fn start_server(
+    mut server: MutexGuard<'static, Option<ServerHandle>>,
+) -> Result<MutexGuard<'static, Option<ServerHandle>>> {
+    let (ours, theirs) = sys::socketpair()?;
+    if sys::thread_count() > 1 {
+        let ctl = PrivateFd::new(ours);
+        let pid = exec_self(SERVER_ENV, theirs)?;
+        let pidfd = PrivateFd::new(sys::pidfd_open(pid)?);
+        *server = Some(ServerHandle { ctl, pidfd });
+        return Ok(server);
+    }
+    let mut guard = ForkGuard::with_server(server);
+    let ctl = PrivateFd::register(&mut guard.fds, ours);
+    let Some((pid, mut guard)) = guard.fork(Identity::clone)? else {
+        // Its descriptor was closed when the child's state was reset.
+        std::mem::forget(ctl);
+        crate::server::serve(theirs)
+    };
+    drop(theirs);
+    let pidfd = match sys::pidfd_open(pid) {
+        Ok(fd) => PrivateFd::register(&mut guard.fds, fd),
+        Err(e) => {
+            drop(guard);
+            sys::kill_and_reap(pid);
+            return Err(e.into());
+        }
+    };
+    *guard.server = Some(ServerHandle { ctl, pidfd });
+    let ForkGuard {
+        server,
+        global,
+        fds,
+    } = guard;
+    drop((global, fds));
+    Ok(server)
+}

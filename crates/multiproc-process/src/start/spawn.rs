@@ -1,0 +1,40 @@
+//! The spawn start method: execute the program's binary again and hand the
+//! new process its launch over its channel.
+//!
+//! The child is started by `exec`; `boot`, in the new program, sees that it
+//! is a spawned child, and `bootstrap` receives and runs the launch.
+
+use std::sync::Arc;
+
+use crate::boot::SPAWN_ENV;
+use crate::child::{ChildShared, Reaper};
+use crate::error::Result;
+use crate::fds::{PRIVATE_FDS, PrivateFd, lock};
+use crate::state::GLOBAL;
+use crate::sys;
+
+use super::exec::exec_self;
+use super::launch::{Launch, channel, send_launch};
+
+/// Starts a child with the spawn method.
+pub(super) fn start(launch: Launch) -> Result<Arc<ChildShared>> {
+    let (ours, theirs) = channel(&mut lock(&PRIVATE_FDS))?;
+    let pid = exec_self(SPAWN_ENV, theirs)?;
+    let pidfd = match sys::pidfd_open(pid) {
+        Ok(fd) => PrivateFd::new(fd),
+        Err(e) => {
+            sys::kill_and_reap(pid);
+            return Err(e.into());
+        }
+    };
+    let identity = launch.identity.clone();
+    send_launch(&ours, launch)?;
+    Ok(ChildShared::register(
+        &mut lock(&GLOBAL).children,
+        pid,
+        &identity,
+        pidfd,
+        ours,
+        Reaper::Parent,
+    ))
+}
