@@ -603,22 +603,14 @@ fn a_handle_hands_its_descriptor_to_the_child(ctx: mp::Context) {
     leaks.assert_clean();
 }
 
-fn without_init_the_start_method_says_so(ctx: mp::Context) {
+fn a_program_without_init_starts_processes(ctx: mp::Context) {
     let out = helper(ctx, "no-init", &[]).wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if ctx.start_method() == mp::StartMethod::Fork {
-        assert_eq!(stdout.trim(), "started, exitcode Some(0)");
-    } else {
-        assert!(
-            stdout.contains("multiproc::init() was not called"),
-            "{stdout}"
-        );
-    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout.trim(), "started, exitcode Some(0)");
+    // The start hook ran: nothing warns that it did not.
+    assert!(!stderr.contains("start hook"), "{stderr}");
 }
 
 #[test]
@@ -701,6 +693,152 @@ fn cpu_count_is_positive() {
     assert!(mp::cpu_count() >= 1);
 }
 
+fn own_method() -> String {
+    mp::get_start_method().to_string()
+}
+
+/// This process's start method, and the one its own child (started with
+/// the default) reports.
+fn own_and_childs_method() -> (String, String) {
+    let mut p = mp::Process::new(own_method, ());
+    p.start().unwrap();
+    join(&p);
+    (own_method(), p.take_result().unwrap())
+}
+
+fn a_child_reports_the_method_that_started_it(ctx: mp::Context) {
+    let leaks = LeakCheck::new();
+    let mut p = ctx.process(own_and_childs_method, ());
+    p.start().unwrap();
+    join(&p);
+    let name = ctx.start_method().name().to_owned();
+    // As CPython: the child's default is the method that started it, and
+    // its own children use it too.
+    assert_eq!(p.take_result().unwrap(), (name.clone(), name));
+    drop(p);
+    leaks.assert_clean();
+}
+
+fn parse_number(text: String) -> mp::Result<u64> {
+    text.trim()
+        .parse()
+        .map_err(|e| mp::Error::InvalidArgument(format!("{text:?} is not a number: {e}")))
+}
+
+fn file_length(path: String) -> std::io::Result<usize> {
+    Ok(std::fs::read(path)?.len())
+}
+
+fn boxed(fail: bool) -> Result<u8, Box<dyn std::error::Error + Send + Sync>> {
+    if fail {
+        return Err("boxed and sent".into());
+    }
+    Ok(1)
+}
+
+fn boxed_local(fail: bool) -> Result<u8, Box<dyn std::error::Error>> {
+    if fail {
+        return Err("boxed here".into());
+    }
+    Ok(2)
+}
+
+fn with_context(path: String) -> anyhow::Result<usize> {
+    use anyhow::Context as _;
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {path}"))?;
+    Ok(bytes.len())
+}
+
+fn string_error(fail: bool) -> Result<u8, String> {
+    if fail { Err("just data".into()) } else { Ok(3) }
+}
+
+/// Runs `p` to its end; returns its exit code and what it gave back.
+fn outcome<R: serde::de::DeserializeOwned>(mut p: mp::Process<R>) -> (Option<i32>, mp::Result<R>) {
+    p.start().unwrap();
+    join(&p);
+    (p.exitcode(), p.take_result())
+}
+
+fn failed_message(result: mp::Result<impl std::fmt::Debug>) -> String {
+    match result {
+        Err(mp::Error::ChildFailed { message, .. }) => message,
+        other => panic!("expected ChildFailed, got {other:?}"),
+    }
+}
+
+fn a_target_may_return_a_result(ctx: mp::Context) {
+    let leaks = LeakCheck::new();
+    assert!(matches!(
+        outcome(ctx.process(parse_number, (" 42 ".to_string(),))),
+        (Some(0), Ok(42))
+    ));
+    let (code, result) = outcome(ctx.process(parse_number, ("forty".to_string(),)));
+    assert_eq!(
+        code,
+        Some(1),
+        "an error ends the child as an exception does"
+    );
+    let message = failed_message(result);
+    assert!(
+        message.starts_with("invalid argument: \"forty\" is not a number"),
+        "{message}"
+    );
+    // std::io's error, through `?`.
+    let (code, result) = outcome(ctx.process(file_length, ("/no/such/file".to_string(),)));
+    assert_eq!(code, Some(1));
+    assert!(failed_message(result).contains("No such file"));
+    assert_eq!(
+        outcome(ctx.process(file_length, ("/proc/self/stat".to_string(),))).0,
+        Some(0)
+    );
+    // Boxed errors, with and without Send + Sync.
+    assert!(matches!(
+        outcome(ctx.process(boxed, (false,))),
+        (Some(0), Ok(1))
+    ));
+    assert_eq!(
+        failed_message(outcome(ctx.process(boxed, (true,))).1),
+        "boxed and sent"
+    );
+    assert!(matches!(
+        outcome(ctx.process(boxed_local, (false,))),
+        (Some(0), Ok(2))
+    ));
+    assert_eq!(
+        failed_message(outcome(ctx.process(boxed_local, (true,))).1),
+        "boxed here"
+    );
+    // anyhow's error, with its chain of causes.
+    let message = failed_message(outcome(ctx.process(with_context, ("/no/such".to_string(),))).1);
+    assert!(
+        message.starts_with("reading /no/such: No such file"),
+        "{message}"
+    );
+    // A Result whose error is plain data (not an Error) is a value.
+    assert!(matches!(
+        outcome(ctx.process(string_error, (false,))),
+        (Some(0), Ok(Ok(3)))
+    ));
+    match outcome(ctx.process(string_error, (true,))) {
+        (Some(0), Ok(Err(e))) => assert_eq!(e, "just data"),
+        other => panic!("{other:?}"),
+    }
+    leaks.assert_clean();
+}
+
+fn a_failed_child_says_why_on_stderr(ctx: mp::Context) {
+    let out = helper(ctx, "fail", &[]).wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stdout.trim(), "exitcode Some(1)", "{stderr}");
+    assert!(
+        stderr.contains("Process-1 (pid ")
+            && stderr.contains(") failed: \"no such thing\" does not exist"),
+        "{stderr}"
+    );
+}
+
 multiproc_testkit::each_start_method!(
     two_sleeps_run_in_parallel,
     pids_differ_and_match_what_children_report,
@@ -722,5 +860,8 @@ multiproc_testkit::each_start_method!(
     a_daemon_started_from_a_thread_outlives_the_thread_not_the_parent,
     a_child_starts_while_a_background_thread_runs,
     a_handle_hands_its_descriptor_to_the_child,
-    without_init_the_start_method_says_so,
+    a_program_without_init_starts_processes,
+    a_child_reports_the_method_that_started_it,
+    a_target_may_return_a_result,
+    a_failed_child_says_why_on_stderr,
 );

@@ -13,7 +13,12 @@ use parking_lot::{Condvar, Mutex};
 #[derive(Debug, Clone)]
 pub(crate) enum Failure {
     Panicked(String),
-    WorkerDied { pid: u32, signal: Option<i32> },
+    /// The task's function returned an error; its message.
+    Raised(String),
+    WorkerDied {
+        pid: u32,
+        signal: Option<i32>,
+    },
     Closed,
     Failed(String),
 }
@@ -27,6 +32,9 @@ impl Failure {
             Failure::WorkerDied { pid, signal } => Error::WorkerDied {
                 pid: *pid,
                 signal: *signal,
+            },
+            Failure::Raised(message) => Error::TaskFailed {
+                message: message.clone(),
             },
             Failure::Closed => Error::Closed,
             Failure::Failed(why) => Error::Decode(why.clone()),

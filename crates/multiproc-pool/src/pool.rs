@@ -47,6 +47,7 @@ fn recycle(mut buf: Vec<u8>) -> Vec<u8> {
 const REPLY_DONE: u8 = 0;
 const REPLY_FAILED: u8 = 1;
 const REPLY_PANICKED: u8 = 2;
+const REPLY_RAISED: u8 = 3;
 
 /// What a worker starts with.
 #[derive(Serialize, Deserialize)]
@@ -108,7 +109,12 @@ fn worker_main(start: WorkerStart) {
                         done = bytes;
                         start.conn.send_bytes(&done)
                     }
-                    Ok(Err(why)) => start.conn.send_bytes(&reply_text(REPLY_FAILED, &why)),
+                    Ok(Err(Error::TaskFailed { message })) => {
+                        start.conn.send_bytes(&reply_text(REPLY_RAISED, &message))
+                    }
+                    Ok(Err(why)) => start
+                        .conn
+                        .send_bytes(&reply_text(REPLY_FAILED, &why.to_string())),
                     Err(panic) => start.conn.send_bytes(&reply_text(
                         REPLY_PANICKED,
                         &multiproc_process::panic_message(&*panic),
@@ -281,6 +287,7 @@ impl Shared {
                 match reply.first() {
                     Some(&REPLY_DONE) => Ok(reply),
                     Some(&REPLY_PANICKED) => Err(Failure::Panicked(text())),
+                    Some(&REPLY_RAISED) => Err(Failure::Raised(text())),
                     Some(&REPLY_FAILED) => Err(Failure::Failed(text())),
                     _ => Err(Failure::Failed("a malformed reply from a worker".into())),
                 }
@@ -336,9 +343,9 @@ impl PoolBuilder {
 
     /// A function each worker runs once when it starts. Python:
     /// `Pool(initializer=f, initargs=args)`.
-    pub fn initializer<F, A>(mut self, f: F, args: A) -> PoolBuilder
+    pub fn initializer<F, A, K>(mut self, f: F, args: A) -> PoolBuilder
     where
-        F: Target<A>,
+        F: Target<A, K>,
         F::Output: Serialize,
         A: Serialize + DeserializeOwned,
     {
@@ -557,9 +564,9 @@ impl Pool {
     ///
     /// The first failed chunk's error: [`Error::TaskPanicked`],
     /// [`Error::WorkerDied`], [`Error::Closed`] after `close`/`terminate`.
-    pub fn map<F, T, R>(&self, f: F, items: impl IntoIterator<Item = T>) -> Result<Vec<R>>
+    pub fn map<F, T, R, K>(&self, f: F, items: impl IntoIterator<Item = T>) -> Result<Vec<R>>
     where
-        F: Target<(T,), Output = R>,
+        F: Target<(T,), K, Output = R>,
         T: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
@@ -572,14 +579,14 @@ impl Pool {
     /// # Errors
     ///
     /// As [`map`](Self::map).
-    pub fn map_chunked<F, T, R>(
+    pub fn map_chunked<F, T, R, K>(
         &self,
         f: F,
         items: impl IntoIterator<Item = T>,
         chunksize: usize,
     ) -> Result<Vec<R>>
     where
-        F: Target<(T,), Output = R>,
+        F: Target<(T,), K, Output = R>,
         T: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
@@ -593,13 +600,13 @@ impl Pool {
     /// # Errors
     ///
     /// [`Error::Closed`] after `close`/`terminate`, [`Error::Encode`].
-    pub fn map_async<F, T, R>(
+    pub fn map_async<F, T, R, K>(
         &self,
         f: F,
         items: impl IntoIterator<Item = T>,
     ) -> Result<AsyncResult<Vec<R>>>
     where
-        F: Target<(T,), Output = R>,
+        F: Target<(T,), K, Output = R>,
         T: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
@@ -612,9 +619,9 @@ impl Pool {
     /// # Errors
     ///
     /// As [`map`](Self::map).
-    pub fn starmap<F, A, R>(&self, f: F, items: impl IntoIterator<Item = A>) -> Result<Vec<R>>
+    pub fn starmap<F, A, R, K>(&self, f: F, items: impl IntoIterator<Item = A>) -> Result<Vec<R>>
     where
-        F: Target<A, Output = R>,
+        F: Target<A, K, Output = R>,
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
@@ -627,9 +634,9 @@ impl Pool {
     /// # Errors
     ///
     /// [`Error::TaskPanicked`], [`Error::WorkerDied`], [`Error::Closed`].
-    pub fn apply<F, A, R>(&self, f: F, args: A) -> Result<R>
+    pub fn apply<F, A, R, K>(&self, f: F, args: A) -> Result<R>
     where
-        F: Target<A, Output = R>,
+        F: Target<A, K, Output = R>,
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
@@ -642,9 +649,9 @@ impl Pool {
     /// # Errors
     ///
     /// [`Error::Closed`] after `close`/`terminate`, [`Error::Encode`].
-    pub fn apply_async<F, A, R>(&self, f: F, args: A) -> Result<AsyncResult<R>>
+    pub fn apply_async<F, A, R, K>(&self, f: F, args: A) -> Result<AsyncResult<R>>
     where
-        F: Target<A, Output = R>,
+        F: Target<A, K, Output = R>,
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
@@ -667,7 +674,7 @@ impl Pool {
     /// # Errors
     ///
     /// As [`apply_async`](Self::apply_async).
-    pub fn apply_async_with<F, A, R>(
+    pub fn apply_async_with<F, A, R, K>(
         &self,
         f: F,
         args: A,
@@ -675,7 +682,7 @@ impl Pool {
         error_callback: impl FnOnce(Error) + Send + 'static,
     ) -> Result<AsyncResult<R>>
     where
-        F: Target<A, Output = R>,
+        F: Target<A, K, Output = R>,
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + 'static,
     {
@@ -690,7 +697,7 @@ impl Pool {
     /// # Errors
     ///
     /// As [`map_async`](Self::map_async).
-    pub fn map_async_with<F, T, R>(
+    pub fn map_async_with<F, T, R, K>(
         &self,
         f: F,
         items: impl IntoIterator<Item = T>,
@@ -698,7 +705,7 @@ impl Pool {
         error_callback: impl FnOnce(Error) + Send + 'static,
     ) -> Result<AsyncResult<Vec<R>>>
     where
-        F: Target<(T,), Output = R>,
+        F: Target<(T,), K, Output = R>,
         T: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
@@ -710,9 +717,9 @@ impl Pool {
     /// Calls `f` on each item lazily, yielding results in order as they
     /// come; at most a few chunks per worker are in flight, so an endless
     /// input works. Python: `pool.imap(f, items)` (chunk size 1).
-    pub fn imap<F, I, R>(&self, f: F, items: I) -> IMap<'_, I::IntoIter, R>
+    pub fn imap<F, I, R, K>(&self, f: F, items: I) -> IMap<'_, I::IntoIter, R>
     where
-        F: Target<(I::Item,), Output = R>,
+        F: Target<(I::Item,), K, Output = R>,
         I: IntoIterator,
         I::Item: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
@@ -721,14 +728,14 @@ impl Pool {
     }
 
     /// As [`imap`](Self::imap), `chunksize` items per task.
-    pub fn imap_chunked<F, I, R>(
+    pub fn imap_chunked<F, I, R, K>(
         &self,
         f: F,
         items: I,
         chunksize: usize,
     ) -> IMap<'_, I::IntoIter, R>
     where
-        F: Target<(I::Item,), Output = R>,
+        F: Target<(I::Item,), K, Output = R>,
         I: IntoIterator,
         I::Item: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
@@ -738,9 +745,9 @@ impl Pool {
 
     /// As [`imap`](Self::imap), yielding results in the order they finish.
     /// Python: `pool.imap_unordered(f, items)`.
-    pub fn imap_unordered<F, I, R>(&self, f: F, items: I) -> IMapUnordered<'_, I::IntoIter, R>
+    pub fn imap_unordered<F, I, R, K>(&self, f: F, items: I) -> IMapUnordered<'_, I::IntoIter, R>
     where
-        F: Target<(I::Item,), Output = R>,
+        F: Target<(I::Item,), K, Output = R>,
         I: IntoIterator,
         I::Item: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,

@@ -11,12 +11,19 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use serde::{Deserialize, Serialize};
 
+use crate::address::{EntryAddress, EntryFn};
 use crate::fds::lock;
 use crate::identity::Identity;
+use crate::method::StartMethod;
 use crate::outcome::{Frame, Outcome};
 use crate::state::GLOBAL;
 use crate::sys;
-use crate::target::{self, EntryFn};
+
+/// The exit code of a child process that could not receive its launch:
+/// its parent died before sending it, or the process was started with a
+/// launch variable but no usable channel. Such a process runs nothing of
+/// the program.
+pub const LAUNCH_FAILED: i32 = 125;
 
 /// Our end of the channel while this process runs a target, -1 otherwise.
 /// Read by the panic hook.
@@ -40,9 +47,11 @@ pub(crate) struct ChildStart {
 /// What a spawned or fork-server child receives on its channel.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct LaunchMsg {
-    /// Where the entry is in the binary (see `target::EntryAddress`).
-    pub(crate) entry: target::EntryAddress,
+    /// Where the entry is in the binary (see `address::EntryAddress`).
+    pub(crate) entry: EntryAddress,
     pub(crate) identity: Identity,
+    /// The method that started the child: its own default from now on.
+    pub(crate) method: StartMethod,
     /// Whether the starting thread was the parent's main thread.
     pub(crate) from_main_thread: bool,
     pub(crate) args: Vec<u8>,
@@ -52,11 +61,19 @@ pub(crate) struct LaunchMsg {
 /// parent is the starter) and a fork-server child (its parent is the
 /// server, `real_parent`).
 pub(crate) fn run_from_channel(chan: OwnedFd, real_parent: Option<u32>) -> ! {
+    // As the Rust runtime does before `main`, which a child never reaches:
+    // a write to a closed pipe is an error, not a signal that kills.
+    sys::ignore_sigpipe();
+    let what = match real_parent {
+        None => "spawned child",
+        Some(_) => "fork-server child",
+    };
     let msg = match crate::wire::recv::<LaunchMsg>(chan.as_fd(), usize::MAX) {
         Ok(Some(m)) => m,
         // The parent gave up on this start (its process died, or the
         // launch could not be sent); there is nothing to run.
-        Ok(None) | Err(_) => sys::exit_now(1),
+        Ok(None) => launch_failed(what, "its parent is gone"),
+        Err(e) => launch_failed(what, &format!("its launch could not be read ({e})")),
     };
     let (msg, fds) = msg;
     let Some(entry) = msg.entry.resolve() else {
@@ -66,6 +83,7 @@ pub(crate) fn run_from_channel(chan: OwnedFd, real_parent: Option<u32>) -> ! {
         );
         sys::exit_now(1)
     };
+    crate::method::set_start_method_force(msg.method);
     let daemon = msg.identity.daemon;
     let starter = msg.identity.parent.as_ref().map_or(0, |p| p.0);
     lock(&GLOBAL).identity = msg.identity;
@@ -81,6 +99,17 @@ pub(crate) fn run_from_channel(chan: OwnedFd, real_parent: Option<u32>) -> ! {
         outcome: chan,
         daemon_of,
     })
+}
+
+/// Says in one line why a child process cannot run, and exits with
+/// [`LAUNCH_FAILED`] without running anything of the program.
+pub(crate) fn launch_failed(what: &str, why: &str) -> ! {
+    let _ = writeln!(
+        std::io::stderr(),
+        "multiproc: this {what} (pid {}) cannot run: {why}; exiting with code {LAUNCH_FAILED}",
+        sys::getpid()
+    );
+    sys::exit_now(LAUNCH_FAILED)
 }
 
 fn write_frame(chan: std::os::fd::BorrowedFd<'_>, outcome: Outcome) -> std::io::Result<()> {
@@ -101,15 +130,18 @@ pub(crate) fn run_child(start: ChildStart) -> ! {
     let (outcome, code) = match result {
         Ok(o @ Outcome::Returned(_)) => (Some(o), 0),
         Ok(o) => {
-            if let Outcome::Failed(message) = &o {
-                // As Python prints the traceback of a child that cannot
-                // unpickle its arguments: the parent may never ask.
-                eprintln!(
-                    "{} (pid {}): {message}",
-                    lock(&GLOBAL).identity.name(),
-                    std::process::id()
-                );
-            }
+            // As Python prints the traceback of a child whose target raised,
+            // or that cannot unpickle its arguments: the parent may never ask.
+            let (said, message) = match &o {
+                Outcome::Errored(m) => ("failed", m.as_str()),
+                Outcome::Failed(m) | Outcome::Panicked(m) => ("could not run", m.as_str()),
+                Outcome::Returned(_) => ("returned", ""),
+            };
+            eprintln!(
+                "{} (pid {}) {said}: {message}",
+                lock(&GLOBAL).identity.name(),
+                std::process::id()
+            );
             (Some(o), 1)
         }
         // The hook already reported it, with the location.

@@ -7,30 +7,33 @@ use serde::de::DeserializeOwned;
 
 use crate::method::{StartMethod, get_start_method};
 use crate::process::{Process, ProcessBuilder};
-use crate::target::Target;
+use crate::target::{Args, Target};
 
-/// Prepares multiproc; call it first in `main`.
+/// Starts the fork server now, instead of at the first start; nothing else
+/// needs it.
 ///
-/// - In a child started with [`StartMethod::Spawn`] (which runs the
-///   program's binary again), it runs the child's target and exits, so that
-///   nothing after it runs in the child.
-/// - In the program itself, it starts the fork server while the program is
-///   still single-threaded, when the default start method is
-///   [`StartMethod::ForkServer`].
+/// multiproc prepares itself before `main` runs: a function in the
+/// binary's `.init_array` finds out whether this process is the program or
+/// one of its children (a spawned child, a fork server), and a child never
+/// returns into `main`. So `#[tokio::main]`, a `main` that starts threads
+/// first and `cargo test` all work without this call, and no code of
+/// `main` runs again in a child.
 ///
-/// Calling it again does nothing. Code before it in `main` runs again in
-/// every spawned child. Without it, starting a process with the fork server
-/// or spawn fails with [`Error::NotInitialized`](crate::Error::NotInitialized). In a test file, where
-/// `main` belongs to the test harness, write [`test_setup!()`](crate::test_setup)
-/// once instead.
+/// What `init` still does: when the default start method is
+/// [`StartMethod::ForkServer`], it starts the server (by executing the
+/// binary, which returns at once), so that the first process the program
+/// starts does not wait for it. In a setuid or setcap program, where the
+/// server must be forked while the program has one thread, call it before
+/// starting any thread. Calling it again does nothing. Where the hook could
+/// not run (a link that dropped it, which multiproc reports on stderr at the
+/// first start), `init` first in `main` does the hook's work.
 ///
-/// Python: what the `if __name__ == "__main__":` guard does for spawn.
+/// Python: what the `if __name__ == "__main__":` guard does for spawn, and
+/// `multiprocessing.forkserver.ensure_running()`.
 pub fn init() {
     static ONCE: Once = Once::new();
+    crate::boot::boot();
     ONCE.call_once(|| {
-        crate::boot::run_if_spawned();
-        crate::boot::serve_if_server();
-        crate::boot::mark_initialized();
         if get_start_method() == StartMethod::ForkServer {
             // Failing now is not fatal: the first start retries, and reports.
             let _ = crate::start::forkserver::ensure_started();
@@ -69,20 +72,20 @@ impl Context {
 
     /// A process that runs `target(args...)` with this context's start
     /// method. Python: `ctx.Process(target=f, args=...)`.
-    pub fn process<F, A, R>(&self, target: F, args: A) -> Process<R>
+    pub fn process<F, A, R, K>(&self, target: F, args: A) -> Process<R>
     where
-        F: Target<A, Output = R>,
-        A: Serialize + DeserializeOwned + Send + 'static,
+        F: Target<A, K, Output = R>,
+        A: Args,
         R: Serialize + DeserializeOwned,
     {
         self.builder(target, args).build()
     }
 
     /// A builder for a process with this context's start method.
-    pub fn builder<F, A, R>(&self, target: F, args: A) -> ProcessBuilder<R>
+    pub fn builder<F, A, R, K>(&self, target: F, args: A) -> ProcessBuilder<R>
     where
-        F: Target<A, Output = R>,
-        A: Serialize + DeserializeOwned + Send + 'static,
+        F: Target<A, K, Output = R>,
+        A: Args,
         R: Serialize + DeserializeOwned,
     {
         Process::builder(target, args).start_method(self.method)

@@ -63,6 +63,17 @@ pub enum Error {
         message: String,
     },
 
+    /// The target of a child process returned an error (`Err`), which the
+    /// child sent as its message: the error's own and its sources', as
+    /// `top: cause`. Python: the exception that ended the child's `run`.
+    #[error("process {name} failed: {message}")]
+    ChildFailed {
+        /// The process name.
+        name: String,
+        /// The error's message, with its chain of sources.
+        message: String,
+    },
+
     /// The child process exited with a non-zero code before its target
     /// returned, for example through `std::process::exit(n)`.
     #[error("process {name} exited with code {code}")]
@@ -210,6 +221,16 @@ pub enum Error {
     #[error("task panicked: {message}")]
     TaskPanicked {
         /// The panic's message.
+        message: String,
+    },
+
+    /// A function run on the caller's behalf in another process (a pool
+    /// task, a managed object's method) returned an error; its message,
+    /// with its chain of sources. Python: the exception re-raised by
+    /// `AsyncResult.get` or the proxy.
+    #[error("task failed: {message}")]
+    TaskFailed {
+        /// The error's message.
         message: String,
     },
 }

@@ -37,7 +37,7 @@
 
 #![deny(unsafe_code)]
 
-// Bottom to top: each module uses only modules above it in this list.
+mod address;
 mod boot;
 mod bootstrap;
 mod child;
@@ -57,9 +57,10 @@ mod start;
 mod state;
 mod sys;
 mod target;
+mod task;
 mod wire;
 
-pub use bootstrap::panic_message;
+pub use bootstrap::{LAUNCH_FAILED, panic_message};
 pub use context::{Context, get_context, init};
 pub use error::{Error, Result, SignalName};
 pub use exit::at_exit;
@@ -68,8 +69,11 @@ pub use process::{
     ParentProcess, Process, ProcessBuilder, ProcessInfo, active_children, cpu_count,
     current_process, parent_process,
 };
+#[doc(hidden)]
+pub use start::launch_message;
 pub use start::{ThreadedFork, set_threaded_fork};
-pub use target::{RemoteFn, Target, TaskFn};
+pub use target::{Args, Target, kind};
+pub use task::{RemoteFn, TaskFn};
 
 /// Runs [`init`] before the test harness's `main`, for a test file (an
 /// integration test crate) whose tests start processes. Write it once, at

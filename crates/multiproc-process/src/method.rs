@@ -7,13 +7,15 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU8, Ordering};
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::{Error, Result};
 
 /// How a child process is started.
 ///
 /// Python: the names given to `multiprocessing.set_start_method`. One
 /// program runs unchanged under all three.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum StartMethod {
     /// A single-threaded server, forked at [`init`](crate::init) while the

@@ -1,5 +1,6 @@
 //! What a child reports to its parent on its channel: the encoded return
-//! value, a panic message, or a failure to decode its arguments; and, for a
+//! value, a panic message, the error its target returned, or a failure to
+//! decode its arguments; and, for a
 //! child of the fork server, the exit status the server reaped.
 //!
 //! Frames are `[tag: u8][len: u32 LE][payload]`. The child writes its
@@ -17,6 +18,8 @@ pub(crate) enum Outcome {
     Returned(Vec<u8>),
     /// The target panicked with this message.
     Panicked(String),
+    /// The target returned an error; its message.
+    Errored(String),
     /// The child could not run the target (bad arguments, an unencodable
     /// result).
     Failed(String),
@@ -36,6 +39,7 @@ const PANICKED: u8 = 1;
 const FAILED: u8 = 2;
 const EXIT_CODE: u8 = 3;
 const EXIT_SIGNAL: u8 = 4;
+const ERRORED: u8 = 5;
 
 impl Frame {
     /// Encodes this frame.
@@ -45,6 +49,7 @@ impl Frame {
             Frame::Outcome(Outcome::Returned(b)) => (RETURNED, b),
             Frame::Outcome(Outcome::Panicked(m)) => (PANICKED, m.as_bytes()),
             Frame::Outcome(Outcome::Failed(m)) => (FAILED, m.as_bytes()),
+            Frame::Outcome(Outcome::Errored(m)) => (ERRORED, m.as_bytes()),
             Frame::Exit(ExitStatus::Code(c)) => {
                 exit = c.to_le_bytes();
                 (EXIT_CODE, &exit)
@@ -100,6 +105,7 @@ impl FrameReader {
             RETURNED => Some(Frame::Outcome(Outcome::Returned(payload.to_vec()))),
             PANICKED => Some(Frame::Outcome(Outcome::Panicked(text()))),
             FAILED => Some(Frame::Outcome(Outcome::Failed(text()))),
+            ERRORED => Some(Frame::Outcome(Outcome::Errored(text()))),
             EXIT_CODE => int().map(|c| Frame::Exit(ExitStatus::Code(c))),
             EXIT_SIGNAL => int().map(|s| Frame::Exit(ExitStatus::Signal(s))),
             _ => None,
@@ -140,6 +146,7 @@ mod tests {
         let frames = vec![
             Frame::from(Outcome::Panicked("caught".into())),
             Frame::from(Outcome::Returned(vec![1, 2, 3])),
+            Frame::from(Outcome::Errored("no such file".into())),
             Frame::Exit(ExitStatus::Signal(9)),
         ];
         let bytes: Vec<u8> = frames.iter().flat_map(Frame::to_bytes).collect();

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::address::EntryFn;
 use crate::child::ChildShared;
 use crate::error::{Error, Result};
 use crate::fds::lock;
@@ -19,7 +20,7 @@ use crate::outcome::Outcome;
 use crate::start::{self, Launch};
 use crate::state::GLOBAL;
 use crate::sys::{self, ExitStatus, SignalKind};
-use crate::target::{self, EntryFn, Target};
+use crate::target::{self, Args, Target};
 
 type Encoder = Box<dyn Fn() -> Result<(Vec<u8>, Vec<OwnedFd>)> + Send>;
 
@@ -122,10 +123,10 @@ impl<R> Process<R> {
     /// `Process(target=f, args=(5,))`. Arguments and the result cross the
     /// process boundary with serde, so one program runs unchanged under
     /// every start method. A capturing closure is refused at compile time.
-    pub fn new<F, A>(target: F, args: A) -> Process<R>
+    pub fn new<F, A, K>(target: F, args: A) -> Process<R>
     where
-        F: Target<A, Output = R>,
-        A: Serialize + DeserializeOwned + Send + 'static,
+        F: Target<A, K, Output = R>,
+        A: Args,
         R: Serialize + DeserializeOwned,
     {
         const { target::assert_zero_sized::<F>() };
@@ -151,7 +152,7 @@ impl<R> Process<R> {
             daemon: false,
             ident,
             method: None,
-            entry: target::entry::<F, A>,
+            entry: target::entry::<F, A, K>,
             args: Mutex::new(Some(Box::new(move || {
                 crate::handoff::encode_with_fds(&args)
             }))),
@@ -164,10 +165,10 @@ impl<R> Process<R> {
 
     /// A builder for a process that will run `target(args...)`, to set its
     /// name, daemon flag or start method.
-    pub fn builder<F, A>(target: F, args: A) -> ProcessBuilder<R>
+    pub fn builder<F, A, K>(target: F, args: A) -> ProcessBuilder<R>
     where
-        F: Target<A, Output = R>,
-        A: Serialize + DeserializeOwned + Send + 'static,
+        F: Target<A, K, Output = R>,
+        A: Args,
         R: Serialize + DeserializeOwned,
     {
         ProcessBuilder {
@@ -250,6 +251,7 @@ impl<R> Process<R> {
             args,
             fds,
             identity,
+            method,
         };
         let child = start::start(method, launch)?;
         self.method = Some(method);
@@ -396,6 +398,7 @@ impl<R: DeserializeOwned> Process<R> {
             Some(Outcome::Panicked(message)) => {
                 return Err(Error::ChildPanicked { name, message });
             }
+            Some(Outcome::Errored(message)) => return Err(Error::ChildFailed { name, message }),
             Some(Outcome::Failed(message)) => return Err(Error::Decode(message)),
             None => {
                 return Err(match status {

@@ -1,49 +1,163 @@
-//! Process targets: plain functions of up to six arguments.
+//! Process targets: plain functions of up to six arguments, returning a
+//! value or a `Result`.
 //!
 //! A target must be a `fn` item or a closure that captures nothing, so that
 //! its type alone says what to run: a child started by re-executing the
 //! binary, or by a fork server forked before the target existed, can call it
 //! without receiving any of its bytes. This is checked at compile time.
-
+//!
+//! What a target returns is one of a few kinds, each an implementation of
+//! [`Target`] with its own marker type (see [`kind`]): a serde value, or a
+//! `Result` whose error is turned into its message in the child, so that a
+//! target can use `?` on any error.
 //!
 //! # Safety
 //!
-//! Two unsafe operations live here: conjuring a zero-sized target, and
-//! turning an entry's address, sent by the parent, back into a function
-//! pointer in a child that runs the same binary. Each is argued at its block.
+//! Conjuring a zero-sized target is argued at its block.
 #![allow(unsafe_code)]
 
+use std::error::Error as StdError;
+use std::fmt::Write as _;
+use std::ops::Deref;
 use std::os::fd::OwnedFd;
 
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 
 use crate::outcome::Outcome;
 
-/// A function a child process can run: a `fn` item, or a closure that
-/// captures nothing, taking 0 to 6 arguments given as a tuple.
+/// A function a child process (or a pool's worker) can run: a `fn` item, or
+/// a closure that captures nothing, taking 0 to 6 arguments given as a
+/// tuple, and returning either a serde value or a `Result<T, E>` with a
+/// serde `T`.
 ///
-/// Python: the `target` and `args` of `multiprocessing.Process`. Implemented
-/// for every such function; there is nothing to implement by hand.
-pub trait Target<Args>: Copy + Send + 'static {
-    /// What the function returns.
+/// The error of a `Result` can be any [`std::error::Error`] (so
+/// [`mp::Error`](crate::Error), `std::io::Error`, a `thiserror` type), a
+/// `Box<dyn Error>` (with or without `+ Send + Sync`) or an `anyhow::Error`:
+/// the child sends its message (with its chain of sources) and the parent
+/// gets [`Error::ChildFailed`](crate::Error::ChildFailed) (or, from a pool,
+/// [`Error::TaskFailed`](crate::Error::TaskFailed)), distinct from a panic.
+/// A `Result` whose error is itself a serde type and not an `Error` (say
+/// `Result<u64, String>`) is a plain value: it comes back whole, `Err` and
+/// all. An error type that is both a serde type and an `Error` is
+/// ambiguous, and the call does not compile ("type annotations needed"):
+/// return `mp::Result<T>` then, converting with `?` or `map_err`.
+///
+/// `Kind` is one of the marker types of [`kind`]; it is inferred, never
+/// written. Implemented for every such function; there is nothing to
+/// implement by hand.
+///
+/// Python: the `target` and `args` of `multiprocessing.Process`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot run in another process with arguments `{Args}`",
+    label = "not a process target",
+    note = "a target is a `fn` item, or a closure that captures nothing, of 0 to 6 arguments, given as a tuple: `Process::new(f, (a, b))`",
+    note = "a closure that captures a variable is not a target: pass the variable as an argument",
+    note = "it returns a serde value (`Serialize + Deserialize`), or a `Result<T, E>` with a serde `T` and an `E` that is a `std::error::Error`, a `Box<dyn Error>` or an `anyhow::Error`"
+)]
+pub trait Target<Args, Kind = kind::Value>: Copy + Send + 'static {
+    /// What the caller gets back: what the function returns, or the `T` of
+    /// its `Result<T, E>`.
     type Output;
 
-    /// Calls the function with its arguments unpacked from the tuple.
-    fn call(self, args: Args) -> Self::Output;
+    /// Calls the function with its arguments unpacked from the tuple; `Err`
+    /// is the message of the error it returned.
+    ///
+    /// # Errors
+    ///
+    /// The function's own error, as its message.
+    fn call(self, args: Args) -> Result<Self::Output, String>;
+}
+
+/// The kinds of [`Target`]: one marker type for each shape of what a
+/// target returns. They only select an implementation and are never
+/// written.
+pub mod kind {
+    /// The target returns a serde value.
+    #[derive(Debug)]
+    pub struct Value;
+
+    /// The target returns `Result<T, E>` with `E: std::error::Error`.
+    #[derive(Debug)]
+    pub struct Fallible;
+
+    /// The target returns `Result<T, E>` where `E` derefs to
+    /// `dyn Error + Send + Sync` (`Box<dyn Error + Send + Sync>`,
+    /// `anyhow::Error`).
+    #[derive(Debug)]
+    pub struct FallibleDyn;
+
+    /// The target returns `Result<T, Box<dyn Error>>`.
+    #[derive(Debug)]
+    pub struct FallibleLocalDyn;
+}
+
+/// The message of an error and of the chain of its sources, as
+/// `top: cause: root`.
+fn chain(error: &dyn StdError) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let _ = write!(message, ": {e}");
+        source = e.source();
+    }
+    message
 }
 
 macro_rules! impl_target {
     ($($arg:ident),*) => {
-        impl<Func, Ret, $($arg,)*> Target<($($arg,)*)> for Func
+        impl<Func, Ret, $($arg,)*> Target<($($arg,)*), kind::Value> for Func
         where
             Func: Fn($($arg),*) -> Ret + Copy + Send + 'static,
+            Ret: Serialize,
         {
             type Output = Ret;
 
             #[allow(non_snake_case, clippy::unused_unit)]
-            fn call(self, ($($arg,)*): ($($arg,)*)) -> Ret {
-                self($($arg),*)
+            fn call(self, ($($arg,)*): ($($arg,)*)) -> Result<Ret, String> {
+                Ok(self($($arg),*))
+            }
+        }
+
+        impl<Func, T, E, $($arg,)*> Target<($($arg,)*), kind::Fallible> for Func
+        where
+            Func: Fn($($arg),*) -> Result<T, E> + Copy + Send + 'static,
+            T: Serialize,
+            E: StdError,
+        {
+            type Output = T;
+
+            #[allow(non_snake_case, clippy::unused_unit)]
+            fn call(self, ($($arg,)*): ($($arg,)*)) -> Result<T, String> {
+                self($($arg),*).map_err(|e| chain(&e))
+            }
+        }
+
+        impl<Func, T, E, $($arg,)*> Target<($($arg,)*), kind::FallibleDyn> for Func
+        where
+            Func: Fn($($arg),*) -> Result<T, E> + Copy + Send + 'static,
+            T: Serialize,
+            E: Deref<Target = dyn StdError + Send + Sync>,
+        {
+            type Output = T;
+
+            #[allow(non_snake_case, clippy::unused_unit)]
+            fn call(self, ($($arg,)*): ($($arg,)*)) -> Result<T, String> {
+                self($($arg),*).map_err(|e| chain(&*e))
+            }
+        }
+
+        impl<Func, T, E, $($arg,)*> Target<($($arg,)*), kind::FallibleLocalDyn> for Func
+        where
+            Func: Fn($($arg),*) -> Result<T, E> + Copy + Send + 'static,
+            T: Serialize,
+            E: Deref<Target = dyn StdError>,
+        {
+            type Output = T;
+
+            #[allow(non_snake_case, clippy::unused_unit)]
+            fn call(self, ($($arg,)*): ($($arg,)*)) -> Result<T, String> {
+                self($($arg),*).map_err(|e| chain(&*e))
             }
         }
     };
@@ -57,73 +171,19 @@ impl_target!(A1, A2, A3, A4);
 impl_target!(A1, A2, A3, A4, A5);
 impl_target!(A1, A2, A3, A4, A5, A6);
 
-/// The type-erased form of a target with its argument and result types:
-/// decodes the arguments (claiming the descriptors their handles need),
-/// calls the target, encodes what it returned. Its address is what reaches
-/// a spawned or fork-server child; the same binary maps it back.
-pub(crate) type EntryFn = fn(&[u8], Vec<OwnedFd>) -> Outcome;
+/// The arguments of a target: a tuple of owned serde values, which is what
+/// can be copied into another process.
+///
+/// Implemented for every such tuple; there is nothing to implement by hand.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be sent to another process as a target's arguments",
+    label = "not owned serde values",
+    note = "arguments are a tuple of owned serde values (`Serialize + Deserialize`, no borrows): `String` rather than `&str`, `Vec<T>` rather than `&[T]`",
+    note = "a file, socket or other descriptor travels as `mp::handoff::HandoffFd` (`HandoffFd::from(file)`), and shared objects (`Value`, `Queue`, `Lock`, a manager's proxies) as they are"
+)]
+pub trait Args: Serialize + DeserializeOwned + Send + 'static {}
 
-/// Two statics whose addresses anchor the position-independent image of
-/// the binary; their distance checks that a child runs the same layout.
-static ANCHOR: u8 = 0;
-static ANCHOR_END: u8 = 0;
-
-fn anchor(a: &'static u8) -> i64 {
-    // Addresses of a 64-bit image fit in i64.
-    (std::ptr::from_ref(a) as usize) as i64
-}
-
-/// Where an entry function sits in the binary, relative to [`ANCHOR`], so
-/// that a child whose image is loaded at another base finds it.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub(crate) struct EntryAddress {
-    layout: i64,
-    offset: i64,
-}
-
-impl EntryAddress {
-    pub(crate) fn of(entry: EntryFn) -> EntryAddress {
-        EntryAddress::of_addr(entry as usize)
-    }
-
-    /// The place of any function whose address is `addr`.
-    fn of_addr(addr: usize) -> EntryAddress {
-        EntryAddress {
-            layout: anchor(&ANCHOR_END) - anchor(&ANCHOR),
-            offset: addr as i64 - anchor(&ANCHOR),
-        }
-    }
-
-    /// The address in this process, or `None` if this binary's layout is
-    /// not the one the address was taken in.
-    fn addr(self) -> Option<usize> {
-        (self.layout == anchor(&ANCHOR_END) - anchor(&ANCHOR))
-            .then(|| (anchor(&ANCHOR) + self.offset) as usize)
-    }
-
-    /// The entry in this process, or `None` if this binary's layout is not
-    /// the one the address was taken in.
-    pub(crate) fn resolve(self) -> Option<EntryFn> {
-        let addr = self.addr()?;
-        // SAFETY: the address was computed by `of` from a value of type
-        // `EntryFn` in the parent, which runs this same binary: spawn
-        // executes `/proc/self/exe` of the parent, and a fork-server child
-        // is a copy of the parent's image. The image is relocated as a whole,
-        // so offsets from `ANCHOR` are the same in both, as the layout check
-        // in `addr` confirms for two statics of this crate.
-        Some(unsafe { std::mem::transmute::<usize, EntryFn>(addr) })
-    }
-
-    /// Reads an address written by another process of this program, as a
-    /// serde value (how `RemoteFn` and `TaskFn` travel).
-    fn deserialize_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
-        EntryAddress::deserialize(d)?.addr().ok_or_else(|| {
-            serde::de::Error::custom(crate::codec::custom_error(
-                "a function from a different binary".into(),
-            ))
-        })
-    }
-}
+impl<A: Serialize + DeserializeOwned + Send + 'static> Args for A {}
 
 /// Fails to compile for a target that is not zero-sized.
 pub(crate) const fn assert_zero_sized<F>() {
@@ -133,142 +193,8 @@ pub(crate) const fn assert_zero_sized<F>() {
     );
 }
 
-/// A plain function (`fn()`) that any process of the program can call: it
-/// crosses process boundaries as its place in the binary, as a target does,
-/// so a shared object can carry one (a barrier's action, say).
-///
-/// Python: a picklable module-level function.
-#[derive(Clone, Copy)]
-pub struct RemoteFn(fn());
-
-impl RemoteFn {
-    /// Wraps `f`.
-    pub fn new(f: fn()) -> RemoteFn {
-        RemoteFn(f)
-    }
-
-    /// Calls the function.
-    pub fn call(self) {
-        (self.0)();
-    }
-}
-
-impl std::fmt::Debug for RemoteFn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("RemoteFn")
-            .field(&(self.0 as usize as *const ()))
-            .finish()
-    }
-}
-
-impl Serialize for RemoteFn {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        EntryAddress::of_addr(self.0 as usize).serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for RemoteFn {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RemoteFn, D::Error> {
-        let addr = EntryAddress::deserialize_addr(d)?;
-        // SAFETY: as for `EntryAddress::resolve`: the offset was taken from a
-        // `fn()` value in a process running this same binary, whose image is
-        // relocated as a whole, as the layout check confirms.
-        Ok(RemoteFn(unsafe {
-            std::mem::transmute::<usize, fn()>(addr)
-        }))
-    }
-}
-
-/// The erased form of a task: encoded arguments in, encoded result out
-/// (both in [`codec::bulk`](crate::codec::bulk)'s encoding).
-type TaskEntry = fn(&[u8], Vec<u8>) -> Result<Vec<u8>, String>;
-
-/// A function with its argument and result types, erased so that any
-/// process of the program can call it with arguments encoded by
-/// [`codec::bulk`](crate::codec::bulk): how a pool
-/// sends work to long-lived workers. It crosses process boundaries as its
-/// place in the binary, as a target does.
-///
-/// Python: a picklable module-level function given to `Pool.apply` or
-/// `Pool.map`.
-#[derive(Clone, Copy)]
-pub struct TaskFn(TaskEntry);
-
-impl TaskFn {
-    /// The task `f(args...)`: [`call`](Self::call) takes the encoded
-    /// argument tuple `A` and gives the encoded result.
-    pub fn new<F, A>(f: F) -> TaskFn
-    where
-        F: Target<A>,
-        F::Output: Serialize,
-        A: DeserializeOwned,
-    {
-        let _ = f;
-        TaskFn(task_entry::<F, A>)
-    }
-
-    /// The task of calling `f` on every argument tuple of a chunk:
-    /// [`call`](Self::call) takes an encoded `Vec<A>` and gives an encoded
-    /// `Vec<F::Output>`, in order.
-    pub fn chunk<F, A>(f: F) -> TaskFn
-    where
-        F: Target<A>,
-        F::Output: Serialize,
-        A: DeserializeOwned,
-    {
-        let _ = f;
-        TaskFn(chunk_entry::<F, A>)
-    }
-
-    /// Runs the task. A panic of the function unwinds out of this call;
-    /// `Err` says the input or output could not be encoded.
-    ///
-    /// # Errors
-    ///
-    /// The reason, as text.
-    pub fn call(self, input: &[u8]) -> Result<Vec<u8>, String> {
-        (self.0)(input, Vec::new())
-    }
-
-    /// As [`call`](Self::call), encoding the result after the bytes already
-    /// in `out` (a reply's header), which it returns.
-    ///
-    /// # Errors
-    ///
-    /// The reason, as text.
-    pub fn call_into(self, input: &[u8], out: Vec<u8>) -> Result<Vec<u8>, String> {
-        (self.0)(input, out)
-    }
-}
-
-impl std::fmt::Debug for TaskFn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("TaskFn")
-            .field(&(self.0 as usize as *const ()))
-            .finish()
-    }
-}
-
-impl Serialize for TaskFn {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        EntryAddress::of_addr(self.0 as usize).serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for TaskFn {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<TaskFn, D::Error> {
-        let addr = EntryAddress::deserialize_addr(d)?;
-        // SAFETY: as for `EntryAddress::resolve`: the offset was taken from a
-        // `TaskEntry` value in a process running this same binary, whose
-        // image is relocated as a whole, as the layout check confirms.
-        Ok(TaskFn(unsafe {
-            std::mem::transmute::<usize, TaskEntry>(addr)
-        }))
-    }
-}
-
 /// Conjures the zero-sized function `F`.
-fn conjure<F: Copy>() -> F {
+pub(crate) fn conjure<F: Copy>() -> F {
     const { assert_zero_sized::<F>() };
     // SAFETY: `F` is zero-sized (asserted at compile time above) and `Copy`;
     // the callers pass `Target` types, which are `Fn` types, so a fn item or
@@ -277,37 +203,10 @@ fn conjure<F: Copy>() -> F {
     unsafe { std::mem::zeroed() }
 }
 
-fn task_entry<F, A>(input: &[u8], out: Vec<u8>) -> Result<Vec<u8>, String>
-where
-    F: Target<A>,
-    F::Output: Serialize,
-    A: DeserializeOwned,
-{
-    let args: A = crate::codec::bulk::decode(input)
-        .map_err(|e| format!("cannot decode the arguments: {e}"))?;
-    let result = conjure::<F>().call(args);
-    crate::codec::bulk::encode_into(&result, out)
-        .map_err(|e| format!("cannot encode the result: {e}"))
-}
-
-fn chunk_entry<F, A>(input: &[u8], out: Vec<u8>) -> Result<Vec<u8>, String>
-where
-    F: Target<A>,
-    F::Output: Serialize,
-    A: DeserializeOwned,
-{
-    let items: Vec<A> = crate::codec::bulk::decode(input)
-        .map_err(|e| format!("cannot decode the arguments: {e}"))?;
-    let f = conjure::<F>();
-    let results: Vec<F::Output> = items.into_iter().map(|a| f.call(a)).collect();
-    crate::codec::bulk::encode_into(&results, out)
-        .map_err(|e| format!("cannot encode the results: {e}"))
-}
-
 /// The entry of target `F` with arguments `A`.
-pub(crate) fn entry<F, A>(args: &[u8], fds: Vec<OwnedFd>) -> Outcome
+pub(crate) fn entry<F, A, K>(args: &[u8], fds: Vec<OwnedFd>) -> Outcome
 where
-    F: Target<A>,
+    F: Target<A, K>,
     F::Output: Serialize,
     A: DeserializeOwned,
 {
@@ -315,10 +214,11 @@ where
         Ok(a) => a,
         Err(e) => return Outcome::Failed(format!("cannot decode the arguments: {e}")),
     };
-    let target: F = conjure::<F>();
-    let out = target.call(args);
-    match crate::codec::encode(&out) {
-        Ok(bytes) => Outcome::Returned(bytes),
-        Err(e) => Outcome::Failed(format!("cannot encode the result: {e}")),
+    match conjure::<F>().call(args) {
+        Ok(out) => match crate::codec::encode(&out) {
+            Ok(bytes) => Outcome::Returned(bytes),
+            Err(e) => Outcome::Failed(format!("cannot encode the result: {e}")),
+        },
+        Err(message) => Outcome::Errored(message),
     }
 }

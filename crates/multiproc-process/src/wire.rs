@@ -14,14 +14,20 @@ use serde::de::DeserializeOwned;
 use crate::error::{Error, Result};
 use crate::sys;
 
-/// Sends `value` and `fds` as one message.
-pub(crate) fn send<T: Serialize>(sock: BorrowedFd<'_>, value: &T, fds: &[OwnedFd]) -> Result<()> {
+/// The bytes of `value` as one message: its length, then its encoding.
+pub(crate) fn frame<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     let body = crate::codec::encode(value)?;
     let len = u32::try_from(body.len())
         .map_err(|_| Error::Encode(format!("message of {} bytes is too large", body.len())))?;
     let mut bytes = Vec::with_capacity(4 + body.len());
     bytes.extend_from_slice(&len.to_le_bytes());
     bytes.extend_from_slice(&body);
+    Ok(bytes)
+}
+
+/// Sends `value` and `fds` as one message.
+pub(crate) fn send<T: Serialize>(sock: BorrowedFd<'_>, value: &T, fds: &[OwnedFd]) -> Result<()> {
+    let bytes = frame(value)?;
     let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
     sys::send_with_fds(sock, &bytes, &borrowed)?;
     Ok(())

@@ -112,6 +112,29 @@ pub fn parent_of(pid: u32) -> Option<u32> {
     after.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// The live processes (zombies excluded) whose environment, as they were
+/// started, holds `key=value`: how a test finds every process a program it
+/// ran left behind, when it gave that program a variable of its own.
+pub fn processes_with_env(key: &str, value: &str) -> Vec<u32> {
+    let needle = format!("{key}={value}");
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out: Vec<u32> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                env.split(|&b| b == 0)
+                    .any(|entry| entry == needle.as_bytes())
+            })
+        })
+        .filter(|&pid| is_running(pid))
+        .collect();
+    out.sort_unstable();
+    out
+}
+
 /// The names in `/dev/shm`.
 pub fn shm_entries() -> BTreeSet<String> {
     fs::read_dir("/dev/shm")

@@ -43,9 +43,9 @@
 
 #[doc(inline)]
 pub use multiproc_process::{
-    Context, Error, ParentProcess, Process, ProcessBuilder, ProcessInfo, RemoteFn, Result,
-    SignalName, StartMethod, Target, TaskFn, ThreadedFork, active_children, at_exit, cpu_count,
-    current_process, get_context, get_start_method, init, panic_message, parent_process,
+    Context, Error, LAUNCH_FAILED, ParentProcess, Process, ProcessBuilder, ProcessInfo, RemoteFn,
+    Result, SignalName, StartMethod, Target, TaskFn, ThreadedFork, active_children, at_exit,
+    cpu_count, current_process, get_context, get_start_method, init, panic_message, parent_process,
     set_start_method, set_start_method_force, set_threaded_fork, test_setup,
 };
 

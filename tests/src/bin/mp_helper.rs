@@ -3,11 +3,12 @@
 //!
 //! `mp_helper SCENARIO METHOD [ARG]`, METHOD a start method's name:
 //! - `panic`: a child panics with "boom in child"; prints its exit code.
+//! - `fail`: a child's target returns an error; prints its exit code.
 //! - `exit-joins FILE`: starts a child that sleeps 300 ms then writes FILE,
 //!   and returns from `main` at once (the child must be joined at exit).
 //! - `exit-terminates-daemon`: starts a daemon that sleeps for a minute,
 //!   prints its pid, and returns from `main` (the daemon must end with us).
-//! - `no-init`: starts a child without calling `init` first.
+//! - `no-init`: starts a child without calling `init` at all.
 //! - `set-method`: sets the default start method twice, then forces it.
 //! - `threaded-fork`: forks with a second thread running, refused then
 //!   warned about.
@@ -16,6 +17,18 @@
 //! - `daemon-orphan FROM_THREAD`: starts a daemon (from a helper thread
 //!   that then exits when FROM_THREAD is `thread`), prints its pid and
 //!   sleeps until killed.
+//! - `count FILE`: appends `main <pid>` to FILE, first thing in `main`.
+//! - `launch-then-die FILE`: starts `mp_helper count FILE` as if it were a
+//!   spawned child (the launch variable, a socket at descriptor 3), prints
+//!   its pid, and SIGKILLs itself before sending a launch.
+//! - `orphan-launch FILE`: runs `launch-then-die FILE` as a subreaper, so
+//!   that it can reap the orphan, and prints `orphan exit CODE` or
+//!   `orphan signal N`.
+//! - `craft-launch FILE`: prints, in hex, the launch message that makes a
+//!   spawned child of this binary run `pwned(FILE)`.
+//! - `secure-probe FILE`: appends `main uid=R euid=E` to FILE, runs one
+//!   process with the default start method (it appends `child METHOD`),
+//!   then tries spawn and prints `spawn: OUTCOME`.
 
 use std::io::Write;
 use std::time::Duration;
@@ -24,6 +37,10 @@ use multiproc as mp;
 
 fn panicking() {
     panic!("boom in child");
+}
+
+fn failing() -> mp::Result<u64> {
+    Err(mp::Error::NotFound("no such thing".into()))
 }
 
 fn sleep_then_write(path: String) {
@@ -86,8 +103,124 @@ fn threaded_fork() -> mp::Result<()> {
     Ok(())
 }
 
+fn append(file: &str, line: &str) {
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(file)
+        .expect("open the marker file");
+    f.write_all(format!("{line}\n").as_bytes())
+        .expect("write the marker file");
+}
+
+/// What an attacker would like a privileged copy of this program to run.
+fn pwned(file: String) {
+    append(
+        &file,
+        &format!(
+            "pwned {} euid={}",
+            std::process::id(),
+            rustix::process::geteuid().as_raw()
+        ),
+    );
+}
+
+fn child_reports_method(file: String) {
+    append(&file, &format!("child {}", mp::get_start_method()));
+}
+
+/// Starts `mp_helper count FILE` with a launch variable and a socket at
+/// descriptor 3 (placed there by `sh`), then dies before sending anything.
+fn launch_then_die(file: &str) -> std::io::Result<()> {
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+    let me = std::env::current_exe()?;
+    let child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("exec \"$0\" count \"$1\" 3<&0 </dev/null")
+        .arg(me)
+        .arg(file)
+        .env("MULTIPROC_SPAWN", format!("3:{}", std::process::id()))
+        .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(
+            theirs,
+        )))
+        .spawn()?;
+    println!("{}", child.id());
+    std::io::stdout().flush()?;
+    // Our end is still open here: it closes only with our death.
+    let _keep = ours;
+    rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL)?;
+    Ok(())
+}
+
+/// Runs `launch-then-die` and reaps the orphan it leaves.
+fn orphan_launch(file: &str) -> std::io::Result<()> {
+    rustix::process::set_child_subreaper(Some(rustix::process::getpid()))?;
+    let mut dier = std::process::Command::new(std::env::current_exe()?)
+        .args(["launch-then-die", file])
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let mut out = String::new();
+    if let Some(mut stdout) = dier.stdout.take() {
+        std::io::Read::read_to_string(&mut stdout, &mut out)?;
+    }
+    dier.wait()?;
+    let pid: i32 = out
+        .trim()
+        .parse()
+        .map_err(|_| std::io::Error::other(format!("no pid in {out:?}")))?;
+    let pid = rustix::process::Pid::from_raw(pid).ok_or_else(|| std::io::Error::other("pid 0"))?;
+    match rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty())? {
+        Some((_, status)) => match (status.exit_status(), status.terminating_signal()) {
+            (Some(code), _) => println!("orphan exit {code}"),
+            (_, Some(signal)) => println!("orphan signal {signal}"),
+            _ => println!("orphan unknown"),
+        },
+        None => println!("orphan unknown"),
+    }
+    Ok(())
+}
+
+fn secure_probe(file: &str) -> mp::Result<()> {
+    append(
+        file,
+        &format!(
+            "main uid={} euid={}",
+            rustix::process::getuid().as_raw(),
+            rustix::process::geteuid().as_raw()
+        ),
+    );
+    let mut p = mp::Process::new(child_reports_method, (file.to_owned(),));
+    p.start()?;
+    p.join_timeout(Duration::from_secs(20))?;
+    let mut s = mp::get_context(mp::StartMethod::Spawn).process(sleep_ms, (0,));
+    match s.start() {
+        Ok(()) => {
+            s.join_timeout(Duration::from_secs(20))?;
+            println!("spawn: started, exitcode {:?}", s.exitcode());
+        }
+        Err(e) => println!("spawn: {e}"),
+    }
+    Ok(())
+}
+
 fn main() -> mp::Result<()> {
     let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("count") => {
+            append(&args[2], &format!("main {}", std::process::id()));
+            return Ok(());
+        }
+        Some("launch-then-die") => return Ok(launch_then_die(&args[2])?),
+        Some("orphan-launch") => return Ok(orphan_launch(&args[2])?),
+        Some("craft-launch") => {
+            let bytes = multiproc_process::launch_message(pwned, (args[2].clone(),))?;
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            println!("{hex}");
+            return Ok(());
+        }
+        Some("secure-probe") => return secure_probe(&args[2]),
+        _ => {}
+    }
     if args.get(1).is_some_and(|a| a == "no-init") {
         // Deliberately before `init`.
         let method: mp::StartMethod = args[2].parse()?;
@@ -109,6 +242,12 @@ fn main() -> mp::Result<()> {
     match args.get(1).map(String::as_str) {
         Some("panic") => {
             let mut p = ctx.process(panicking, ());
+            p.start()?;
+            p.join_timeout(Duration::from_secs(20))?;
+            println!("exitcode {:?}", p.exitcode());
+        }
+        Some("fail") => {
+            let mut p = ctx.process(failing, ());
             p.start()?;
             p.join_timeout(Duration::from_secs(20))?;
             println!("exitcode {:?}", p.exitcode());

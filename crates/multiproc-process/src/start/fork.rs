@@ -76,6 +76,7 @@ pub(super) fn start(launch: Launch) -> Result<Arc<ChildShared>> {
     let Some((pid, mut guard)) = guard.fork(|_| launch.identity.clone())? else {
         // Its descriptor was closed when the child's state was reset.
         std::mem::forget(ours);
+        crate::method::set_start_method_force(launch.method);
         let daemon = launch.identity.daemon;
         bootstrap::run_child(ChildStart {
             entry: launch.entry,

@@ -4,12 +4,16 @@
 
 use std::os::fd::{AsFd, OwnedFd, RawFd};
 
+use serde::Serialize;
+
+use crate::address::{EntryAddress, EntryFn};
 use crate::bootstrap::LaunchMsg;
 use crate::error::Result;
 use crate::fds::PrivateFd;
 use crate::identity::Identity;
+use crate::method::StartMethod;
 use crate::sys;
-use crate::target::{EntryAddress, EntryFn};
+use crate::target::{Args, Target};
 
 /// What a start method needs to start one child.
 pub(crate) struct Launch {
@@ -18,6 +22,8 @@ pub(crate) struct Launch {
     /// Descriptors the arguments' handles carry.
     pub(crate) fds: Vec<OwnedFd>,
     pub(crate) identity: Identity,
+    /// The method starting the child, its default from then on.
+    pub(crate) method: StartMethod,
 }
 
 /// A channel for a new child: our end (non-blocking, private) and its end
@@ -34,6 +40,7 @@ pub(crate) fn send_launch(chan: &PrivateFd, launch: Launch) -> Result<()> {
     let msg = LaunchMsg {
         entry: EntryAddress::of(launch.entry),
         identity: launch.identity,
+        method: launch.method,
         from_main_thread: sys::is_main_thread(),
         args: launch.args,
     };
@@ -41,4 +48,36 @@ pub(crate) fn send_launch(chan: &PrivateFd, launch: Launch) -> Result<()> {
         Err(crate::Error::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => other,
     }
+}
+
+/// The bytes a parent writes on a spawned child's channel to run
+/// `target(args)` as `Process-1` (its launch message, with no descriptors),
+/// for tests of what a process accepts from whoever started it. Not part of
+/// the API.
+///
+/// # Errors
+///
+/// [`Error::Encode`](crate::Error::Encode) if the arguments do not encode.
+#[doc(hidden)]
+pub fn launch_message<F, A, K>(target: F, args: A) -> Result<Vec<u8>>
+where
+    F: Target<A, K>,
+    F::Output: Serialize,
+    A: Args,
+{
+    let _ = target;
+    let (args, _fds) = crate::handoff::encode_with_fds(&args)?;
+    crate::wire::frame(&LaunchMsg {
+        entry: EntryAddress::of(crate::target::entry::<F, A, K>),
+        identity: Identity {
+            name: Some("Process-1".into()),
+            ident: vec![1],
+            daemon: false,
+            parent: Some((sys::getpid(), "MainProcess".into())),
+            counter: 0,
+        },
+        method: StartMethod::Spawn,
+        from_main_thread: true,
+        args,
+    })
 }

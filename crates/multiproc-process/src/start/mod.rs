@@ -29,6 +29,7 @@ use std::sync::Arc;
 
 pub use fork::{ThreadedFork, set_threaded_fork};
 pub(crate) use launch::Launch;
+pub use launch::launch_message;
 
 use crate::child::ChildShared;
 use crate::error::{Error, Result};

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::boot::SPAWN_ENV;
 use crate::child::{ChildShared, Reaper};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::fds::{PRIVATE_FDS, PrivateFd, lock};
 use crate::state::GLOBAL;
 use crate::sys;
@@ -18,6 +18,13 @@ use super::launch::{Launch, channel, send_launch};
 
 /// Starts a child with the spawn method.
 pub(super) fn start(launch: Launch) -> Result<Arc<ChildShared>> {
+    if crate::boot::secure() {
+        // The new process would be secure too, and ignore its launch.
+        return Err(Error::Unsupported(
+            "the spawn start method is not available in a setuid, setgid or setcap program \
+             (use forkserver or fork)",
+        ));
+    }
     let (ours, theirs) = channel(&mut lock(&PRIVATE_FDS))?;
     let pid = exec_self(SPAWN_ENV, theirs)?;
     let pidfd = match sys::pidfd_open(pid) {

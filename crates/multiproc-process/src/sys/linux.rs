@@ -399,6 +399,35 @@ pub(crate) fn ignore_sigint(ignore: bool) {
     }
 }
 
+/// Ignores `SIGPIPE`, as the Rust runtime does before `main`.
+pub(crate) fn ignore_sigpipe() {
+    // SAFETY: installing SIG_IGN runs no code of ours in a signal handler;
+    // `signal` has no other precondition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
+/// Whether the kernel started this process in secure mode (`AT_SECURE`:
+/// setuid, setgid, or file capabilities), as glibc's `__libc_enable_secure`.
+pub(crate) fn is_secure() -> bool {
+    // SAFETY: getauxval reads the auxiliary vector the kernel gave the
+    // process; it has no precondition and returns 0 for an absent entry.
+    unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
+}
+
+/// Whether descriptor `fd`, known by number, is an open socket (without
+/// taking ownership).
+pub(crate) fn is_socket_raw(fd: RawFd) -> bool {
+    if !is_open_raw(fd) {
+        return false;
+    }
+    // SAFETY: the descriptor is open (checked above) and only borrowed for
+    // the `fstat` below, which does not close or change it.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    is_socket(fd)
+}
+
 /// Whether process `pid` exists and has not exited (a pidfd polls
 /// readable once it has).
 pub(crate) fn pid_alive(pid: u32) -> bool {

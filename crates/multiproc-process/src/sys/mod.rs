@@ -10,9 +10,11 @@
 //! - `pidfd_open`, `signal_pidfd`, `try_reap` (a `waitid(P_PIDFD)` that
 //!   returns the [`ExitStatus`] of an exited child), `pid_alive`,
 //! - `poll_readable` over a few fds with a timeout,
-//! - `set_parent_death_signal`, `ignore_sigint`, `getpid`, `getppid`,
+//! - `set_parent_death_signal`, `ignore_sigint`, `ignore_sigpipe`,
+//!   `is_secure`, `getpid`, `getppid`,
 //!   `is_main_thread`, `thread_count`,
-//! - `close_raw`, `own_raw`, `is_open_raw`, `is_socket` for descriptors
+//! - `close_raw`, `own_raw`, `is_open_raw`, `is_socket`, `is_socket_raw`
+//!   for descriptors
 //!   known by number (a forked child's inherited ones, spawn's descriptor 3),
 //! - `register_at_exit` for the hook that joins children at exit.
 //!

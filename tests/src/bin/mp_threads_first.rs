@@ -1,0 +1,56 @@
+//! A program whose `main` starts three threads before anything else, for
+//! the start-model tests: `mp_threads_first MODE FILE`.
+//!
+//! It appends `main <pid>` to FILE first thing in `main`, starts three
+//! threads that sleep, then:
+//! - `init-only`: calls `mp::init()` and returns at once;
+//! - `start-one`: runs one process (no `init`) that appends
+//!   `child <pid> <start method> <threads>` to FILE, joins it, and returns.
+
+use std::io::Write;
+use std::time::Duration;
+
+use multiproc as mp;
+
+fn append(file: &str, line: &str) {
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(file)
+        .expect("open the count file");
+    f.write_all(format!("{line}\n").as_bytes())
+        .expect("write the count file");
+}
+
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").map_or(0, Iterator::count)
+}
+
+fn child(file: String) {
+    let line = format!(
+        "child {} {} {}",
+        std::process::id(),
+        mp::get_start_method(),
+        threads()
+    );
+    append(&file, &line);
+}
+
+fn main() -> mp::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let (mode, file) = (args[1].as_str(), args[2].clone());
+    append(&file, &format!("main {}", std::process::id()));
+    for _ in 0..3 {
+        std::thread::spawn(|| std::thread::sleep(Duration::from_secs(30)));
+    }
+    match mode {
+        "init-only" => mp::init(),
+        "start-one" => {
+            let mut p = mp::Process::new(child, (file,));
+            p.start()?;
+            p.join_timeout(Duration::from_secs(20))?;
+        }
+        _ => std::process::exit(2),
+    }
+    Ok(())
+}

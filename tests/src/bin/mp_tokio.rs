@@ -1,0 +1,69 @@
+//! A `#[tokio::main]` program, as a user writes one, for the start-model
+//! tests: `mp_tokio MODE FILE`.
+//!
+//! It appends `main <pid>` to FILE first thing in `main`, then:
+//! - `init-only`: calls `mp::init()` and returns at once;
+//! - `start-one`: starts one process from async code (no `init`), whose
+//!   target builds a tokio runtime of its own and appends
+//!   `child <pid> <start method> <value>` to FILE, and returns at once
+//!   (the child is joined at exit, as in Python);
+//! - `pool`: maps over a `Pool` from `spawn_blocking` and prints the sum.
+
+use std::io::Write;
+
+use multiproc as mp;
+
+fn append(file: &str, line: &str) {
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(file)
+        .expect("open the count file");
+    f.write_all(format!("{line}\n").as_bytes())
+        .expect("write the count file");
+}
+
+fn child(file: String) {
+    let value = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a child builds its own runtime")
+        .block_on(async { 7 });
+    append(
+        &file,
+        &format!(
+            "child {} {} {value}",
+            std::process::id(),
+            mp::get_start_method()
+        ),
+    );
+}
+
+fn square(n: u64) -> u64 {
+    n * n
+}
+
+#[tokio::main]
+async fn main() -> mp::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let (mode, file) = (args[1].as_str(), args[2].clone());
+    append(&file, &format!("main {}", std::process::id()));
+    match mode {
+        "init-only" => mp::init(),
+        "start-one" => {
+            let mut p = mp::Process::new(child, (file,));
+            p.start()?;
+        }
+        "pool" => {
+            let sum = tokio::task::spawn_blocking(|| -> mp::Result<u64> {
+                let pool = mp::Pool::builder().processes(2).build()?;
+                Ok(pool.map(square, 1..=10u64)?.into_iter().sum())
+            })
+            .await
+            .map_err(|_| mp::Error::Unsupported("the blocking task panicked"))??;
+            println!("{sum}");
+        }
+        _ => std::process::exit(2),
+    }
+    Ok(())
+}
