@@ -104,7 +104,6 @@ pub(crate) fn serve(address: Address, spawn_workers: bool) -> mp::Result<()> {
 }
 
 pub(crate) fn main() -> mp::Result<()> {
-    mp::init();
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("worker") => worker(&args[2]),

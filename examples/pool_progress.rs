@@ -23,7 +23,6 @@ fn count_primes(from: u64) -> u64 {
 }
 
 pub(crate) fn main() -> mp::Result<()> {
-    mp::init();
     let pool = mp::Pool::new()?;
     let starts: Vec<u64> = (0..LIMIT).step_by(STEP as usize).collect();
     let started = std::time::Instant::now();

@@ -97,7 +97,6 @@ fn perform_transactions(locked: bool) -> mp::Result<i32> {
 }
 
 pub(crate) fn main() -> mp::Result<()> {
-    mp::init();
     println!("without a lock (updates get lost):");
     for _ in 0..10 {
         println!("Final balance = {}", perform_transactions(false)?);

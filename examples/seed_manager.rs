@@ -28,7 +28,6 @@ fn insert_record(record: Record, records: mp::ListProxy<Record>) {
 }
 
 pub(crate) fn main() -> mp::Result<()> {
-    mp::init();
     // the manager's server process lives until `manager` is dropped
     let manager = mp::Manager::start()?;
     // creating a list in server process memory

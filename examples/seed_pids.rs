@@ -21,7 +21,6 @@ fn worker2() {
 }
 
 pub(crate) fn main() -> mp::Result<()> {
-    mp::init();
     // printing main program process id
     println!("ID of main process: {}", std::process::id());
 

@@ -49,7 +49,6 @@ fn receiver_until_eof(conn: mp::Connection) {
 }
 
 pub(crate) fn main() -> mp::Result<()> {
-    mp::init();
     // messages to be sent
     let msgs: Vec<String> = ["hello", "hey", "hru?", "END"].map(String::from).into();
 

@@ -16,7 +16,6 @@ fn square(n: i64) -> i64 {
 }
 
 pub(crate) fn main() -> mp::Result<()> {
-    mp::init();
     // input list
     let mylist = vec![1, 2, 3, 4, 5];
 

@@ -25,7 +25,6 @@ fn print_queue(q: mp::Queue<i64>) {
 }
 
 pub(crate) fn main() -> mp::Result<()> {
-    mp::init();
     // input list
     let mylist = vec![1, 2, 3, 4];
     // creating a queue

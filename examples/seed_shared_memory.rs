@@ -22,7 +22,6 @@ fn square_list(mylist: Vec<i32>, result: mp::Array<i32>, square_sum: mp::Value<i
 }
 
 pub(crate) fn main() -> mp::Result<()> {
-    mp::init();
     // input list
     let mylist = vec![1, 2, 3, 4];
     // an Array of i32 with space for 4 integers, and a Value of i32

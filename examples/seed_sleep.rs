@@ -18,7 +18,6 @@ fn sleep(seconds: f64) {
 }
 
 pub(crate) fn main() -> mp::Result<()> {
-    mp::init();
     let seconds: f64 = std::env::args()
         .nth(1)
         .and_then(|s| s.parse().ok())

@@ -25,13 +25,14 @@ mod seed_queue;
 mod seed_shared_memory;
 #[path = "seed_sleep.rs"]
 mod seed_sleep;
+#[path = "tokio_processes.rs"]
+mod tokio_processes;
 
 fn section(title: &str) {
     println!("\n=== {title} ===");
 }
 
 fn main() -> mp::Result<()> {
-    mp::init();
     // The remote-manager section starts this program again as its workers.
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).is_some_and(|a| a == "worker") {
@@ -74,8 +75,12 @@ fn main() -> mp::Result<()> {
     section("counting primes on a Pool, with a progress bar over imap");
     pool_progress::main()?;
 
+    section("processes and a Pool from async code (tokio)");
+    tokio_processes::main()?;
+
     println!(
-        "\ntour finished: the {} seed programs, a distributed queue, a pool with progress",
+        "\ntour finished: the {} seed programs, a distributed queue, a pool with progress, \
+         processes from async code",
         8
     );
     Ok(())

@@ -581,7 +581,54 @@ fn thread_pool_chunks_callbacks_close_and_terminate() {
     }
 }
 
+/// Fails on multiples of seven, as a task that uses `?` does.
+fn checked_half(n: u64) -> mp::Result<u64> {
+    if n.is_multiple_of(7) {
+        return Err(mp::Error::InvalidArgument(format!(
+            "{n} is a multiple of seven"
+        )));
+    }
+    Ok(n / 2)
+}
+
+fn read_len(path: String) -> std::io::Result<usize> {
+    Ok(std::fs::read(path)?.len())
+}
+
+fn a_task_that_returns_an_error_fails_its_call_and_the_pool_goes_on(ctx: mp::Context) {
+    let p = pool(&ctx, 2);
+    let pids = p.worker_pids();
+    assert_eq!(pids.len(), 2);
+    assert_eq!(p.map(checked_half, [2, 4, 6]).unwrap(), vec![1, 2, 3]);
+    // The first failing chunk's error is the call's, as in CPython.
+    match p.map_chunked(checked_half, 1..30, 5) {
+        Err(mp::Error::TaskFailed { message }) => {
+            assert_eq!(message, "invalid argument: 7 is a multiple of seven");
+        }
+        other => panic!("{other:?}"),
+    }
+    match p.apply(read_len, ("/no/such/file".to_string(),)) {
+        Err(mp::Error::TaskFailed { message }) => assert!(message.contains("No such file")),
+        other => panic!("{other:?}"),
+    }
+    assert!(p.apply(read_len, ("/proc/self/stat".to_string(),)).unwrap() > 0);
+    // imap: exactly the failing items are errors, the others come through.
+    let items: Vec<mp::Result<u64>> = p.imap(checked_half, 1..=14).collect();
+    for (n, r) in (1..=14u64).zip(&items) {
+        match r {
+            Ok(v) => assert_eq!(*v, n / 2),
+            Err(mp::Error::TaskFailed { .. }) => assert!(n.is_multiple_of(7), "{n}"),
+            Err(e) => panic!("{n}: {e}"),
+        }
+    }
+    assert_eq!(items.iter().filter(|r| r.is_err()).count(), 2);
+    // An error is not a death: the same workers serve on.
+    assert_eq!(p.worker_pids(), pids);
+    assert_eq!(p.map(checked_half, [8]).unwrap(), vec![4]);
+}
+
 multiproc_testkit::each_start_method!(
+    a_task_that_returns_an_error_fails_its_call_and_the_pool_goes_on,
     results_equal_the_serial_ones,
     inputs_of_any_shape_and_length,
     imap_is_lazy_and_unordered_follows_completion,

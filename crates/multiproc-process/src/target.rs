@@ -106,6 +106,7 @@ fn chain(error: &dyn StdError) -> String {
 
 macro_rules! impl_target {
     ($($arg:ident),*) => {
+        #[diagnostic::do_not_recommend]
         impl<Func, Ret, $($arg,)*> Target<($($arg,)*), kind::Value> for Func
         where
             Func: Fn($($arg),*) -> Ret + Copy + Send + 'static,
@@ -119,6 +120,7 @@ macro_rules! impl_target {
             }
         }
 
+        #[diagnostic::do_not_recommend]
         impl<Func, T, E, $($arg,)*> Target<($($arg,)*), kind::Fallible> for Func
         where
             Func: Fn($($arg),*) -> Result<T, E> + Copy + Send + 'static,
@@ -133,6 +135,7 @@ macro_rules! impl_target {
             }
         }
 
+        #[diagnostic::do_not_recommend]
         impl<Func, T, E, $($arg,)*> Target<($($arg,)*), kind::FallibleDyn> for Func
         where
             Func: Fn($($arg),*) -> Result<T, E> + Copy + Send + 'static,
@@ -147,6 +150,7 @@ macro_rules! impl_target {
             }
         }
 
+        #[diagnostic::do_not_recommend]
         impl<Func, T, E, $($arg,)*> Target<($($arg,)*), kind::FallibleLocalDyn> for Func
         where
             Func: Fn($($arg),*) -> Result<T, E> + Copy + Send + 'static,
@@ -175,6 +179,10 @@ impl_target!(A1, A2, A3, A4, A5, A6);
 /// can be copied into another process.
 ///
 /// Implemented for every such tuple; there is nothing to implement by hand.
+/// A borrowed argument (`&str`, `&[T]`) is refused by the compiler with
+/// serde's message that "implementation of `Deserialize` is not general
+/// enough" (lifetimes are checked after traits, so no message of ours can
+/// reach it): pass `String`, `Vec<T>`.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be sent to another process as a target's arguments",
     label = "not owned serde values",
@@ -183,13 +191,15 @@ impl_target!(A1, A2, A3, A4, A5, A6);
 )]
 pub trait Args: Serialize + DeserializeOwned + Send + 'static {}
 
+#[diagnostic::do_not_recommend]
 impl<A: Serialize + DeserializeOwned + Send + 'static> Args for A {}
 
 /// Fails to compile for a target that is not zero-sized.
 pub(crate) const fn assert_zero_sized<F>() {
     assert!(
         size_of::<F>() == 0,
-        "a process target must be a fn item or a closure that captures nothing"
+        "a process target must be a fn item or a closure that captures nothing: pass what it \
+         captures as an argument"
     );
 }
 
