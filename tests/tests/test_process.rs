@@ -719,6 +719,27 @@ fn a_child_reports_the_method_that_started_it(ctx: mp::Context) {
     leaks.assert_clean();
 }
 
+/// Calls `init` in the child, as library code might, then starts a child
+/// of its own.
+fn init_then_start() -> u64 {
+    mp::init();
+    let mut p = mp::Process::new(square_of, (9,));
+    p.start().unwrap();
+    join(&p);
+    p.take_result().unwrap()
+}
+
+fn square_of(n: u64) -> u64 {
+    n * n
+}
+
+fn a_child_may_call_init(ctx: mp::Context) {
+    let mut p = ctx.process(init_then_start, ());
+    p.start().unwrap();
+    join(&p);
+    assert_eq!(p.take_result().unwrap(), 81);
+}
+
 fn parse_number(text: String) -> mp::Result<u64> {
     text.trim()
         .parse()
@@ -862,6 +883,7 @@ multiproc_testkit::each_start_method!(
     a_handle_hands_its_descriptor_to_the_child,
     a_program_without_init_starts_processes,
     a_child_reports_the_method_that_started_it,
+    a_child_may_call_init,
     a_target_may_return_a_result,
     a_failed_child_says_why_on_stderr,
 );

@@ -151,6 +151,44 @@ fn a_program_that_starts_threads_first_runs_main_once_per_launch() {
     }
 }
 
+#[test]
+fn nothing_is_left_when_a_program_is_killed() {
+    use std::io::BufRead;
+    let file = Scratch::new("killed");
+    let tag = format!("{}-{:?}", std::process::id(), Instant::now());
+    for _ in 0..10 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mp_threads_first"))
+            .args(["daemon-then-wait", file.path()])
+            .env("MP_LAUNCH_TAG", &tag)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        let stdout = child.stdout.take().unwrap();
+        multiproc_testkit::within(LIMIT, move || {
+            std::io::BufReader::new(stdout)
+                .read_line(&mut line)
+                .unwrap();
+            line
+        });
+        // The program, its fork server and its daemon child run now.
+        assert!(processes_with_env("MP_LAUNCH_TAG", &tag).len() >= 3);
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    // The server sees its control socket close, the daemons their parent
+    // go; no one is left.
+    assert!(
+        wait_until(Duration::from_secs(2), || processes_with_env(
+            "MP_LAUNCH_TAG",
+            &tag
+        )
+        .is_empty()),
+        "processes left behind: {:?}",
+        processes_with_env("MP_LAUNCH_TAG", &tag)
+    );
+}
+
 fn triple(n: u64) -> u64 {
     n * 3
 }

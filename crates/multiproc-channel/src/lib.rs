@@ -22,7 +22,6 @@
 //! }
 //!
 //! # fn main() -> mp::Result<()> {
-//! mp::init();
 //! let (jobs, results) = (mp::JoinableQueue::new()?, mp::Queue::new()?);
 //! let mut w = mp::Process::builder(worker, (jobs.clone(), results.clone())).daemon(true).build();
 //! w.start()?;

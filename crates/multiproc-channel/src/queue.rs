@@ -112,7 +112,6 @@ struct Inner {
 /// }
 ///
 /// # fn main() -> mp::Result<()> {
-/// mp::init();
 /// let q = mp::Queue::new()?;
 /// let mut p = mp::Process::new(squares_ok, (vec![1, 2, 3, 4], q.clone()));
 /// p.start()?;

@@ -22,7 +22,6 @@
 //! }
 //!
 //! # fn main() -> mp::Result<()> {
-//! mp::init();
 //! let manager = mp::Manager::start()?;
 //! let counts = manager.dict()?;
 //! let mut p = mp::Process::new(count_words, ("a b a".to_string(), counts.clone()));

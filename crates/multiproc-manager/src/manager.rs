@@ -45,7 +45,6 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// }
 ///
 /// # fn main() -> mp::Result<()> {
-/// mp::init();
 /// let manager = mp::Manager::start()?;
 /// let records = manager.list([("Sam".to_string(), 10)])?;
 /// let mut p = mp::Process::new(add_record, (records.clone(),));

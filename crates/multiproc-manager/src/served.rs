@@ -40,7 +40,6 @@ use crate::wire::WireError;
 /// }
 ///
 /// # fn main() -> mp::Result<()> {
-/// # mp::init();
 /// let manager = mp::Manager::builder().register::<Counter>().start()?;
 /// let counter = manager.create(Counter { n: 1 })?;
 /// assert_eq!(counter.call(CounterOp::Add(41))?, 42);

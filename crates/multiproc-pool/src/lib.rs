@@ -16,7 +16,6 @@
 //! }
 //!
 //! # fn main() -> mp::Result<()> {
-//! mp::init();
 //! let pool = mp::Pool::builder().processes(2).build()?;
 //! let squares: Vec<u64> = pool.map(square, 1..=5)?.into_iter().map(|(s, _)| s).collect();
 //! assert_eq!(squares, vec![1, 4, 9, 16, 25]);

@@ -436,7 +436,6 @@ impl PoolBuilder {
 /// }
 ///
 /// # fn main() -> mp::Result<()> {
-/// mp::init();
 /// let pool = mp::Pool::builder().processes(2).build()?;
 /// assert_eq!(pool.map(square, 1..=5)?, vec![1, 4, 9, 16, 25]);
 /// # Ok(())

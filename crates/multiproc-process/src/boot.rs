@@ -21,8 +21,12 @@
 //! runs. Such a program cannot execute itself as a child either, so there
 //! spawn is refused and the fork server is forked.
 //!
-//! [`init`](crate::init) does the same work if the hook in `.init_array`
-//! did not run (a linker that dropped it); whichever comes first does it.
+//! The hook runs among the program's other constructors, in link order; a
+//! constructor that calls [`init`](crate::init) before it (`test_setup!`)
+//! does the same work, and whichever comes first does it. If the hook did
+//! not run at all (a link that dropped it), `init` first in `main` does it,
+//! and starting a process without `init` says so
+//! ([`Error::NotInitialized`](crate::Error::NotInitialized)).
 //!
 //! # Safety
 //!
@@ -57,10 +61,8 @@ enum Role {
     Server(OwnedFd),
 }
 
-/// Set by the hook in `.init_array`, so a parent knows that its children
-/// (the same binary) will find their role before `main`.
-static HOOKED: AtomicBool = AtomicBool::new(false);
-/// Set once this process knows it is the program (or [`init`] ran).
+/// Set once this process knows it is the program (the hook or
+/// [`init`](crate::init) ran).
 static INITIALIZED: AtomicBool = AtomicBool::new(false);
 
 /// Runs before `main` (the C runtime calls the functions of `.init_array`
@@ -74,7 +76,6 @@ static INITIALIZED: AtomicBool = AtomicBool::new(false);
 static HOOK: extern "C" fn() = hook;
 
 extern "C" fn hook() {
-    HOOKED.store(true, Ordering::SeqCst);
     // An unwinding panic must not cross the C runtime's frame.
     if std::panic::catch_unwind(boot).is_err() {
         sys::exit_now(LAUNCH_FAILED);
@@ -82,30 +83,24 @@ extern "C" fn hook() {
 }
 
 /// Finds this process's role and acts on it, once: returns only in the
-/// program itself.
+/// program itself. The role is found under a `Once` and acted on outside
+/// it, so that a child's target may call [`init`](crate::init) again.
 pub(crate) fn boot() {
     static ONCE: Once = Once::new();
-    ONCE.call_once(|| match find_role() {
-        Role::Program => mark_initialized(),
-        Role::Child(chan) => {
+    let mut role = None;
+    ONCE.call_once(|| role = Some(find_role()));
+    match role {
+        None => {}
+        Some(Role::Program) => mark_initialized(),
+        Some(Role::Child(chan)) => {
             mark_initialized();
             bootstrap::run_from_channel(chan, None)
         }
-        Role::Server(ctl) => {
+        Some(Role::Server(ctl)) => {
             mark_initialized();
             server::serve(ctl)
         }
-    });
-}
-
-/// Whether the hook ran before `main` in this program: if it did, it runs
-/// in the program's children too, which is what lets spawn and an executed
-/// fork server run nothing of `main`.
-pub(crate) fn hooked() -> bool {
-    // Naming the hook keeps its object, and so its `.init_array` entry, in
-    // any link that uses the start path.
-    std::hint::black_box(&HOOK);
-    HOOKED.load(Ordering::SeqCst)
+    }
 }
 
 pub(crate) fn mark_initialized() {
@@ -115,6 +110,9 @@ pub(crate) fn mark_initialized() {
 /// Whether this process found its role (the hook or [`init`](crate::init)
 /// ran).
 pub(crate) fn initialized() -> bool {
+    // Naming the hook keeps its object, and so its `.init_array` entry, in
+    // any link that uses the start path.
+    std::hint::black_box(&HOOK);
     INITIALIZED.load(Ordering::SeqCst)
 }
 

@@ -1,6 +1,6 @@
 //! [`init`], and contexts: a start method to make processes with.
 
-use std::sync::Once;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -25,20 +25,21 @@ use crate::target::{Args, Target};
 /// starts does not wait for it. In a setuid or setcap program, where the
 /// server must be forked while the program has one thread, call it before
 /// starting any thread. Calling it again does nothing. Where the hook could
-/// not run (a link that dropped it, which multiproc reports on stderr at the
-/// first start), `init` first in `main` does the hook's work.
+/// not run (a link that dropped it: a start then fails with
+/// [`Error::NotInitialized`](crate::Error::NotInitialized)), `init` first in
+/// `main` does the hook's work.
 ///
 /// Python: what the `if __name__ == "__main__":` guard does for spawn, and
 /// `multiprocessing.forkserver.ensure_running()`.
 pub fn init() {
-    static ONCE: Once = Once::new();
+    // Not a `Once`: a server forked (in a setuid program) while one ran
+    // would hand its children a `Once` that never completes.
+    static STARTED: AtomicBool = AtomicBool::new(false);
     crate::boot::boot();
-    ONCE.call_once(|| {
-        if get_start_method() == StartMethod::ForkServer {
-            // Failing now is not fatal: the first start retries, and reports.
-            let _ = crate::start::forkserver::ensure_started();
-        }
-    });
+    if get_start_method() == StartMethod::ForkServer && !STARTED.swap(true, Ordering::SeqCst) {
+        // Failing now is not fatal: the first start retries, and reports.
+        let _ = crate::start::forkserver::ensure_started();
+    }
 }
 
 /// A start method, to make processes (and, in the crates above, the shared

@@ -98,11 +98,12 @@ pub enum Error {
     #[error("daemonic processes are not allowed to have children")]
     DaemonChildren,
 
-    /// The fork server or spawn start method was used, but
-    /// [`init`](crate::init) never ran in this program.
+    /// The fork server or spawn start method was used in a program whose
+    /// start hook did not run before `main` (a link that dropped it), and
+    /// [`init`](crate::init) was not called either.
     #[error(
-        "multiproc::init() was not called: call it first in main (in a test file, write \
-         multiproc::test_setup!() once), or use the fork start method"
+        "multiproc's start hook did not run in this program and multiproc::init() was not \
+         called: call it first in main, or use the fork start method"
     )]
     NotInitialized,
 

@@ -151,7 +151,6 @@ pub mod fd {
 /// }
 ///
 /// # fn main() -> mp::Result<()> {
-/// mp::init();
 /// let (mut reader, writer) = std::io::pipe()?;
 /// let mut p = mp::Process::new(write_hello, (mp::handoff::HandoffFd::from(OwnedFd::from(writer)),));
 /// p.start()?;

@@ -16,7 +16,6 @@
 //! }
 //!
 //! # fn main() -> mp::Result<()> {
-//! mp::init();
 //! let t = Instant::now();
 //! let mut a = mp::Process::new(nap, (200,));
 //! let mut b = mp::Process::new(nap, (200,));
@@ -75,18 +74,21 @@ pub use start::{ThreadedFork, set_threaded_fork};
 pub use target::{Args, Target, kind};
 pub use task::{RemoteFn, TaskFn};
 
-/// Runs [`init`] before the test harness's `main`, for a test file (an
-/// integration test crate) whose tests start processes. Write it once, at
-/// the top level of the file:
+/// Starts the fork server before the test harness's `main`, for a test
+/// file (an integration test crate) whose tests start processes. Write it
+/// once, at the top level of the file:
 ///
 /// ```ignore
 /// multiproc::test_setup!();
 /// ```
 ///
-/// A spawned child of a test binary then runs its target instead of the
-/// tests, and the fork server starts while the binary is single-threaded.
-/// It registers a constructor in `.init_array`, so a crate that forbids
-/// `unsafe_code` must allow it for this line.
+/// Tests need nothing to start processes: a spawned child of a test binary
+/// runs its target, never the tests, with or without this line. What it
+/// still does is start the server ahead of the tests (it calls
+/// [`init`] from `.init_array`), so that the first test does not wait for
+/// it and a test that counts its children does not count the server. It
+/// registers a constructor, so a crate that forbids `unsafe_code` must allow
+/// it for this line.
 #[macro_export]
 macro_rules! test_setup {
     () => {

@@ -18,15 +18,18 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum StartMethod {
-    /// A single-threaded server, forked at [`init`](crate::init) while the
-    /// program is still single-threaded, forks each child on request. Fast,
-    /// and safe in a program that has threads. The default, as in CPython
-    /// 3.14.
+    /// A single-threaded server forks each child on request. The server is
+    /// the program's binary run again at the first start (or at
+    /// [`init`](crate::init)), in which nothing of `main` ran, so its
+    /// children hold none of the program's threads, memory or descriptors.
+    /// Fast, and safe in a program that has threads. The default, as in
+    /// CPython 3.14.
     #[default]
     ForkServer,
-    /// Executes the program's binary again; the new process's
-    /// [`init`](crate::init) receives the target and its arguments. The
-    /// slowest start and the cleanest child: nothing of the parent's memory.
+    /// Executes the program's binary again for each child, which receives
+    /// its target and arguments before `main` would run. The slowest start
+    /// and the cleanest child: nothing of the parent's memory. Not available
+    /// in a setuid or setcap program.
     Spawn,
     /// `fork(2)`: the child runs straight from a copy of the parent's
     /// memory. The fastest start, but unsafe in a program that has other

@@ -42,7 +42,6 @@ type Encoder = Box<dyn Fn() -> Result<(Vec<u8>, Vec<OwnedFd>)> + Send>;
 /// }
 ///
 /// # fn main() -> mp::Result<()> {
-/// mp::init();
 /// let mut p = mp::Process::new(square, (12,));
 /// p.start()?;
 /// p.join()?;
@@ -122,7 +121,31 @@ impl<R> Process<R> {
     /// arguments; `args` is the tuple of them, as Python's
     /// `Process(target=f, args=(5,))`. Arguments and the result cross the
     /// process boundary with serde, so one program runs unchanged under
-    /// every start method. A capturing closure is refused at compile time.
+    /// every start method; arguments are owned values (`String`, not
+    /// `&str`). A capturing closure is refused at compile time.
+    ///
+    /// The target may return a `Result<R, E>` and use `?` (see [`Target`]
+    /// for the errors it may return): an `Err` ends the child with exit
+    /// code 1 and reaches [`take_result`](Process::take_result) as
+    /// [`Error::ChildFailed`] with the error's message.
+    ///
+    /// ```
+    /// use multiproc as mp;
+    ///
+    /// fn line_count(path: String) -> std::io::Result<usize> {
+    ///     Ok(std::fs::read_to_string(path)?.lines().count())
+    /// }
+    ///
+    /// # fn main() -> mp::Result<()> {
+    /// let mut p = mp::Process::new(line_count, ("/no/such/file".to_string(),));
+    /// p.start()?;
+    /// p.join()?;
+    /// assert_eq!(p.exitcode(), Some(1));
+    /// let err = p.take_result().unwrap_err();
+    /// assert!(matches!(err, mp::Error::ChildFailed { .. }), "{err}");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn new<F, A, K>(target: F, args: A) -> Process<R>
     where
         F: Target<A, K, Output = R>,
@@ -217,8 +240,10 @@ impl<R> Process<R> {
     ///
     /// [`Error::AlreadyStarted`] the second time, [`Error::ProcessClosed`]
     /// after [`close`](Process::close), [`Error::DaemonChildren`] in a daemon
-    /// process, [`Error::NotInitialized`] for the fork server or spawn if
-    /// [`init`](crate::init) never ran, [`Error::ThreadedFork`] for fork in a
+    /// process, [`Error::NotInitialized`] for the fork server or spawn in a
+    /// program whose start hook did not run (see [`init`](crate::init)),
+    /// [`Error::Unsupported`] for spawn in a setuid program,
+    /// [`Error::ThreadedFork`] for fork in a
     /// threaded process when so configured, [`Error::Encode`] if an argument
     /// cannot be encoded, [`Error::Io`] if the system refuses a new process.
     pub fn start(&mut self) -> Result<()> {

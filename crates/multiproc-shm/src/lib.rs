@@ -23,7 +23,6 @@
 //! }
 //!
 //! # fn main() -> mp::Result<()> {
-//! mp::init();
 //! let a = mp::RawArray::<u32>::new(4)?;
 //! let mut p = mp::Process::new(fill, (a.clone(),));
 //! p.start()?;

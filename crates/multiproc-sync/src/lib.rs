@@ -25,7 +25,6 @@
 //! }
 //!
 //! # fn main() -> mp::Result<()> {
-//! mp::init();
 //! let balance = mp::Value::new(100i32)?;
 //! let mut p = mp::Process::new(deposit, (balance.clone(),));
 //! p.start()?;

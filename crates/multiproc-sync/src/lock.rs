@@ -118,7 +118,6 @@ pub(crate) fn lock_word(word: &LockWord, deadline: Deadline, spin: &SpinBudget) 
 /// }
 ///
 /// # fn main() -> mp::Result<()> {
-/// mp::init();
 /// let (total, lock) = (mp::Value::new(0i64)?, mp::Lock::new()?);
 /// let mut ps: Vec<_> = (0..2).map(|_| mp::Process::new(add, (total.clone(), lock.clone()))).collect();
 /// for p in &mut ps { p.start()?; }

@@ -12,7 +12,7 @@
 //! | `p.is_alive()`, `p.pid`, `p.exitcode` | [`is_alive`](Process::is_alive), [`pid`](Process::pid), [`exitcode`](Process::exitcode) |
 //! | `mp.current_process()`, `mp.cpu_count()` | [`current_process`], [`cpu_count`] |
 //! | `mp.set_start_method("spawn")` | [`set_start_method(StartMethod::Spawn)`](set_start_method) |
-//! | `if __name__ == "__main__":` | [`init()`](init), the first line of `main` |
+//! | `if __name__ == "__main__":` | nothing: a child never runs `main` |
 //!
 //! The full table is `docs/python-to-rust.md` in the repository.
 //!
@@ -26,7 +26,6 @@
 //! }
 //!
 //! # fn main() -> mp::Result<()> {
-//! mp::init(); // first in main: a spawned child runs its target here
 //! let mut p = mp::Process::new(greet, ("bob".to_string(),));
 //! p.start()?;
 //! p.join()?;
@@ -43,11 +42,14 @@
 
 #[doc(inline)]
 pub use multiproc_process::{
-    Context, Error, LAUNCH_FAILED, ParentProcess, Process, ProcessBuilder, ProcessInfo, RemoteFn,
-    Result, SignalName, StartMethod, Target, TaskFn, ThreadedFork, active_children, at_exit,
-    cpu_count, current_process, get_context, get_start_method, init, panic_message, parent_process,
-    set_start_method, set_start_method_force, set_threaded_fork, test_setup,
+    Args, Context, Error, LAUNCH_FAILED, ParentProcess, Process, ProcessBuilder, ProcessInfo,
+    RemoteFn, Result, SignalName, StartMethod, Target, TaskFn, ThreadedFork, active_children,
+    at_exit, cpu_count, current_process, get_context, get_start_method, init, panic_message,
+    parent_process, set_start_method, set_start_method_force, set_threaded_fork, test_setup,
 };
+
+#[doc(inline)]
+pub use multiproc_process::kind;
 
 #[doc(inline)]
 pub use multiproc_shm::{RawArray, RawValue, Segment, SharedMemory};

@@ -5,7 +5,9 @@
 //! threads that sleep, then:
 //! - `init-only`: calls `mp::init()` and returns at once;
 //! - `start-one`: runs one process (no `init`) that appends
-//!   `child <pid> <start method> <threads>` to FILE, joins it, and returns.
+//!   `child <pid> <start method> <threads>` to FILE, joins it, and returns;
+//! - `daemon-then-wait`: starts a daemon process that sleeps for a minute,
+//!   prints `ready`, and sleeps until killed.
 
 use std::io::Write;
 use std::time::Duration;
@@ -36,6 +38,10 @@ fn child(file: String) {
     append(&file, &line);
 }
 
+fn nap(seconds: u64) {
+    std::thread::sleep(Duration::from_secs(seconds));
+}
+
 fn main() -> mp::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let (mode, file) = (args[1].as_str(), args[2].clone());
@@ -49,6 +55,12 @@ fn main() -> mp::Result<()> {
             let mut p = mp::Process::new(child, (file,));
             p.start()?;
             p.join_timeout(Duration::from_secs(20))?;
+        }
+        "daemon-then-wait" => {
+            let d = mp::Process::builder(nap, (60,)).daemon(true).start()?;
+            println!("ready {}", d.pid().unwrap_or(0));
+            std::io::stdout().flush()?;
+            std::thread::sleep(Duration::from_secs(60));
         }
         _ => std::process::exit(2),
     }

@@ -16,7 +16,6 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::boot::{CHILD_FD, SERVER_ENV, SPAWN_ENV};
 use crate::error::Result;
@@ -25,7 +24,6 @@ use crate::sys;
 /// Runs `/proc/self/exe` with our arguments, `fd` at [`CHILD_FD`] and
 /// `var=3:<our pid>`. Returns the child's pid.
 pub(crate) fn exec_self(var: &str, fd: OwnedFd) -> Result<u32> {
-    warn_if_unhooked();
     let mut argv = std::env::args_os();
     let mut cmd = Command::new("/proc/self/exe");
     if let Some(arg0) = argv.next() {
@@ -59,18 +57,4 @@ pub(crate) fn exec_self(var: &str, fd: OwnedFd) -> Result<u32> {
     // Dropping a `std::process::Child` neither waits for nor kills it; the
     // caller tracks the process by pidfd.
     Ok(child.id())
-}
-
-/// Warns, once, when the hook that finds a process's role before `main` did
-/// not run in this program: the new process then runs `main` until it calls
-/// [`init`](crate::init).
-fn warn_if_unhooked() {
-    static WARNED: AtomicBool = AtomicBool::new(false);
-    if !crate::boot::hooked() && !WARNED.swap(true, Ordering::Relaxed) {
-        eprintln!(
-            "multiproc: the start hook in .init_array did not run in this program; a spawned \
-             child or fork server runs main until it calls multiproc::init(), so call it \
-             first in main"
-        );
-    }
 }

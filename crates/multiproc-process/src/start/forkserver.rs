@@ -1,9 +1,9 @@
 //! The program's side of the forkserver start method: start the server,
 //! ask it for a child, hand the child its launch.
 //!
-//! The server is started by executing the binary (by forking, in a program
-//! that cannot execute itself as a child, while it has one thread; never by
-//! forking a threaded process). A server that died is replaced at the next
+//! The server is started by executing the binary (by forking, in a setuid
+//! program, which cannot execute itself as a child, while it has one
+//! thread; never by forking a threaded process). A server that died is replaced at the next
 //! start. Its own loop is in
 //! `server`.
 
@@ -92,25 +92,21 @@ fn exchange(handle: &ServerHandle, theirs: &OwnedFd) -> Result<Result<(u32, Priv
 
 /// Starts a fork server: by executing the binary, so that the server is a
 /// fresh single-threaded copy of the program in which nothing of `main` ran
-/// and which holds none of the program's descriptors. A program that cannot
-/// execute itself as a child (a setuid one; one whose start hook did not
-/// run) forks the server instead, while it has one thread.
+/// and which holds none of the program's descriptors. A setuid program,
+/// which cannot execute itself as a child, forks the server instead, while
+/// it has one thread.
 fn start_server(
     mut server: MutexGuard<'static, Option<ServerHandle>>,
 ) -> Result<MutexGuard<'static, Option<ServerHandle>>> {
-    let single = sys::thread_count() == 1;
-    let exec = if crate::boot::secure() {
-        if !single {
-            return Err(Error::Unsupported(
-                "a setuid or setcap program cannot start its fork server once it has threads                  (call multiproc::init() before starting any)",
-            ));
-        }
-        false
-    } else {
-        crate::boot::hooked() || !single
-    };
+    let secure = crate::boot::secure();
+    if secure && sys::thread_count() > 1 {
+        return Err(Error::Unsupported(
+            "a setuid or setcap program cannot start its fork server once it has threads \
+             (call multiproc::init() before starting any)",
+        ));
+    }
     let (ours, theirs) = sys::socketpair()?;
-    if exec {
+    if !secure {
         let ctl = PrivateFd::new(ours);
         let pid = exec_self(SERVER_ENV, theirs)?;
         let pidfd = PrivateFd::new(sys::pidfd_open(pid)?);
