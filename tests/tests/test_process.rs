@@ -740,6 +740,19 @@ fn a_child_may_call_init(ctx: mp::Context) {
     assert_eq!(p.take_result().unwrap(), 81);
 }
 
+fn program_arguments() -> Vec<String> {
+    std::env::args().collect()
+}
+
+/// A child runs before `main` would (spawn, fork server), yet sees the
+/// program's arguments as `main` does.
+fn a_child_sees_the_program_arguments(ctx: mp::Context) {
+    let mut p = ctx.process(program_arguments, ());
+    p.start().unwrap();
+    join(&p);
+    assert_eq!(p.take_result().unwrap(), program_arguments());
+}
+
 fn parse_number(text: String) -> mp::Result<u64> {
     text.trim()
         .parse()
@@ -884,6 +897,7 @@ multiproc_testkit::each_start_method!(
     a_program_without_init_starts_processes,
     a_child_reports_the_method_that_started_it,
     a_child_may_call_init,
+    a_child_sees_the_program_arguments,
     a_target_may_return_a_result,
     a_failed_child_says_why_on_stderr,
 );

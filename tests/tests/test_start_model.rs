@@ -78,12 +78,31 @@ fn run(mut cmd: Command) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// A value for `MP_LAUNCH_TAG`, the variable that marks every process of
+/// one test's launches (they inherit it).
+fn new_tag() -> String {
+    format!("{}-{:?}", std::process::id(), Instant::now())
+}
+
+/// Asserts that, within 2 s, no process marked with `tag` is left.
+fn assert_none_left(tag: &str) {
+    assert!(
+        wait_until(Duration::from_secs(2), || processes_with_env(
+            "MP_LAUNCH_TAG",
+            tag
+        )
+        .is_empty()),
+        "processes left behind: {:?}",
+        processes_with_env("MP_LAUNCH_TAG", tag)
+    );
+}
+
 /// Launches `program` [`LAUNCHES`] times, alternating the two modes, with a
 /// variable that marks every process of the run; checks that each launch
 /// succeeded and that none of its processes is left 2 s after the last.
 /// Returns the lines the launches wrote.
 fn launch_many(program: &Path, modes: [&str; 2], file: &Scratch) -> Vec<String> {
-    let tag = format!("{}-{:?}", std::process::id(), Instant::now());
+    let tag = new_tag();
     for i in 0..LAUNCHES {
         let mut cmd = Command::new(program);
         cmd.args([modes[i % 2], file.path()])
@@ -97,15 +116,7 @@ fn launch_many(program: &Path, modes: [&str; 2], file: &Scratch) -> Vec<String> 
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    assert!(
-        wait_until(Duration::from_secs(2), || processes_with_env(
-            "MP_LAUNCH_TAG",
-            &tag
-        )
-        .is_empty()),
-        "processes left behind: {:?}",
-        processes_with_env("MP_LAUNCH_TAG", &tag)
-    );
+    assert_none_left(&tag);
     file.lines()
 }
 
@@ -116,46 +127,42 @@ fn starting_with<'a>(lines: &'a [String], word: &str) -> Vec<&'a String> {
         .collect()
 }
 
-#[test]
-fn a_tokio_program_runs_main_once_per_launch() {
-    let file = Scratch::new("tokio");
-    let lines = launch_many(
-        Path::new(env!("CARGO_BIN_EXE_mp_tokio")),
-        ["init-only", "start-one"],
-        &file,
-    );
+/// Launches `program` in its `init-only` and `start-one` modes, and checks
+/// that its `main` ran once per launch and its child once per `start-one`,
+/// each child's line ending with `child_says`.
+fn main_runs_once_per_launch(name: &str, program: &str, child_says: &str) {
+    let file = Scratch::new(name);
+    let lines = launch_many(Path::new(program), ["init-only", "start-one"], &file);
     assert_eq!(starting_with(&lines, "main").len(), LAUNCHES, "{lines:#?}");
     let children = starting_with(&lines, "child");
     assert_eq!(children.len(), LAUNCHES / 2, "{lines:#?}");
     for c in children {
-        // The child built a runtime of its own, and knows how it started.
-        assert!(c.ends_with(" forkserver 7"), "{c}");
+        assert!(c.ends_with(child_says), "{c}");
     }
 }
 
 #[test]
+fn a_tokio_program_runs_main_once_per_launch() {
+    // The child built a runtime of its own, and knows how it started.
+    main_runs_once_per_launch("tokio", env!("CARGO_BIN_EXE_mp_tokio"), " forkserver 7");
+}
+
+#[test]
 fn a_program_that_starts_threads_first_runs_main_once_per_launch() {
-    let file = Scratch::new("threads");
-    let lines = launch_many(
-        Path::new(env!("CARGO_BIN_EXE_mp_threads_first")),
-        ["init-only", "start-one"],
-        &file,
+    // Forked from a fork server in which nothing of main ran: one thread,
+    // not the program's four.
+    main_runs_once_per_launch(
+        "threads",
+        env!("CARGO_BIN_EXE_mp_threads_first"),
+        " forkserver 1",
     );
-    assert_eq!(starting_with(&lines, "main").len(), LAUNCHES, "{lines:#?}");
-    let children = starting_with(&lines, "child");
-    assert_eq!(children.len(), LAUNCHES / 2, "{lines:#?}");
-    for c in children {
-        // Forked from a fork server in which nothing of main ran: one
-        // thread, not the program's four.
-        assert!(c.ends_with(" forkserver 1"), "{c}");
-    }
 }
 
 #[test]
 fn nothing_is_left_when_a_program_is_killed() {
     use std::io::BufRead;
     let file = Scratch::new("killed");
-    let tag = format!("{}-{:?}", std::process::id(), Instant::now());
+    let tag = new_tag();
     for _ in 0..10 {
         let mut child = Command::new(env!("CARGO_BIN_EXE_mp_threads_first"))
             .args(["daemon-then-wait", file.path()])
@@ -178,15 +185,7 @@ fn nothing_is_left_when_a_program_is_killed() {
     }
     // The server sees its control socket close, the daemons their parent
     // go; no one is left.
-    assert!(
-        wait_until(Duration::from_secs(2), || processes_with_env(
-            "MP_LAUNCH_TAG",
-            &tag
-        )
-        .is_empty()),
-        "processes left behind: {:?}",
-        processes_with_env("MP_LAUNCH_TAG", &tag)
-    );
+    assert_none_left(&tag);
 }
 
 fn triple(n: u64) -> u64 {
@@ -198,13 +197,7 @@ fn triple(n: u64) -> u64 {
 #[test]
 fn init_inside_a_test() {
     if let Ok(file) = std::env::var("MP_COUNT_FILE") {
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(file)
-            .unwrap();
-        std::io::Write::write_all(&mut f, format!("main {}\n", std::process::id()).as_bytes())
-            .unwrap();
+        multiproc_tests::append_line(&file, &format!("main {}", std::process::id()));
     }
     mp::init();
     let mut p = mp::Process::new(triple, (14,));
@@ -216,7 +209,7 @@ fn init_inside_a_test() {
 #[test]
 fn a_test_binary_that_calls_init_inside_a_test_runs_it_once_per_launch() {
     let file = Scratch::new("harness");
-    let tag = format!("{}-{:?}", std::process::id(), Instant::now());
+    let tag = new_tag();
     let me = std::env::current_exe().unwrap();
     for i in 0..LAUNCHES {
         let mut cmd = Command::new(&me);
@@ -238,15 +231,7 @@ fn a_test_binary_that_calls_init_inside_a_test_runs_it_once_per_launch() {
             String::from_utf8_lossy(&out.stdout)
         );
     }
-    assert!(
-        wait_until(Duration::from_secs(2), || processes_with_env(
-            "MP_LAUNCH_TAG",
-            &tag
-        )
-        .is_empty()),
-        "processes left behind: {:?}",
-        processes_with_env("MP_LAUNCH_TAG", &tag)
-    );
+    assert_none_left(&tag);
     assert_eq!(starting_with(&file.lines(), "main").len(), LAUNCHES);
 }
 

@@ -100,6 +100,20 @@ impl ForkGuard {
         }
     }
 
+    /// A pidfd of `pid`, the child just forked, registered under the held
+    /// locks. If it cannot be opened, the locks are released and the child
+    /// is killed and reaped.
+    pub(crate) fn child_pidfd(mut self, pid: u32) -> crate::Result<(PrivateFd, ForkGuard)> {
+        match crate::sys::pidfd_open(pid) {
+            Ok(fd) => Ok((PrivateFd::register(&mut self.fds, fd), self)),
+            Err(e) => {
+                drop(self);
+                crate::sys::kill_and_reap(pid);
+                Err(e.into())
+            }
+        }
+    }
+
     /// Resets the state in a freshly forked child: forgets the parent's
     /// children, closes the parent's private descriptors, and takes on
     /// `identity`. Releases the locks.

@@ -103,19 +103,9 @@ fn threaded_fork() -> mp::Result<()> {
     Ok(())
 }
 
-fn append(file: &str, line: &str) {
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(file)
-        .expect("open the marker file");
-    f.write_all(format!("{line}\n").as_bytes())
-        .expect("write the marker file");
-}
-
 /// What an attacker would like a privileged copy of this program to run.
 fn pwned(file: String) {
-    append(
+    multiproc_tests::append_line(
         &file,
         &format!(
             "pwned {} euid={}",
@@ -126,7 +116,7 @@ fn pwned(file: String) {
 }
 
 fn child_reports_method(file: String) {
-    append(&file, &format!("child {}", mp::get_start_method()));
+    multiproc_tests::append_line(&file, &format!("child {}", mp::get_start_method()));
 }
 
 /// Starts `mp_helper count FILE` with a launch variable and a socket at
@@ -181,7 +171,7 @@ fn orphan_launch(file: &str) -> std::io::Result<()> {
 }
 
 fn secure_probe(file: &str) -> mp::Result<()> {
-    append(
+    multiproc_tests::append_line(
         file,
         &format!(
             "main uid={} euid={}",
@@ -207,7 +197,7 @@ fn main() -> mp::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("count") => {
-            append(&args[2], &format!("main {}", std::process::id()));
+            multiproc_tests::append_line(&args[2], &format!("main {}", std::process::id()));
             return Ok(());
         }
         Some("launch-then-die") => return Ok(launch_then_die(&args[2])?),

@@ -14,16 +14,6 @@ use std::time::Duration;
 
 use multiproc as mp;
 
-fn append(file: &str, line: &str) {
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(file)
-        .expect("open the count file");
-    f.write_all(format!("{line}\n").as_bytes())
-        .expect("write the count file");
-}
-
 fn threads() -> usize {
     std::fs::read_dir("/proc/self/task").map_or(0, Iterator::count)
 }
@@ -35,7 +25,7 @@ fn child(file: String) {
         mp::get_start_method(),
         threads()
     );
-    append(&file, &line);
+    multiproc_tests::append_line(&file, &line);
 }
 
 fn nap(seconds: u64) {
@@ -45,7 +35,7 @@ fn nap(seconds: u64) {
 fn main() -> mp::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let (mode, file) = (args[1].as_str(), args[2].clone());
-    append(&file, &format!("main {}", std::process::id()));
+    multiproc_tests::append_line(&file, &format!("main {}", std::process::id()));
     for _ in 0..3 {
         std::thread::spawn(|| std::thread::sleep(Duration::from_secs(30)));
     }

@@ -9,19 +9,7 @@
 //!   (the child is joined at exit, as in Python);
 //! - `pool`: maps over a `Pool` from `spawn_blocking` and prints the sum.
 
-use std::io::Write;
-
 use multiproc as mp;
-
-fn append(file: &str, line: &str) {
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(file)
-        .expect("open the count file");
-    f.write_all(format!("{line}\n").as_bytes())
-        .expect("write the count file");
-}
 
 fn child(file: String) {
     let value = tokio::runtime::Builder::new_current_thread()
@@ -29,7 +17,7 @@ fn child(file: String) {
         .build()
         .expect("a child builds its own runtime")
         .block_on(async { 7 });
-    append(
+    multiproc_tests::append_line(
         &file,
         &format!(
             "child {} {} {value}",
@@ -47,7 +35,7 @@ fn square(n: u64) -> u64 {
 async fn main() -> mp::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let (mode, file) = (args[1].as_str(), args[2].clone());
-    append(&file, &format!("main {}", std::process::id()));
+    multiproc_tests::append_line(&file, &format!("main {}", std::process::id()));
     match mode {
         "init-only" => mp::init(),
         "start-one" => {

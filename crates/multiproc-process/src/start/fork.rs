@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use crate::bootstrap::{self, ChildStart};
 use crate::child::{ChildShared, Reaper};
 use crate::error::{Error, Result};
-use crate::fds::PrivateFd;
 use crate::state::ForkGuard;
 use crate::sys;
 
@@ -73,7 +72,7 @@ pub(super) fn start(launch: Launch) -> Result<Arc<ChildShared>> {
     // Created under the guard so that no concurrent start forks a sibling
     // that inherits our end.
     let (ours, theirs) = channel(&mut guard.fds)?;
-    let Some((pid, mut guard)) = guard.fork(|_| launch.identity.clone())? else {
+    let Some((pid, guard)) = guard.fork(|_| launch.identity.clone())? else {
         // Its descriptor was closed when the child's state was reset.
         std::mem::forget(ours);
         crate::method::set_start_method_force(launch.method);
@@ -87,14 +86,7 @@ pub(super) fn start(launch: Launch) -> Result<Arc<ChildShared>> {
         })
     };
     drop(theirs);
-    let pidfd = match sys::pidfd_open(pid) {
-        Ok(fd) => PrivateFd::register(&mut guard.fds, fd),
-        Err(e) => {
-            drop(guard);
-            sys::kill_and_reap(pid);
-            return Err(e.into());
-        }
-    };
+    let (pidfd, mut guard) = guard.child_pidfd(pid)?;
     let ForkGuard { global, .. } = &mut guard;
     Ok(ChildShared::register(
         &mut global.children,

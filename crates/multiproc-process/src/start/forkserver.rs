@@ -16,11 +16,11 @@ use crate::error::{Error, Result};
 use crate::fds::{PRIVATE_FDS, PrivateFd, lock};
 use crate::identity::Identity;
 use crate::server::{Reply, Request};
-use crate::state::{ForkGuard, GLOBAL, SERVER, ServerHandle};
+use crate::state::{ForkGuard, SERVER, ServerHandle};
 use crate::sys;
 
 use super::exec::exec_self;
-use super::launch::{Launch, channel, send_launch};
+use super::launch::{Launch, channel, hand_over};
 
 /// Starts the fork server now, unless it runs already.
 pub(crate) fn ensure_started() -> Result<()> {
@@ -36,16 +36,7 @@ pub(crate) fn ensure_started() -> Result<()> {
 pub(super) fn start(launch: Launch) -> Result<Arc<ChildShared>> {
     let (ours, theirs) = channel(&mut lock(&PRIVATE_FDS))?;
     let (pid, pidfd) = request_fork(theirs)?;
-    let identity = launch.identity.clone();
-    send_launch(&ours, launch)?;
-    Ok(ChildShared::register(
-        &mut lock(&GLOBAL).children,
-        pid,
-        &identity,
-        pidfd,
-        ours,
-        Reaper::Server,
-    ))
+    hand_over(pid, pidfd, ours, launch, Reaper::Server)
 }
 
 /// Asks the server for a child; starts (or restarts) the server as needed.
@@ -115,20 +106,13 @@ fn start_server(
     }
     let mut guard = ForkGuard::with_server(server);
     let ctl = PrivateFd::register(&mut guard.fds, ours);
-    let Some((pid, mut guard)) = guard.fork(Identity::clone)? else {
+    let Some((pid, guard)) = guard.fork(Identity::clone)? else {
         // Its descriptor was closed when the child's state was reset.
         std::mem::forget(ctl);
         crate::server::serve(theirs)
     };
     drop(theirs);
-    let pidfd = match sys::pidfd_open(pid) {
-        Ok(fd) => PrivateFd::register(&mut guard.fds, fd),
-        Err(e) => {
-            drop(guard);
-            sys::kill_and_reap(pid);
-            return Err(e.into());
-        }
-    };
+    let (pidfd, mut guard) = guard.child_pidfd(pid)?;
     *guard.server = Some(ServerHandle { ctl, pidfd });
     let ForkGuard {
         server,

@@ -3,15 +3,18 @@
 //! launch message.
 
 use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::address::{EntryAddress, EntryFn};
 use crate::bootstrap::LaunchMsg;
+use crate::child::{ChildShared, Reaper};
 use crate::error::Result;
-use crate::fds::PrivateFd;
+use crate::fds::{PrivateFd, lock};
 use crate::identity::Identity;
 use crate::method::StartMethod;
+use crate::state::GLOBAL;
 use crate::sys;
 use crate::target::{Args, Target};
 
@@ -34,9 +37,30 @@ pub(crate) fn channel(fds: &mut Vec<RawFd>) -> Result<(PrivateFd, OwnedFd)> {
     Ok((PrivateFd::register(fds, ours), theirs))
 }
 
+/// Sends child `pid` its launch on our end of its channel, `chan`, and
+/// registers it as a child of this process.
+pub(crate) fn hand_over(
+    pid: u32,
+    pidfd: PrivateFd,
+    chan: PrivateFd,
+    launch: Launch,
+    reaper: Reaper,
+) -> Result<Arc<ChildShared>> {
+    let identity = launch.identity.clone();
+    send_launch(&chan, launch)?;
+    Ok(ChildShared::register(
+        &mut lock(&GLOBAL).children,
+        pid,
+        &identity,
+        pidfd,
+        chan,
+        reaper,
+    ))
+}
+
 /// Sends a child its launch. A child that died before reading it is not an
 /// error here: its exit code tells.
-pub(crate) fn send_launch(chan: &PrivateFd, launch: Launch) -> Result<()> {
+fn send_launch(chan: &PrivateFd, launch: Launch) -> Result<()> {
     let msg = LaunchMsg {
         entry: EntryAddress::of(launch.entry),
         identity: launch.identity,

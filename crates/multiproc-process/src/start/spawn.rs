@@ -10,11 +10,10 @@ use crate::boot::SPAWN_ENV;
 use crate::child::{ChildShared, Reaper};
 use crate::error::{Error, Result};
 use crate::fds::{PRIVATE_FDS, PrivateFd, lock};
-use crate::state::GLOBAL;
 use crate::sys;
 
 use super::exec::exec_self;
-use super::launch::{Launch, channel, send_launch};
+use super::launch::{Launch, channel, hand_over};
 
 /// Starts a child with the spawn method.
 pub(super) fn start(launch: Launch) -> Result<Arc<ChildShared>> {
@@ -34,14 +33,5 @@ pub(super) fn start(launch: Launch) -> Result<Arc<ChildShared>> {
             return Err(e.into());
         }
     };
-    let identity = launch.identity.clone();
-    send_launch(&ours, launch)?;
-    Ok(ChildShared::register(
-        &mut lock(&GLOBAL).children,
-        pid,
-        &identity,
-        pidfd,
-        ours,
-        Reaper::Parent,
-    ))
+    hand_over(pid, pidfd, ours, launch, Reaper::Parent)
 }
