@@ -13,7 +13,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use multiproc as mp;
-use multiproc_testkit::{processes_with_env, wait_until};
+use multiproc_testkit::{output_within, processes_with_env, wait_until};
 
 /// Every wait on a launched program is bounded by this.
 const LIMIT: Duration = Duration::from_secs(20);
@@ -57,25 +57,13 @@ impl Drop for Scratch {
 
 /// Runs `cmd` to its end, killing it after [`LIMIT`].
 fn run(mut cmd: Command) -> Output {
-    let mut child = cmd
+    let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > LIMIT {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "{cmd:?} did not end within {LIMIT:?}; stderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    child.wait_with_output().unwrap()
+    output_within(child, LIMIT)
 }
 
 /// A value for `MP_LAUNCH_TAG`, the variable that marks every process of
@@ -179,9 +167,10 @@ fn nothing_is_left_when_a_program_is_killed() {
             line
         });
         // The program, its fork server and its daemon child run now.
-        assert!(processes_with_env("MP_LAUNCH_TAG", &tag).len() >= 3);
+        let running = processes_with_env("MP_LAUNCH_TAG", &tag).len();
         child.kill().unwrap();
         child.wait().unwrap();
+        assert!(running >= 3, "{running} processes");
     }
     // The server sees its control socket close, the daemons their parent
     // go; no one is left.
@@ -259,17 +248,35 @@ fn a_spawned_child_whose_parent_died_before_its_launch_runs_nothing() {
     }
 }
 
+/// Runs `mp_helper count FILE` with `var=value`, through `sh` so that its
+/// descriptor 3 is what `fd3` says (`3<&-` closes it).
+fn count_with(var: &str, value: &str, fd3: &str, file: &Scratch) -> Output {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!("exec \"$0\" count \"$1\" {fd3}"))
+        .arg(env!("CARGO_BIN_EXE_mp_helper"))
+        .arg(file.path())
+        .env(var, value);
+    run(cmd)
+}
+
 #[test]
 fn a_launch_variable_without_its_channel_runs_nothing() {
-    for (var, value, why) in [
-        ("MULTIPROC_SPAWN", "3:1", "not open"),
-        ("MULTIPROC_FORKSERVER", "3:1", "not open"),
-        ("MULTIPROC_SPAWN", "three", "malformed"),
+    // The variable names this process, the helper's parent: a child.
+    let me = format!("3:{}", std::process::id());
+    for (var, value, fd3, why) in [
+        ("MULTIPROC_SPAWN", me.as_str(), "3<&-", "not open"),
+        ("MULTIPROC_FORKSERVER", me.as_str(), "3<&-", "not open"),
+        (
+            "MULTIPROC_SPAWN",
+            me.as_str(),
+            "3</dev/null",
+            "not a socket",
+        ),
+        ("MULTIPROC_SPAWN", "three", "3<&-", "malformed"),
     ] {
         let file = Scratch::new("no-channel");
-        let mut cmd = helper();
-        cmd.args(["count", file.path()]).env(var, value);
-        let out = run(cmd);
+        let out = count_with(var, value, fd3, &file);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(
             out.status.code(),
@@ -280,19 +287,24 @@ fn a_launch_variable_without_its_channel_runs_nothing() {
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
         assert!(stderr.contains(why), "{stderr}");
     }
-    // Descriptor 3 open but not a socket (the shell opens /dev/null there).
-    let file = Scratch::new("not-a-socket");
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg("exec \"$0\" count \"$1\" 3</dev/null")
-        .arg(env!("CARGO_BIN_EXE_mp_helper"))
-        .arg(file.path())
-        .env("MULTIPROC_SPAWN", "3:1");
-    let out = run(cmd);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(LAUNCH_FAILED), "{stderr}");
-    assert!(stderr.contains("not a socket"), "{stderr}");
-    assert!(file.lines().is_empty());
+}
+
+#[test]
+fn a_process_that_inherited_a_launch_variable_runs_as_the_program() {
+    // A variable naming another process (pid 1) and no channel of it: what
+    // a grandchild started with `Command` would hold had its parent not
+    // removed the variable. It is not a child, and runs `main`.
+    for fd3 in ["3<&-", "3</dev/null"] {
+        let file = Scratch::new("inherited");
+        let out = count_with("MULTIPROC_SPAWN", "3:1", fd3, &file);
+        assert!(
+            out.status.success(),
+            "{:?}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(starting_with(&file.lines(), "main").len(), 1);
+    }
 }
 
 /// Runs `program ARGS` as `user` (by `setpriv`), with a launch variable and
@@ -313,92 +325,160 @@ fn run_as_with_launch(user: &str, program: &Path, args: &[&str], launch: &[u8]) 
     .arg(program)
     .args(args)
     .env("MULTIPROC_SPAWN", format!("3:{}", std::process::id()));
-    let mut child = cmd
+    let child = cmd
         .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        assert!(start.elapsed() < LIMIT, "{program:?} did not end in time");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    let out = output_within(child, LIMIT);
     drop(ours);
-    child.wait_with_output().unwrap()
+    out
 }
 
-/// Why the setuid test cannot run here, if it cannot.
-fn setuid_unavailable(user: &str) -> Option<String> {
-    if !rustix::process::geteuid().is_root() {
-        return Some("not running as root, so no setuid copy can be made".into());
+/// A second user for the tests of privileged programs: a system account
+/// without home or login shell, created if it does not exist and kept for
+/// later runs (two tests may create it at once, so none removes it).
+struct SecondUser {
+    name: &'static str,
+    uid: u32,
+    gid: u32,
+}
+
+impl SecondUser {
+    const NAME: &'static str = "multiproc-test";
+
+    fn get() -> Result<SecondUser, String> {
+        if !rustix::process::geteuid().is_root() {
+            return Err("not running as root, so no setuid copy can be made".into());
+        }
+        let id = |flag: &str| -> Option<u32> {
+            let out = Command::new("id").args([flag, Self::NAME]).output().ok()?;
+            String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+        };
+        if id("-u").is_none() {
+            let out = Command::new("useradd")
+                .args([
+                    "--system",
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                ])
+                .arg(Self::NAME)
+                .output()
+                .map_err(|e| format!("useradd is not available: {e}"))?;
+            // 9: made meanwhile by the other test.
+            if !out.status.success() && out.status.code() != Some(9) {
+                return Err(format!(
+                    "useradd failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+        }
+        match (id("-u"), id("-g")) {
+            (Some(uid), Some(gid)) => Ok(SecondUser {
+                name: Self::NAME,
+                uid,
+                gid,
+            }),
+            _ => Err(format!("no ids for {}", Self::NAME)),
+        }
     }
-    let known = Command::new("id").arg("-u").arg(user).output();
-    if known.is_ok_and(|o| o.status.success()) {
-        return None;
+}
+
+/// A directory of root's that only root may write to, with copies of the
+/// helper program: `plain`, and `setuid` (setuid root, and runnable by the
+/// second user's group alone). Removed when dropped.
+struct Copies {
+    dir: PathBuf,
+}
+
+impl Copies {
+    fn new(user: &SecondUser) -> Copies {
+        use std::os::unix::fs::{PermissionsExt, chown};
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir =
+            std::env::temp_dir().join(format!("multiproc-setuid-{}-{nanos}", std::process::id()));
+        // `create_dir`, not `create_dir_all`: a directory someone else made
+        // first is refused.
+        std::fs::create_dir(&dir).unwrap();
+        let copies = Copies { dir };
+        let mode = |path: &Path, mode: u32| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        mode(&copies.dir, 0o755);
+        std::fs::copy(env!("CARGO_BIN_EXE_mp_helper"), copies.plain()).unwrap();
+        mode(&copies.plain(), 0o755);
+        std::fs::copy(env!("CARGO_BIN_EXE_mp_helper"), copies.setuid()).unwrap();
+        chown(copies.setuid(), Some(0), Some(user.gid)).unwrap();
+        mode(&copies.setuid(), 0o4750);
+        copies
     }
-    match Command::new("useradd")
-        .args([
-            "--system",
-            "--no-create-home",
-            "--shell",
-            "/usr/sbin/nologin",
-            user,
-        ])
-        .output()
-    {
-        Ok(o) if o.status.success() => None,
-        Ok(o) => Some(format!(
-            "useradd failed: {}",
-            String::from_utf8_lossy(&o.stderr).trim()
-        )),
-        Err(e) => Some(format!("useradd is not available: {e}")),
+
+    fn plain(&self) -> PathBuf {
+        self.dir.join("plain")
+    }
+
+    fn setuid(&self) -> PathBuf {
+        self.dir.join("setuid")
+    }
+
+    /// An empty file the second user may write.
+    fn marker(&self, name: &str, user: &SecondUser) -> PathBuf {
+        let path = self.dir.join(name);
+        std::fs::write(&path, "").unwrap();
+        std::os::unix::fs::chown(&path, Some(user.uid), Some(user.gid)).unwrap();
+        path
+    }
+
+    /// The launch message that makes a spawned child of the helper run
+    /// `pwned(marker)`, as an attacker would craft it.
+    fn launch_for(&self, marker: &Path) -> Vec<u8> {
+        let mut cmd = Command::new(self.plain());
+        cmd.arg("craft-launch").arg(marker);
+        let hex = String::from_utf8_lossy(&run(cmd).stdout).trim().to_owned();
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for Copies {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
 #[test]
 fn a_setuid_program_ignores_the_launch_variables() {
-    const USER: &str = "multiproc-test";
-    if let Some(why) = setuid_unavailable(USER) {
-        println!("skipped: {why}");
+    let user = match SecondUser::get() {
+        Ok(user) => user,
+        Err(why) => {
+            println!("skipped: {why}");
+            return;
+        }
+    };
+    let copies = Copies::new(&user);
+    // Where the setuid bit has no effect (a nosuid mount), there is nothing
+    // to test.
+    let ids = run_as_with_launch(user.name, &copies.setuid(), &["ids"], &[]);
+    let ids = String::from_utf8_lossy(&ids.stdout).trim().to_owned();
+    if ids != format!("uid={} euid=0", user.uid) {
+        println!("skipped: the setuid copy runs as {ids:?} here (a nosuid mount?)");
         return;
     }
-    let dir = std::env::temp_dir().join(format!("multiproc-setuid-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let set_mode = |path: &Path, mode: u32| {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-    };
-    set_mode(&dir, 0o777);
-    let plain = dir.join("plain");
-    let setuid = dir.join("setuid");
-    for copy in [&plain, &setuid] {
-        std::fs::copy(env!("CARGO_BIN_EXE_mp_helper"), copy).unwrap();
-    }
-    set_mode(&plain, 0o755);
-    set_mode(&setuid, 0o4755);
-    let (control, attack) = (dir.join("control"), dir.join("attack"));
-    // The attacker's launch: run `pwned` of this binary.
-    let launch_for = |marker: &Path| -> Vec<u8> {
-        let out = Command::new(&plain)
-            .arg("craft-launch")
-            .arg(marker)
-            .output()
-            .unwrap();
-        let hex = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        (0..hex.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-            .collect()
-    };
 
     // Control: the same invocation of an ordinary copy runs the chosen
     // function, and not main (so the attack below is a real one).
+    let control = copies.marker("control", &user);
     let out = run_as_with_launch(
-        USER,
-        &plain,
+        user.name,
+        &copies.plain(),
         &["secure-probe", control.to_str().unwrap()],
-        &launch_for(&control),
+        &copies.launch_for(&control),
     );
     let lines = std::fs::read_to_string(&control).unwrap_or_default();
     assert!(
@@ -411,19 +491,15 @@ fn a_setuid_program_ignores_the_launch_variables() {
 
     // The setuid copy: the kernel marks it secure; it ignores the variable
     // and descriptor 3 and runs main as the program it is.
+    let attack = copies.marker("attack", &user);
     let out = run_as_with_launch(
-        USER,
-        &setuid,
+        user.name,
+        &copies.setuid(),
         &["secure-probe", attack.to_str().unwrap()],
-        &launch_for(&attack),
+        &copies.launch_for(&attack),
     );
     let lines = std::fs::read_to_string(&attack).unwrap_or_default();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let _ = std::fs::remove_dir_all(&dir);
-    if lines.contains("euid=") && !lines.contains("euid=0") && !lines.contains("pwned") {
-        println!("skipped: the setuid bit has no effect here (a nosuid mount?): {lines}");
-        return;
-    }
     assert!(
         out.status.success(),
         "{}",
@@ -434,15 +510,82 @@ fn a_setuid_program_ignores_the_launch_variables() {
         "the caller chose what ran: {lines}"
     );
     let main: Vec<&str> = lines.lines().filter(|l| l.starts_with("main ")).collect();
-    assert_eq!(main.len(), 1, "{lines}");
-    assert!(
-        main[0].ends_with(" euid=0") && !main[0].contains("uid=0 "),
-        "{lines}"
-    );
+    assert_eq!(main, [format!("main uid={} euid=0", user.uid)], "{lines}");
     // It still starts processes: the fork server, forked; spawn is refused.
     assert!(lines.contains("child forkserver"), "{lines}");
     assert!(
         stdout.contains("spawn: unsupported: the spawn start method is not available in a setuid"),
         "{stdout}"
     );
+}
+
+#[test]
+fn a_program_whose_ids_differ_does_not_run_itself_again() {
+    let user = match SecondUser::get() {
+        Ok(user) => user,
+        Err(why) => {
+            println!("skipped: {why}");
+            return;
+        }
+    };
+    let copies = Copies::new(&user);
+    // Root, with the second user as its effective id only (as a daemon
+    // after `seteuid`): a program it executes would start secure, ignore
+    // its launch and run main, so it must not execute itself.
+    let file = copies.marker("ids-differ", &user);
+    let mut cmd = Command::new(copies.plain());
+    cmd.args([
+        "secure-probe",
+        file.to_str().unwrap(),
+        &user.uid.to_string(),
+    ]);
+    let out = run(cmd);
+    let lines = std::fs::read_to_string(&file).unwrap_or_default();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        lines.lines().filter(|l| l.starts_with("main ")).count(),
+        1,
+        "{lines}"
+    );
+    assert!(lines.contains("child forkserver"), "{lines}");
+    assert!(stdout.contains("spawn: unsupported"), "{stdout}");
+}
+
+fn sleep_ms(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+#[test]
+fn executed_children_do_not_hold_the_programs_descriptors() {
+    for method in [mp::StartMethod::ForkServer, mp::StartMethod::Spawn] {
+        // A pipe whose write end a child could inherit: not close-on-exec.
+        let (mut reader, writer) = std::io::pipe().unwrap();
+        rustix::io::fcntl_setfd(&writer, rustix::io::FdFlags::empty()).unwrap();
+        // The first start of this program's fork server, or a spawn: each
+        // executes the binary while the write end is open.
+        let mut p = mp::get_context(method).process(sleep_ms, (2000,));
+        p.start().unwrap();
+        drop(writer);
+        // The reader sees the end at once, not when the child (or the fork
+        // server, which lives as long as the program) exits.
+        let started = Instant::now();
+        let bytes = multiproc_testkit::within(LIMIT, move || {
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(&mut reader, &mut out).unwrap();
+            out
+        });
+        assert!(bytes.is_empty());
+        assert!(
+            started.elapsed() < Duration::from_millis(1000),
+            "{method}: end of file after {:?}",
+            started.elapsed()
+        );
+        p.kill().unwrap();
+        p.join_timeout(LIMIT).unwrap();
+    }
 }

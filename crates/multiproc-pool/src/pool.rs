@@ -112,6 +112,10 @@ fn worker_main(start: WorkerStart) {
                     Ok(Err(Error::TaskFailed { message })) => {
                         start.conn.send_bytes(&reply_text(REPLY_RAISED, &message))
                     }
+                    // The reason alone: the handler makes it an error again.
+                    Ok(Err(Error::Decode(why) | Error::Encode(why))) => {
+                        start.conn.send_bytes(&reply_text(REPLY_FAILED, &why))
+                    }
                     Ok(Err(why)) => start
                         .conn
                         .send_bytes(&reply_text(REPLY_FAILED, &why.to_string())),
@@ -420,7 +424,8 @@ impl PoolBuilder {
 /// Functions given to a pool are `fn` items (or closures that capture
 /// nothing) of serde arguments, as for [`Process`]. Results equal those of
 /// calling the function serially. A task that panics fails with
-/// [`Error::TaskPanicked`] and its worker goes on; a worker killed while it
+/// [`Error::TaskPanicked`] (one that returns `Err`, [`Error::TaskFailed`])
+/// and its worker goes on; a worker killed while it
 /// runs a task fails that task with [`Error::WorkerDied`] and is replaced:
 /// the call returns, where CPython's `Pool` hangs.
 ///
@@ -562,6 +567,7 @@ impl Pool {
     /// # Errors
     ///
     /// The first failed chunk's error: [`Error::TaskPanicked`],
+    /// [`Error::TaskFailed`] (the function returned `Err`),
     /// [`Error::WorkerDied`], [`Error::Closed`] after `close`/`terminate`.
     pub fn map<F, T, R, K>(&self, f: F, items: impl IntoIterator<Item = T>) -> Result<Vec<R>>
     where
@@ -632,7 +638,8 @@ impl Pool {
     ///
     /// # Errors
     ///
-    /// [`Error::TaskPanicked`], [`Error::WorkerDied`], [`Error::Closed`].
+    /// [`Error::TaskPanicked`], [`Error::TaskFailed`] (the function returned
+    /// `Err`), [`Error::WorkerDied`], [`Error::Closed`].
     pub fn apply<F, A, R, K>(&self, f: F, args: A) -> Result<R>
     where
         F: Target<A, K, Output = R>,

@@ -69,7 +69,8 @@ impl<R: DeserializeOwned> AsyncResult<R> {
     ///
     /// # Errors
     ///
-    /// [`Error::TaskPanicked`], [`Error::WorkerDied`], [`Error::Closed`]
+    /// [`Error::TaskPanicked`], [`Error::TaskFailed`], [`Error::WorkerDied`],
+    /// [`Error::Closed`]
     /// (the pool was terminated), [`Error::Decode`].
     pub fn get(&self) -> Result<R> {
         self.group.wait_all(None);

@@ -63,9 +63,10 @@ impl EntryAddress {
     pub(crate) fn resolve(self) -> Option<EntryFn> {
         let addr = self.addr()?;
         // SAFETY: the address was computed by `of` from a value of type
-        // `EntryFn` in the parent, which runs this same binary: spawn
-        // executes `/proc/self/exe` of the parent, and a fork-server child
-        // is a copy of the parent's image. The image is relocated as a whole,
+        // `EntryFn` in the parent, which runs this same binary: spawn and
+        // the fork server execute `/proc/self/exe` of the parent (a
+        // fork-server child is a copy of the server), and a setuid
+        // program's forked server is a copy of the program. The image is relocated as a whole,
         // so offsets from `ANCHOR` are the same in both, as the layout check
         // in `addr` confirms for two statics of this crate.
         Some(unsafe { std::mem::transmute::<usize, EntryFn>(addr) })

@@ -10,9 +10,12 @@
 //! no process the child starts inherits it. From there a child process never
 //! returns into the program: a spawned child runs its launch (`bootstrap`),
 //! a server serves (`server`), and one whose launch cannot be received
-//! (its parent is gone, the descriptor is not a socket, the variable is
-//! malformed) says so on stderr in one line and exits with
-//! [`LAUNCH_FAILED`]. Code of `main` never runs in a child.
+//! (its parent is gone, the descriptor is not a socket its parent made,
+//! the variable is malformed) says so on stderr in one line and exits with
+//! [`LAUNCH_FAILED`]. Code of `main` never runs in a child. A process that
+//! merely inherited the variable (started by a child that could not remove
+//! it) is told apart: neither is its parent the pid the variable names, nor
+//! is its descriptor 3 a socket that pid made; it runs as the program.
 //!
 //! In a process the kernel marks as secure (setuid, setgid, or with file
 //! capabilities: `AT_SECURE`), the variables are removed and ignored, as the
@@ -35,7 +38,7 @@
 //! blocks.
 #![allow(unsafe_code)]
 
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
 use std::sync::Once;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -69,9 +72,11 @@ static INITIALIZED: AtomicBool = AtomicBool::new(false);
 /// in order, on the main thread, before any Rust code of the program).
 #[used]
 // SAFETY: the section holds pointers to `extern "C" fn()` that the C runtime
-// calls once at start, which is what this static is; the function it names
-// touches only this crate's statics, the environment (single-threaded, see
-// `find_role`) and descriptor 3.
+// calls once at start, on the main thread, which is what this static is.
+// What the function runs needs nothing that `main` sets up: in the program
+// it only reads the environment; in a child it runs the child's whole life
+// (its target, under `catch_unwind`) and exits without returning, as a
+// spawned child of CPython runs in its interpreter's start-up.
 #[unsafe(link_section = ".init_array")]
 static HOOK: extern "C" fn() = hook;
 
@@ -119,8 +124,17 @@ pub(crate) fn initialized() -> bool {
 /// Whether this process runs with privileges its caller does not have
 /// (setuid, setgid, file capabilities), where the launch variables are
 /// ignored.
-pub(crate) fn secure() -> bool {
+fn secure() -> bool {
     sys::is_secure()
+}
+
+/// Whether a run of this program that it starts itself would be secure, and
+/// so ignore its launch: this one is (a setuid binary), or its real and
+/// effective ids differ (after `seteuid`, say), which makes the kernel
+/// start any program secure. Spawn is refused then, and the fork server
+/// forked.
+pub(crate) fn cannot_exec_self() -> bool {
+    sys::is_secure() || sys::ids_differ()
 }
 
 fn find_role() -> Role {
@@ -129,10 +143,9 @@ fn find_role() -> Role {
     if spawn.is_none() && server.is_none() {
         return Role::Program;
     }
-    if sys::thread_count() == 1 {
-        // SAFETY: the process has a single thread (the hook runs before
-        // `main`; `init` checks), so nothing reads the environment while it
-        // changes.
+    if sys::single_threaded() {
+        // SAFETY: the process has a single thread (procfs says so), so
+        // nothing reads the environment while it changes.
         unsafe {
             std::env::remove_var(SPAWN_ENV);
             std::env::remove_var(SERVER_ENV);
@@ -149,36 +162,51 @@ fn find_role() -> Role {
             "both MULTIPROC_SPAWN and MULTIPROC_FORKSERVER are set",
         ),
     };
-    let chan = match channel(&value) {
-        Ok(fd) => fd,
-        Err(why) => launch_failed(what, why),
+    let Some((fd, parent)) = parse(&value) else {
+        launch_failed(what, "its launch variable is malformed")
     };
-    if what == "fork server" {
-        Role::Server(chan)
-    } else {
-        Role::Child(chan)
+    match claim(fd, parent) {
+        Ok(chan) if what == "fork server" => Role::Server(chan),
+        Ok(chan) => Role::Child(chan),
+        // Started by the process the variable names: a child whose launch
+        // cannot come.
+        Err(why) if sys::getppid() == parent => launch_failed(what, why),
+        // Neither started by it nor holding its channel: a process that a
+        // child started inherited the variable (when the child could not
+        // remove it). It is not meant for this one.
+        Err(_) => Role::Program,
     }
 }
 
-/// The channel a launch variable names: its descriptor, if it is an open
-/// socket.
-fn channel(value: &std::ffi::OsStr) -> Result<OwnedFd, &'static str> {
-    let parsed = value.to_str().and_then(|v| {
-        let (fd, parent) = v.split_once(':')?;
-        Some((fd.parse::<RawFd>().ok()?, parent.parse::<u32>().ok()?))
-    });
-    let Some((fd, _parent)) = parsed else {
-        return Err("its launch variable is malformed");
-    };
-    if fd != CHILD_FD || !sys::is_open_raw(fd) {
+/// The descriptor and the parent's pid of a launch variable, `3:<pid>`.
+fn parse(value: &std::ffi::OsStr) -> Option<(RawFd, u32)> {
+    let (fd, parent) = value.to_str()?.split_once(':')?;
+    Some((fd.parse().ok()?, parent.parse().ok()?))
+}
+
+/// Takes descriptor `fd` as this process's channel, if it is one that
+/// `parent` made for it: a socket whose other end `parent` created.
+fn claim(fd: RawFd, parent: u32) -> Result<OwnedFd, &'static str> {
+    if fd != CHILD_FD {
+        return Err("its channel is not descriptor 3");
+    }
+    if !sys::is_open_raw(fd) {
         return Err("its channel (descriptor 3) is not open");
     }
-    if !sys::is_socket_raw(fd) {
+    // SAFETY: descriptor 3 is open (checked above); it is only borrowed for
+    // the two queries below, which neither close nor change it.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    if !sys::is_socket(borrowed) {
         return Err("its channel (descriptor 3) is not a socket");
     }
-    // SAFETY: descriptor 3 is open and a socket, put there for this process
-    // by its parent (the variable says so), and nothing in this fresh program
-    // owns it: the variable is read once per process (`boot` runs once), and
-    // the program's own code has not run.
+    if sys::peer_pid(borrowed) != Some(parent) {
+        return Err("its channel (descriptor 3) was not made by its parent");
+    }
+    // SAFETY: descriptor 3 is a socket whose other end the parent named by
+    // the variable created: the channel it put there for this process when
+    // it executed it. Nothing else in this process owns it: the variable is
+    // read once per process (`boot` runs once), before `main` (or, where
+    // the hook did not run, by `init`, in a program that was handed the
+    // descriptor at start and cannot know its number).
     Ok(unsafe { sys::own_raw(fd) })
 }

@@ -225,10 +225,11 @@ pub enum Error {
         message: String,
     },
 
-    /// A function run on the caller's behalf in another process (a pool
-    /// task, a managed object's method) returned an error; its message,
-    /// with its chain of sources. Python: the exception re-raised by
-    /// `AsyncResult.get` or the proxy.
+    /// A pool's task, run on the caller's behalf in a worker process,
+    /// returned an error (`Err`); its message, with its chain of sources.
+    /// Python: the exception re-raised by `AsyncResult.get`. (A manager's
+    /// `Served` type chooses its own reply type, which may carry errors as
+    /// data.)
     #[error("task failed: {message}")]
     TaskFailed {
         /// The error's message.

@@ -31,8 +31,18 @@
 //!
 //! # Platform support
 //!
-//! Linux 5.4 or later: children are tracked through pidfds, so a signal or
-//! a wait never reaches a recycled pid.
+//! Linux 5.4 or later with glibc: children are tracked through pidfds, so a
+//! signal or a wait never reaches a recycled pid. `/proc` must be mounted
+//! (spawn and the fork server run `/proc/self/exe`).
+//!
+//! A spawned or fork-server child runs its target before the Rust runtime's
+//! set-up for `main`, in a function of `.init_array`. It sees the program's
+//! arguments (glibc hands them to such functions; musl does not, and there
+//! `std::env::args()` would be empty in a child) and ignores `SIGPIPE`, as
+//! `main` would; but a stack overflow in its target kills it with `SIGSEGV`
+//! without Rust's "has overflowed its stack" message, and its thread has no
+//! name. A program started through the dynamic loader (`ld.so program`)
+//! cannot run itself again: use the fork start method there.
 
 #![deny(unsafe_code)]
 
@@ -96,7 +106,8 @@ macro_rules! test_setup {
         #[unsafe(link_section = ".init_array")]
         static __MULTIPROC_TEST_SETUP: extern "C" fn() = {
             extern "C" fn __multiproc_test_setup() {
-                $crate::init();
+                // An unwinding panic must not cross the C runtime's frame.
+                let _ = ::std::panic::catch_unwind($crate::init);
             }
             __multiproc_test_setup
         };

@@ -32,8 +32,9 @@ use crate::outcome::Outcome;
 /// serde `T`.
 ///
 /// The error of a `Result` can be any [`std::error::Error`] (so
-/// [`mp::Error`](crate::Error), `std::io::Error`, a `thiserror` type), a
-/// `Box<dyn Error>` (with or without `+ Send + Sync`) or an `anyhow::Error`:
+/// [`mp::Error`](crate::Error), `std::io::Error`, a `thiserror` type),
+/// `Box<dyn Error>`, `Box<dyn Error + Send + Sync>` or an `anyhow::Error`
+/// (anything that derefs to `dyn Error` or `dyn Error + Send + Sync`):
 /// the child sends its message (with its chain of sources) and the parent
 /// gets [`Error::ChildFailed`](crate::Error::ChildFailed) (or, from a pool,
 /// [`Error::TaskFailed`](crate::Error::TaskFailed)), distinct from a panic.

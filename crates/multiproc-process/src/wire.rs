@@ -60,7 +60,11 @@ pub(crate) fn recv<T: DeserializeOwned>(
             "message of {len} bytes exceeds the limit of {max}"
         )));
     }
-    let mut body = vec![0u8; len];
+    // A length from a peer that lies must not abort the process.
+    let mut body = Vec::new();
+    body.try_reserve_exact(len)
+        .map_err(|_| Error::Decode(format!("cannot hold a message of {len} bytes")))?;
+    body.resize(len, 0);
     let mut got = 0;
     while got < len {
         let n = sys::recv_with_fds(sock, &mut body[got..], &mut fds)?;

@@ -48,6 +48,66 @@ pub fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send +
     }
 }
 
+/// Waits for `child` to end and collects what it wrote on its piped stdout
+/// and stderr (read while it runs, so a chatty child never blocks), all
+/// within `limit`. Kills it, and panics with what it wrote on stderr, if it
+/// does not end in time.
+///
+/// # Panics
+///
+/// If the child does not end within `limit`, or cannot be waited for.
+pub fn output_within(mut child: std::process::Child, limit: Duration) -> std::process::Output {
+    fn drain(from: Option<impl std::io::Read + Send + 'static>) -> mpsc::Receiver<Vec<u8>> {
+        let (tx, rx) = mpsc::channel();
+        if let Some(mut from) = from {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                let _ = from.read_to_end(&mut bytes);
+                let _ = tx.send(bytes);
+            });
+        } else {
+            let _ = tx.send(Vec::new());
+        }
+        rx
+    }
+    let deadline = Instant::now() + limit;
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the child") {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    // What the child's own children still hold open is cut off at the
+    // deadline.
+    let collect = |rx: mpsc::Receiver<Vec<u8>>| {
+        rx.recv_timeout(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(100)),
+        )
+        .unwrap_or_default()
+    };
+    let (stdout, stderr) = (collect(stdout), collect(stderr));
+    match status {
+        Some(status) => std::process::Output {
+            status,
+            stdout,
+            stderr,
+        },
+        None => panic!(
+            "the child did not end within {limit:?}; its stderr: {}",
+            String::from_utf8_lossy(&stderr)
+        ),
+    }
+}
+
 /// Polls `cond` every millisecond until it holds or `limit` passes.
 /// Returns whether it held.
 pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {

@@ -26,9 +26,11 @@
 //!   `orphan signal N`.
 //! - `craft-launch FILE`: prints, in hex, the launch message that makes a
 //!   spawned child of this binary run `pwned(FILE)`.
-//! - `secure-probe FILE`: appends `main uid=R euid=E` to FILE, runs one
+//! - `secure-probe FILE [EUID]`: (with EUID, as root, first makes EUID its
+//!   effective user id only) appends `main uid=R euid=E` to FILE, runs one
 //!   process with the default start method (it appends `child METHOD`),
 //!   then tries spawn and prints `spawn: OUTCOME`.
+//! - `ids`: prints `uid=R euid=E`.
 
 use std::io::Write;
 use std::time::Duration;
@@ -170,7 +172,15 @@ fn orphan_launch(file: &str) -> std::io::Result<()> {
     Ok(())
 }
 
-fn secure_probe(file: &str) -> mp::Result<()> {
+fn secure_probe(file: &str, euid: Option<&String>) -> mp::Result<()> {
+    if let Some(euid) = euid {
+        let euid: u32 = euid
+            .parse()
+            .map_err(|_| mp::Error::InvalidArgument(format!("euid {euid:?}")))?;
+        // This program has one thread, so the thread's ids are its ids.
+        rustix::thread::set_thread_res_uid(None, rustix::process::Uid::from_raw(euid), None)
+            .map_err(std::io::Error::from)?;
+    }
     multiproc_tests::append_line(
         file,
         &format!(
@@ -208,7 +218,15 @@ fn main() -> mp::Result<()> {
             println!("{hex}");
             return Ok(());
         }
-        Some("secure-probe") => return secure_probe(&args[2]),
+        Some("secure-probe") => return secure_probe(&args[2], args.get(3)),
+        Some("ids") => {
+            println!(
+                "uid={} euid={}",
+                rustix::process::getuid().as_raw(),
+                rustix::process::geteuid().as_raw()
+            );
+            return Ok(());
+        }
         _ => {}
     }
     if args.get(1).is_some_and(|a| a == "no-init") {

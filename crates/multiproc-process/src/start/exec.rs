@@ -5,12 +5,13 @@
 //! The parent runs `/proc/self/exe` (the very file it runs, even if the path
 //! was replaced since) with its own arguments, the child's end of the
 //! channel at descriptor 3, and a variable that says what the new process
-//! is (`boot` reads it).
+//! is (`boot` reads it). The new process gets descriptors 0 to 3 and no
+//! other.
 //!
 //! # Safety
 //!
 //! `Command::pre_exec` runs between fork and exec, where only
-//! async-signal-safe calls are allowed; ours makes one `dup2` or `fcntl`.
+//! async-signal-safe calls are allowed; ours makes only system calls.
 #![allow(unsafe_code)]
 
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -37,9 +38,11 @@ pub(crate) fn exec_self(var: &str, fd: OwnedFd) -> Result<u32> {
             SPAWN_ENV
         });
     let raw = fd.as_raw_fd();
-    // SAFETY: the closure calls only `dup2` or `fcntl`, both
-    // async-signal-safe, on a descriptor that stays open in the parent until
-    // `spawn` returns.
+    let highest = sys::highest_open_fd();
+    // SAFETY: the closure makes only system calls (`dup2` or `fcntl`, and
+    // `close_range` or `fcntl` in `cloexec_above`), all async-signal-safe,
+    // on descriptors of this process; the channel stays open in the parent
+    // until `spawn` returns.
     unsafe {
         cmd.pre_exec(move || {
             let rc = if raw == CHILD_FD {
@@ -50,6 +53,10 @@ pub(crate) fn exec_self(var: &str, fd: OwnedFd) -> Result<u32> {
             if rc == -1 {
                 return Err(std::io::Error::last_os_error());
             }
+            // Nothing else the program holds goes along (a pipe's write end
+            // kept open by a child would hide the reader's end of file), as
+            // CPython closes all but the passed descriptors.
+            sys::cloexec_above(CHILD_FD, highest);
             Ok(())
         });
     }

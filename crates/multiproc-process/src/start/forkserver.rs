@@ -3,12 +3,13 @@
 //!
 //! The server is started by executing the binary (by forking, in a setuid
 //! program, which cannot execute itself as a child, while it has one
-//! thread; never by forking a threaded process). A server that died is replaced at the next
-//! start. Its own loop is in
-//! `server`.
+//! thread; never by forking a threaded process). A server that died, or
+//! does not answer, is killed, reaped and replaced at the next start. Its
+//! own loop is in `server`.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, MutexGuard};
+use std::time::Duration;
 
 use crate::boot::SERVER_ENV;
 use crate::child::{ChildShared, Reaper};
@@ -34,13 +35,18 @@ pub(crate) fn ensure_started() -> Result<()> {
 
 /// Starts a child through the fork server.
 pub(super) fn start(launch: Launch) -> Result<Arc<ChildShared>> {
-    let (ours, theirs) = channel(&mut lock(&PRIVATE_FDS))?;
-    let (pid, pidfd) = request_fork(theirs)?;
+    let (pid, pidfd, ours) = request_fork()?;
     hand_over(pid, pidfd, ours, launch, Reaper::Server)
 }
 
-/// Asks the server for a child; starts (or restarts) the server as needed.
-fn request_fork(theirs: OwnedFd) -> Result<(u32, PrivateFd)> {
+/// How long a live server takes at most to answer a request (it forks
+/// once); past it, the server is taken for broken.
+const REPLY_LIMIT: Duration = Duration::from_secs(30);
+
+/// Asks the server for a child, with a new channel; starts (or restarts)
+/// the server as needed. Returns the child's pid, its pidfd and our end of
+/// its channel.
+fn request_fork() -> Result<(u32, PrivateFd, PrivateFd)> {
     let mut server = lock(&SERVER);
     let mut attempts = 0;
     loop {
@@ -50,13 +56,17 @@ fn request_fork(theirs: OwnedFd) -> Result<(u32, PrivateFd)> {
         let Some(handle) = server.as_ref() else {
             return Err(Error::Unsupported("the fork server could not be started"));
         };
-        match exchange(handle, &theirs) {
-            Ok(reply) => return reply,
-            // The server is gone (killed, say): reap it and start another.
+        // A channel per attempt: a server that forked before it died has
+        // handed its child the channel of that attempt.
+        let (ours, theirs) = channel(&mut lock(&PRIVATE_FDS))?;
+        match exchange(handle, theirs) {
+            Ok(reply) => return reply.map(|(pid, pidfd)| (pid, pidfd, ours)),
+            // The server is gone (killed, say) or broken: end it, reap it
+            // and start another.
             Err(_) if attempts == 0 => {
                 attempts += 1;
                 if let Some(dead) = server.take() {
-                    let _ = sys::try_reap(dead.pidfd.as_fd());
+                    sys::kill_and_reap_pidfd(dead.pidfd.as_fd());
                 }
             }
             Err(e) => return Err(e),
@@ -64,10 +74,13 @@ fn request_fork(theirs: OwnedFd) -> Result<(u32, PrivateFd)> {
     }
 }
 
-/// One request and its reply. The outer error means the server is gone.
-fn exchange(handle: &ServerHandle, theirs: &OwnedFd) -> Result<Result<(u32, PrivateFd)>> {
-    let dup = sys::dup_cloexec(theirs.as_fd())?;
-    crate::wire::send(handle.ctl.as_fd(), &Request::Fork, &[dup])?;
+/// One request and its reply. The outer error means the server is gone or
+/// does not answer.
+fn exchange(handle: &ServerHandle, theirs: OwnedFd) -> Result<Result<(u32, PrivateFd)>> {
+    crate::wire::send(handle.ctl.as_fd(), &Request::Fork, &[theirs])?;
+    if !sys::poll_readable(&[handle.ctl.as_fd()], Some(REPLY_LIMIT))?[0] {
+        return Err(Error::Timeout);
+    }
     match crate::wire::recv::<Reply>(handle.ctl.as_fd(), 64 * 1024)? {
         None => Err(Error::Io(std::io::Error::new(
             std::io::ErrorKind::UnexpectedEof,
@@ -83,24 +96,30 @@ fn exchange(handle: &ServerHandle, theirs: &OwnedFd) -> Result<Result<(u32, Priv
 
 /// Starts a fork server: by executing the binary, so that the server is a
 /// fresh single-threaded copy of the program in which nothing of `main` ran
-/// and which holds none of the program's descriptors. A setuid program,
-/// which cannot execute itself as a child, forks the server instead, while
-/// it has one thread.
+/// and which holds none of the program's descriptors. A program that cannot
+/// execute itself as a child (a setuid one, see `boot::cannot_exec_self`)
+/// forks the server instead, while it has one thread.
 fn start_server(
     mut server: MutexGuard<'static, Option<ServerHandle>>,
 ) -> Result<MutexGuard<'static, Option<ServerHandle>>> {
-    let secure = crate::boot::secure();
-    if secure && sys::thread_count() > 1 {
+    let fork = crate::boot::cannot_exec_self();
+    if fork && !sys::single_threaded() {
         return Err(Error::Unsupported(
             "a setuid or setcap program cannot start its fork server once it has threads \
              (call multiproc::init() before starting any)",
         ));
     }
     let (ours, theirs) = sys::socketpair()?;
-    if !secure {
+    if !fork {
         let ctl = PrivateFd::new(ours);
         let pid = exec_self(SERVER_ENV, theirs)?;
-        let pidfd = PrivateFd::new(sys::pidfd_open(pid)?);
+        let pidfd = match sys::pidfd_open(pid) {
+            Ok(fd) => PrivateFd::new(fd),
+            Err(e) => {
+                sys::kill_and_reap(pid);
+                return Err(e.into());
+            }
+        };
         *server = Some(ServerHandle { ctl, pidfd });
         return Ok(server);
     }

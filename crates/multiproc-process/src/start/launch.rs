@@ -47,7 +47,12 @@ pub(crate) fn hand_over(
     reaper: Reaper,
 ) -> Result<Arc<ChildShared>> {
     let identity = launch.identity.clone();
-    send_launch(&chan, launch)?;
+    if let Err(e) = send_launch(&chan, launch) {
+        // The child waits for a launch that will not come: end it (a child
+        // of ours is reaped here, one of the fork server's by the server).
+        sys::kill_and_reap_pidfd(pidfd.as_fd());
+        return Err(e);
+    }
     Ok(ChildShared::register(
         &mut lock(&GLOBAL).children,
         pid,

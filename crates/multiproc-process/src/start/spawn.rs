@@ -17,11 +17,11 @@ use super::launch::{Launch, channel, hand_over};
 
 /// Starts a child with the spawn method.
 pub(super) fn start(launch: Launch) -> Result<Arc<ChildShared>> {
-    if crate::boot::secure() {
-        // The new process would be secure too, and ignore its launch.
+    if crate::boot::cannot_exec_self() {
+        // The new process would be secure, and ignore its launch.
         return Err(Error::Unsupported(
-            "the spawn start method is not available in a setuid, setgid or setcap program \
-             (use forkserver or fork)",
+            "the spawn start method is not available in a setuid, setgid or setcap program, \
+             or one whose real and effective ids differ (use forkserver or fork)",
         ));
     }
     let (ours, theirs) = channel(&mut lock(&PRIVATE_FDS))?;

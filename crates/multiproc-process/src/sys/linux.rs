@@ -240,6 +240,15 @@ pub(crate) fn kill_and_reap(pid: u32) {
     }
 }
 
+/// Kills the process `pidfd` refers to and, if it is a child of this
+/// process, reaps it (waiting up to 5 s for it to die).
+pub(crate) fn kill_and_reap_pidfd(pidfd: BorrowedFd<'_>) {
+    let _ = signal_pidfd(pidfd, SignalKind::Kill);
+    if poll_readable(&[pidfd], Some(Duration::from_secs(5))).is_ok_and(|ready| ready[0]) {
+        let _ = try_reap(pidfd);
+    }
+}
+
 /// Sends `SIGKILL` to this process.
 pub(crate) fn kill_self() -> ! {
     let _ = rustix::process::kill_process(rustix::process::getpid(), Signal::KILL);
@@ -363,6 +372,27 @@ pub(crate) fn thread_count() -> usize {
         .map_or(1, |links| links.saturating_sub(2).max(1))
 }
 
+/// Whether this process has exactly one thread, as far as procfs can tell
+/// (`false` when it cannot).
+pub(crate) fn single_threaded() -> bool {
+    rustix::fs::stat("/proc/self/task").is_ok_and(|st| st.st_nlink == 3)
+}
+
+/// The pid of the process that created the socket at the other end of
+/// `fd` (`SO_PEERCRED`; for a socket pair, the process that made the pair).
+pub(crate) fn peer_pid(fd: BorrowedFd<'_>) -> Option<u32> {
+    let cred = rustix::net::sockopt::socket_peercred(fd).ok()?;
+    u32::try_from(cred.pid.as_raw_nonzero().get()).ok()
+}
+
+/// Whether a program this process executes would start in secure mode
+/// because its real and effective ids differ (as after `seteuid`); a
+/// setuid binary makes any run of it secure, which [`is_secure`] tells.
+pub(crate) fn ids_differ() -> bool {
+    use rustix::process::{getegid, geteuid, getgid, getuid};
+    getuid() != geteuid() || getgid() != getegid()
+}
+
 /// Whether `fd` is an open socket.
 pub(crate) fn is_socket(fd: BorrowedFd<'_>) -> bool {
     rustix::fs::fstat(fd).is_ok_and(|st| {
@@ -416,16 +446,43 @@ pub(crate) fn is_secure() -> bool {
     unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
 }
 
-/// Whether descriptor `fd`, known by number, is an open socket (without
-/// taking ownership).
-pub(crate) fn is_socket_raw(fd: RawFd) -> bool {
-    if !is_open_raw(fd) {
-        return false;
+/// Marks every descriptor above `fd` close-on-exec, so that a program
+/// about to be executed takes none of them along; `highest` bounds the
+/// search where the kernel cannot do it in one call (before Linux 5.11).
+/// Makes only system calls, so it may run between `fork` and `exec`.
+pub(crate) fn cloexec_above(fd: RawFd, highest: RawFd) {
+    let first = libc::c_uint::try_from(fd + 1).unwrap_or(libc::c_uint::MAX);
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on the
+    // descriptors of the range; it touches no memory of this process.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if rc == 0 {
+        return;
     }
-    // SAFETY: the descriptor is open (checked above) and only borrowed for
-    // the `fstat` below, which does not close or change it.
-    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-    is_socket(fd)
+    for n in fd + 1..=highest {
+        // SAFETY: F_SETFD sets the descriptor's flags (close-on-exec is the
+        // only one); on a closed number it fails with EBADF and does nothing.
+        unsafe {
+            libc::fcntl(n, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+    }
+}
+
+/// The highest descriptor number open in this process (0 if it cannot be
+/// told).
+pub(crate) fn highest_open_fd() -> RawFd {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |dir| {
+        dir.flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<RawFd>().ok())
+            .max()
+            .unwrap_or(0)
+    })
 }
 
 /// Whether process `pid` exists and has not exited (a pidfd polls
