@@ -352,6 +352,13 @@ impl SecondUser {
         if !rustix::process::geteuid().is_root() {
             return Err("not running as root, so no setuid copy can be made".into());
         }
+        if !Command::new("setpriv")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return Err("setpriv (util-linux) is not available".into());
+        }
         let id = |flag: &str| -> Option<u32> {
             let out = Command::new("id").args([flag, Self::NAME]).output().ok()?;
             String::from_utf8_lossy(&out.stdout).trim().parse().ok()
