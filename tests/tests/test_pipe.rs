@@ -272,7 +272,38 @@ fn one_buffer_receives_messages_of_any_size(ctx: mp::Context) {
     assert!(buf.is_empty());
 }
 
+fn hold_a_while(end: mp::Connection) {
+    let _ = end.recv_timeout::<u32>(Duration::from_millis(200));
+}
+
+/// As CPython's `BrokenPipeError`: a send to an end that nobody holds any
+/// more fails, instead of losing the message.
+fn send_to_a_closed_end_is_an_error(ctx: mp::Context) {
+    let (a, b) = mp::Pipe::new().unwrap();
+    drop(b);
+    assert!(matches!(a.send(&1u32), Err(mp::Error::Closed)));
+    assert!(matches!(a.send_bytes(b"x"), Err(mp::Error::Closed)));
+
+    let (a, b) = mp::Pipe::new().unwrap();
+    b.close();
+    assert!(matches!(a.send(&1u32), Err(mp::Error::Closed)));
+    // And the other way.
+    let (a, b) = mp::Pipe::new().unwrap();
+    drop(a);
+    assert!(matches!(b.send(&1u32), Err(mp::Error::Closed)));
+
+    // Held by a child only: sends work while it lives, fail once it exits.
+    let (a, b) = mp::Pipe::new().unwrap();
+    let mut p = ctx.process(hold_a_while, (b,));
+    p.start().unwrap();
+    a.send(&1u32).unwrap();
+    join(&p);
+    assert_eq!(p.exitcode(), Some(0));
+    assert!(matches!(a.send(&2u32), Err(mp::Error::Closed)));
+}
+
 multiproc_testkit::each_start_method!(
+    send_to_a_closed_end_is_an_error,
     one_buffer_receives_messages_of_any_size,
     values_go_both_ways,
     recv_after_the_other_end_closed_is_closed,

@@ -226,7 +226,7 @@ fn a_killed_worker_fails_the_map_and_is_replaced(ctx: mp::Context) {
     let before: BTreeSet<u32> = p.worker_pids().into_iter().collect();
     let (result, p) = within(LIMIT, move || (p.map_chunked(die_on, 0..40, 1), p));
     match result {
-        Err(mp::Error::WorkerDied { pid, signal }) => {
+        Err(mp::Error::WorkerDied { pid, signal, .. }) => {
             assert_eq!(signal, Some(9));
             assert!(before.contains(&pid));
             assert!(wait_until(Duration::from_secs(5), || !is_running(pid)));
@@ -258,6 +258,40 @@ fn a_killed_worker_fails_the_map_and_is_replaced(ctx: mp::Context) {
             ..
         })
     ));
+}
+
+fn exit_with(code: i32) -> u64 {
+    std::process::exit(code)
+}
+
+/// A worker that exits in a task names its exit code; one that dies while
+/// idle, just before a call, costs that call nothing: the task goes to the
+/// worker that replaces it.
+fn a_worker_death_says_how_and_an_idle_one_costs_nothing(ctx: mp::Context) {
+    let p = Arc::new(pool(&ctx, 1));
+    match within(LIMIT, {
+        let p = pool(&ctx, 1);
+        move || p.apply(exit_with, (3,))
+    }) {
+        Err(mp::Error::WorkerDied {
+            signal: None,
+            exitcode: Some(3),
+            ..
+        }) => {}
+        other => panic!("expected WorkerDied with code 3, got {other:?}"),
+    }
+    for i in 0..50u64 {
+        let pid = p.worker_pids()[0];
+        // Killed between calls; the call comes at once, before the pool
+        // can have seen the death.
+        let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+        let r = within(LIMIT, {
+            let p = Arc::clone(&p);
+            move || p.apply(square, (i,))
+        });
+        assert_eq!(r.unwrap(), i * i, "call {i} after an idle worker died");
+    }
 }
 
 fn max_tasks_per_child_replaces_workers(ctx: mp::Context) {
@@ -628,6 +662,7 @@ fn a_task_that_returns_an_error_fails_its_call_and_the_pool_goes_on(ctx: mp::Con
 }
 
 multiproc_testkit::each_start_method!(
+    a_worker_death_says_how_and_an_idle_one_costs_nothing,
     a_task_that_returns_an_error_fails_its_call_and_the_pool_goes_on,
     results_equal_the_serial_ones,
     inputs_of_any_shape_and_length,

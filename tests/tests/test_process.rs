@@ -901,3 +901,53 @@ multiproc_testkit::each_start_method!(
     a_target_may_return_a_result,
     a_failed_child_says_why_on_stderr,
 );
+
+#[test]
+fn the_fork_server_relays_a_system_error_with_its_errno() {
+    let out = output_within(
+        helper(
+            mp::get_context(mp::StartMethod::ForkServer),
+            "server-emfile",
+            &[],
+        ),
+        LIMIT,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // EMFILE, its kind and number kept, its prefix printed once.
+    assert_eq!(
+        stdout.trim(),
+        "errno Some(24): i/o error: Too many open files (os error 24)"
+    );
+}
+
+#[test]
+fn exit_hooks_run_last_registered_first_by_priority() {
+    let file = std::env::temp_dir().join(format!("multiproc-exit-order-{}", std::process::id()));
+    let _ = std::fs::remove_file(&file);
+    let out = output_within(
+        helper(
+            mp::get_context(mp::StartMethod::Fork),
+            "exit-order",
+            &[file.to_str().unwrap()],
+        ),
+        LIMIT,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let order = std::fs::read_to_string(&file).unwrap_or_default();
+    let _ = std::fs::remove_file(&file);
+    // As CPython's Finalize: higher priority first, then last registered
+    // first (atexit's order).
+    assert_eq!(
+        order.lines().collect::<Vec<_>>(),
+        ["urgent", "third", "second", "first", "last"]
+    );
+}

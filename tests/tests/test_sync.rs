@@ -583,7 +583,46 @@ fn a_dead_process_is_not_running() {
     assert!(!is_running(pid));
 }
 
+fn wait_once_notified(cond: mp::Condition, woken: mp::Value<u32>) {
+    let mut g = cond.acquire().unwrap();
+    if g.wait_timeout(LIMIT) {
+        *woken.lock() += 1;
+    }
+}
+
+/// `notify(n)` wakes exactly `n` of the processes waiting, even when they
+/// have released the lock inside `wait` but are not asleep yet.
+fn notify_wakes_exactly_as_many_as_asked(ctx: mp::Context) {
+    for round in 0..10 {
+        let (cond, woken) = (mp::Condition::new().unwrap(), mp::Value::new(0u32).unwrap());
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let mut p = ctx.process(wait_once_notified, (cond.clone(), woken.clone()));
+                p.start().unwrap();
+                p
+            })
+            .collect();
+        // At once: some may not sleep yet.
+        assert!(wait_until(LIMIT, || cond.waiting() == 3));
+        assert_eq!(cond.acquire().unwrap().notify(1), 1);
+        assert!(wait_until(LIMIT, || woken.get() == 1));
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(
+            woken.get(),
+            1,
+            "round {round}: notify(1) woke {}",
+            woken.get()
+        );
+        assert_eq!(cond.waiting(), 2);
+        assert_eq!(cond.acquire().unwrap().notify_all(), 2);
+        join_all(&waiters);
+        assert_eq!(woken.get(), 3);
+        assert_eq!(cond.waiting(), 0);
+    }
+}
+
 multiproc_testkit::each_start_method!(
+    notify_wakes_exactly_as_many_as_asked,
     n_processes_times_m_increments_under_a_lock,
     arrays_and_values_are_shared_with_children,
     raw_values_and_arrays_are_shared_with_children,
@@ -597,3 +636,46 @@ multiproc_testkit::each_start_method!(
     a_barrier_breaks_on_timeout_abort_and_reset,
     shared_memory_by_name_and_by_handle,
 );
+
+#[test]
+fn a_value_under_its_own_lock_never_hangs() {
+    within(LIMIT, || {
+        let v = mp::Value::new(5u64).unwrap();
+        // Python's `with v.get_lock(): v.value += 1`.
+        {
+            let _held = v.get_lock().acquire().unwrap();
+            v.set(v.get() + 1);
+            *v.lock() += 1;
+            assert_eq!(v.get(), 7);
+        }
+        assert!(!v.get_lock().is_locked());
+        // Under a guard of the value itself, a second view is refused.
+        let g = v.lock();
+        let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| v.get()));
+        let message = mp::panic_message(&*refused.unwrap_err());
+        assert!(message.contains("already holds a guard"), "{message}");
+        drop(g);
+        assert_eq!(v.get(), 7);
+
+        let a = mp::Array::from_slice(&[1u32, 2, 3]).unwrap();
+        {
+            let _held = a.get_lock().acquire().unwrap();
+            a.set(0, a.get(1) + a.get(2));
+            assert_eq!(a.to_vec(), [5, 2, 3]);
+            a.lock()[2] = 9;
+        }
+        let g = a.lock();
+        assert!(std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| a.get(0))).is_err());
+        drop(g);
+        assert_eq!(a.to_vec(), [5, 2, 9]);
+        // Another thread waits for the holder, as before.
+        let held = a.lock();
+        let other = {
+            let a = a.clone();
+            std::thread::spawn(move || a.get(2))
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        drop(held);
+        assert_eq!(other.join().unwrap(), 9);
+    });
+}

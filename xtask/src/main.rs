@@ -6,7 +6,8 @@
 //! - `cargo xtask bench`: the criterion benchmarks beside CPython's figures
 //!   for the same work, written as ratios into `docs/benchmarks.md`.
 //! - `cargo xtask tidy`: the tidy checks alone.
-//! - `cargo xtask loom`: the loom models of the sync crate's state machines.
+//! - `cargo xtask loom`: the loom models of the sync crate's state machines
+//!   and of the ring's side words.
 
 mod bench;
 mod tidy;
@@ -184,23 +185,26 @@ fn test_all(root: &Path) -> bool {
 fn loom(root: &Path) -> Result<(), String> {
     let dir = target_dir(root).join("loom");
     let dir = dir.to_string_lossy();
-    cargo(
-        root,
-        &[
-            "test",
-            "--release",
-            "--package",
-            "multiproc-sync",
-            "--test",
-            "loom",
-            "--target-dir",
-            &dir,
-        ],
-        &[
-            ("RUSTFLAGS", "--cfg multiproc_loom"),
-            ("LOOM_MAX_PREEMPTIONS", "3"),
-        ],
-    )
+    for package in ["multiproc-sync", "multiproc-channel"] {
+        cargo(
+            root,
+            &[
+                "test",
+                "--release",
+                "--package",
+                package,
+                "--test",
+                "loom",
+                "--target-dir",
+                &dir,
+            ],
+            &[
+                ("RUSTFLAGS", "--cfg multiproc_loom"),
+                ("LOOM_MAX_PREEMPTIONS", "3"),
+            ],
+        )?;
+    }
+    Ok(())
 }
 
 /// The `[[example]]` names of the examples package.

@@ -33,6 +33,10 @@ use crate::ring::{GetFail, PutFail, PutOpts, Ring};
 /// The ring of each direction unless chosen.
 pub const PIPE_RING_BYTES: usize = 4 << 20;
 
+/// How often a sender asks whether the other end is gone: a send within
+/// this long of the last check goes as the last one did.
+const HANGUP_CHECK: Duration = Duration::from_micros(50);
+
 /// The longest message a connection accepts unless told otherwise (2 GiB).
 pub const DEFAULT_MAX_MESSAGE: u64 = 2 << 30;
 
@@ -103,6 +107,10 @@ struct Inner {
     closed: AtomicBool,
     /// The socket hung up: the other end is gone.
     hung_up: AtomicBool,
+    /// When a send last polled the socket for a hang-up, in nanoseconds
+    /// since `born` (0: never).
+    checked_at: AtomicU64,
+    born: Instant,
     /// Descriptors received on the socket and not yet claimed by a message.
     fds: Mutex<VecDeque<OwnedFd>>,
     spin: Spin,
@@ -126,7 +134,21 @@ struct Inner {
 /// has closed or dropped it. Under the fork start method a child inherits
 /// all of its parent's descriptors, the ends it was not given included (as
 /// in Python): drop the ends a child does not use before starting it, or end
-/// a conversation with a message of its own.
+/// a conversation with a message of its own. A send to an end that nobody
+/// holds any more is [`Error::Closed`] (Python's `BrokenPipeError`), not a
+/// message lost. (The socket is asked at most every 50 µs: a send that
+/// close after the last one goes as that one did, lost with the end if it
+/// closed in between, as a message sent just before the close would be.)
+///
+/// # When a process dies
+///
+/// As for a [`Queue`](crate::Queue): a writer killed in a `send` delivers
+/// nothing of its message; a reader killed in a `recv` leaves a message no
+/// larger than the ring (4 MiB for `Pipe::new`) whole for the next reader
+/// of its end, and loses one that is larger. Another process reading the
+/// same end then goes on (its `recv_timeout` returns on time), and a reader
+/// whose timeout passes in the middle of a large message keeps what it took
+/// for its next `recv`.
 #[derive(Clone)]
 pub struct Connection {
     inner: Arc<Inner>,
@@ -143,6 +165,8 @@ impl Connection {
                 max_message: AtomicU64::new(DEFAULT_MAX_MESSAGE),
                 closed: AtomicBool::new(false),
                 hung_up: AtomicBool::new(false),
+                checked_at: AtomicU64::new(0),
+                born: Instant::now(),
                 fds: Mutex::new(VecDeque::new()),
                 spin: Spin::new(),
             }),
@@ -212,6 +236,23 @@ impl Connection {
     fn send_frame(&self, tx: &Ring, bytes: &[u8], fds: Vec<OwnedFd>) -> Result<()> {
         let sock = self.sock()?;
         let sock = sock.as_fd();
+        // A message to an end nobody holds any more would be lost: as
+        // CPython's `BrokenPipeError`, say so. The socket is polled (not
+        // read: a reader of this end in another thread keeps its
+        // doorbells), at most once per `HANGUP_CHECK`: a send so soon after
+        // the last one is as if it had gone with it.
+        if self.inner.hung_up.load(Ordering::SeqCst) {
+            return Err(Error::Closed);
+        }
+        let now = self.inner.born.elapsed().as_nanos() as u64;
+        let last = self.inner.checked_at.load(Ordering::Relaxed);
+        if now.wrapping_sub(last) >= HANGUP_CHECK.as_nanos() as u64 || last == 0 {
+            self.inner.checked_at.store(now.max(1), Ordering::Relaxed);
+            if fdio::hung_up(sock) {
+                self.inner.hung_up.store(true, Ordering::SeqCst);
+                return Err(Error::Closed);
+            }
+        }
         let nfds =
             u8::try_from(fds.len()).map_err(|_| Error::Encode("too many descriptors".into()))?;
         let gone = || self.peer_gone();
@@ -362,6 +403,14 @@ impl Connection {
                         return Err(Error::Timeout);
                     }
                 }
+                // Another reader of this end is taking a message: wait for
+                // it (in slices), not for data, which is there.
+                Err(GetFail::Busy) => {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Err(Error::Timeout);
+                    }
+                    rx.wait_get_lock(deadline);
+                }
                 Err(GetFail::TooLarge(size)) => {
                     self.close();
                     return Err(Error::MessageTooLarge { size, max });
@@ -498,6 +547,17 @@ impl Connection {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
+    }
+
+    /// How many messages sent from this end the other end has not taken
+    /// yet (a message being received counts as taken). Python has no twin;
+    /// a pool uses it to tell a task its dead worker never read (and can
+    /// be sent again) from one it died running.
+    pub fn pending_sent(&self) -> usize {
+        self.inner
+            .tx
+            .as_ref()
+            .map_or(0, |tx| usize::try_from(tx.len()).unwrap_or(usize::MAX))
     }
 
     /// Whether this handle was closed.

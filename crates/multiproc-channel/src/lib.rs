@@ -45,6 +45,7 @@
 mod connection;
 mod queue;
 mod ring;
+mod shim;
 mod wait;
 
 pub use connection::{Connection, DEFAULT_MAX_MESSAGE, PIPE_RING_BYTES, Pipe};

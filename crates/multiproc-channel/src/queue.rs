@@ -90,10 +90,31 @@ struct Inner {
 /// get; each message is delivered once, whole. Values are serde values; the
 /// queue is a ring in shared memory, so there is no feeder thread: when `put`
 /// returns, the message is in the queue, and a producer that exits at once
-/// loses nothing. A producer killed in the middle of a `put` never leaves
-/// half a message that a consumer sees, and never wedges the queue; a
-/// message larger than the ring goes through in pieces while a consumer
-/// reads it.
+/// loses nothing. A message larger than the ring goes through in pieces
+/// while a consumer reads it.
+///
+/// # When a process dies, or stops
+///
+/// - A producer killed in a `put`: its message is not in the queue at all
+///   (no consumer sees a part of it), and the counts stay exact. The next
+///   producer takes the put lock over, within about 20 ms.
+/// - A consumer killed in a `get`: a message no larger than the ring (1 MiB
+///   unless chosen) stays in the queue, whole, for the next consumer, unless
+///   the consumer had taken it. A message larger than the ring is taken in
+///   pieces, and is lost with a consumer killed while it takes them (the
+///   next consumer skips the rest).
+/// - `qsize`, `empty` and `full` count the messages a `get` would find:
+///   exactly, once the puts and gets under way are done (while they run,
+///   as Python's, the count is a moment's). A death never leaves a message
+///   uncounted or counted twice, so a bounded queue never stays full.
+/// - The non-blocking calls take over a dead holder's lock as the blocking
+///   ones do (`try_get` after a consumer died inside `get` finds the
+///   message); `try_put` never waits behind a producer that waits for room.
+/// - A producer stopped (`SIGSTOP`, a debugger) in the middle of a message
+///   larger than the ring does not hold a `get_timeout` past its timeout:
+///   the consumer keeps what it took for its process's next `get`, and the
+///   message comes whole once the producer goes on. Until then, the queue's
+///   other consumers wait behind it.
 ///
 /// # Examples
 ///
@@ -245,7 +266,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         match self.ring().get(wait, deadline) {
             Ok(bytes) => codec::decode(&bytes),
             Err(GetFail::Empty) if wait && deadline.is_some() => Err(Error::Timeout),
-            Err(GetFail::Empty) => Err(Error::Empty),
+            // Another consumer is taking a message: none for us now.
+            Err(GetFail::Empty | GetFail::Busy) => Err(Error::Empty),
             Err(GetFail::Corrupt(why)) => Err(Error::Decode(why)),
             Err(GetFail::TooLarge(size)) => Err(Error::MessageTooLarge {
                 size,

@@ -18,9 +18,16 @@ pub(crate) enum Failure {
     WorkerDied {
         pid: u32,
         signal: Option<i32>,
+        exitcode: Option<i32>,
     },
     Closed,
     Failed(String),
+    /// The worker died before it took the task, which can go to another.
+    NeverTaken {
+        pid: u32,
+        signal: Option<i32>,
+        exitcode: Option<i32>,
+    },
 }
 
 impl Failure {
@@ -29,9 +36,19 @@ impl Failure {
             Failure::Panicked(message) => Error::TaskPanicked {
                 message: message.clone(),
             },
-            Failure::WorkerDied { pid, signal } => Error::WorkerDied {
+            Failure::WorkerDied {
+                pid,
+                signal,
+                exitcode,
+            }
+            | Failure::NeverTaken {
+                pid,
+                signal,
+                exitcode,
+            } => Error::WorkerDied {
                 pid: *pid,
                 signal: *signal,
+                exitcode: *exitcode,
             },
             Failure::Raised(message) => Error::TaskFailed {
                 message: message.clone(),

@@ -258,8 +258,29 @@ impl Shared {
     }
 
     /// Sends `message` to the slot's worker (starting one if needed) and
-    /// waits for its reply.
+    /// waits for its reply. A worker that died before it took the message
+    /// (between the check that it lives and the send) cost no task: the
+    /// message goes, once, to the worker that replaces it.
     fn exchange(&self, slot: usize, worker: &mut Option<Worker>, message: &[u8]) -> Piece {
+        match self.exchange_once(slot, worker, message) {
+            Err(Failure::NeverTaken { .. }) => match self.exchange_once(slot, worker, message) {
+                // Two in a row: report the second.
+                Err(Failure::NeverTaken {
+                    pid,
+                    signal,
+                    exitcode,
+                }) => Err(Failure::WorkerDied {
+                    pid,
+                    signal,
+                    exitcode,
+                }),
+                other => other,
+            },
+            other => other,
+        }
+    }
+
+    fn exchange_once(&self, slot: usize, worker: &mut Option<Worker>, message: &[u8]) -> Piece {
         if worker.as_ref().is_some_and(|w| !w.process.is_alive()) {
             // Died while idle: its death cost no task.
             if let Some(w) = worker.take() {
@@ -275,10 +296,12 @@ impl Shared {
         let Some(w) = worker.as_mut() else {
             return Err(Failure::Closed);
         };
-        let reply = w
-            .conn
-            .send_bytes(message)
-            .and_then(|()| w.conn.recv_bytes());
+        let sent = w.conn.send_bytes(message).is_ok();
+        let reply = if sent {
+            w.conn.recv_bytes()
+        } else {
+            Err(Error::Closed)
+        };
         match reply {
             Ok(reply) => {
                 w.tasks += 1;
@@ -300,14 +323,29 @@ impl Shared {
                 let Some(w) = worker.take() else {
                     return Err(Failure::Closed);
                 };
+                // Refused (the worker's end was gone), or sent and still
+                // there: the worker never took it.
+                let never_taken = !sent || w.conn.pending_sent() > 0;
                 let pid = w.process.pid().unwrap_or(0);
                 let _ = w.process.join_timeout(REAP);
-                let signal = w.process.exitcode().filter(|c| *c < 0).map(|c| -c);
+                let code = w.process.exitcode();
+                let signal = code.filter(|c| *c < 0).map(|c| -c);
+                let exitcode = code.filter(|c| *c >= 0);
                 self.retire(slot, w);
                 if self.terminated.load(Ordering::SeqCst) {
                     Err(Failure::Closed)
+                } else if never_taken {
+                    Err(Failure::NeverTaken {
+                        pid,
+                        signal,
+                        exitcode,
+                    })
                 } else {
-                    Err(Failure::WorkerDied { pid, signal })
+                    Err(Failure::WorkerDied {
+                        pid,
+                        signal,
+                        exitcode,
+                    })
                 }
             }
         }

@@ -208,12 +208,15 @@ pub enum Error {
 
     /// A pool worker died (killed by a signal, or exited) while it ran the
     /// caller's task. The pool replaces it. Python's `Pool` hangs here.
-    #[error("pool worker {pid} died while running a task{}", signal.map(|s| format!(" (killed by {})", SignalName(s))).unwrap_or_default())]
+    #[error("pool worker {pid} died while running a task{}", died_how(*signal, *exitcode))]
     WorkerDied {
         /// The worker's process id.
         pid: u32,
         /// The signal that killed it, if one did.
         signal: Option<i32>,
+        /// The code it exited with, if it exited (`std::process::exit(3)`
+        /// in a task, say).
+        exitcode: Option<i32>,
     },
 
     /// Code run on the caller's behalf in another process (a managed
@@ -235,6 +238,15 @@ pub enum Error {
         /// The error's message.
         message: String,
     },
+}
+
+/// " (killed by SIGKILL)" or " (exited with code 3)", for `WorkerDied`.
+fn died_how(signal: Option<i32>, exitcode: Option<i32>) -> String {
+    match (signal, exitcode) {
+        (Some(s), _) => format!(" (killed by {})", SignalName(s)),
+        (None, Some(c)) => format!(" (exited with code {c})"),
+        (None, None) => String::new(),
+    }
 }
 
 impl Error {

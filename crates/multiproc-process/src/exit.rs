@@ -9,29 +9,45 @@ use crate::fds::lock;
 use crate::state::GLOBAL;
 use crate::sys::{self, SignalKind};
 
-/// Hooks registered with [`at_exit`].
-static HOOKS: std::sync::Mutex<Vec<fn()>> = std::sync::Mutex::new(Vec::new());
+/// Hooks registered with [`at_exit`] and [`at_exit_with_priority`], with
+/// their priorities, in the order they were registered.
+static HOOKS: std::sync::Mutex<Vec<Hook>> = std::sync::Mutex::new(Vec::new());
+
+/// An exit hook and its priority.
+type Hook = (i32, fn());
 
 /// Registers `hook` to run when this process ends normally: when `main`
 /// returns or `std::process::exit` is called, and when the target of a
-/// child process returns or panics. Each hook runs once per process, after
-/// the process's children were joined; hooks registered in a parent run in
-/// its forked children too, so a hook that cleans up should check which
-/// process owns what it cleans.
+/// child process returns or panics. Hooks run after the process's children
+/// were joined, the last registered first (as Python's `atexit`). Each runs
+/// once per process: registering it again does nothing. Hooks registered
+/// in a parent run in its forked children too, so a hook that cleans up
+/// should check which process owns what it cleans.
 ///
-/// Python: `multiprocessing.util.Finalize` with `exitpriority`, and
-/// `atexit.register`.
+/// Python: `atexit.register(hook)`, and `multiprocessing.util.Finalize`
+/// with `exitpriority=0`.
 pub fn at_exit(hook: fn()) {
+    at_exit_with_priority(hook, 0);
+}
+
+/// As [`at_exit`], with a priority: hooks of a higher priority run first,
+/// and hooks of the same priority the last registered first.
+///
+/// Python: `multiprocessing.util.Finalize(None, hook, exitpriority=p)`.
+pub fn at_exit_with_priority(hook: fn(), priority: i32) {
     install_hook();
     let mut hooks = lock(&HOOKS);
-    if !hooks.iter().any(|h| std::ptr::fn_addr_eq(*h, hook)) {
-        hooks.push(hook);
+    if !hooks.iter().any(|(_, h)| std::ptr::fn_addr_eq(*h, hook)) {
+        hooks.push((priority, hook));
     }
 }
 
 fn run_exit_hooks() {
-    let hooks = std::mem::take(&mut *lock(&HOOKS));
-    for hook in hooks {
+    let mut hooks = std::mem::take(&mut *lock(&HOOKS));
+    // Last registered first, then (a stable sort) by priority.
+    hooks.reverse();
+    hooks.sort_by_key(|(priority, _)| std::cmp::Reverse(*priority));
+    for (_, hook) in hooks {
         let _ = panic::catch_unwind(hook);
     }
 }

@@ -76,6 +76,12 @@ pub fn poll_readable(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io::R
     sys::poll_readable(fds, timeout)
 }
 
+/// Whether the other end of socket `sock` is closed (`POLLHUP`), without
+/// reading anything from it.
+pub fn hung_up(sock: BorrowedFd<'_>) -> bool {
+    sys::hung_up(sock)
+}
+
 /// Sends `bytes` without waiting (`MSG_DONTWAIT | MSG_NOSIGNAL`).
 ///
 /// # Errors

@@ -72,7 +72,7 @@ mod wire;
 pub use bootstrap::{LAUNCH_FAILED, panic_message};
 pub use context::{Context, get_context, init};
 pub use error::{Error, Result, SignalName};
-pub use exit::at_exit;
+pub use exit::{at_exit, at_exit_with_priority};
 pub use method::{StartMethod, get_start_method, set_start_method, set_start_method_force};
 pub use process::{
     ParentProcess, Process, ProcessBuilder, ProcessInfo, active_children, cpu_count,

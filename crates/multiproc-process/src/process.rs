@@ -476,6 +476,7 @@ fn forget_child(child: &Arc<ChildShared>) {
 /// Reaps children that ended, so none stays a zombie. Python's
 /// `multiprocessing.process._cleanup`.
 fn reap_finished() {
+    crate::start::forkserver::reap_if_dead();
     let mut g = lock(&GLOBAL);
     g.children.retain(|c| matches!(c.poll(), Ok(None)));
 }

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::error::Error;
 use crate::fds::PrivateFd;
 use crate::identity::Identity;
 use crate::outcome::Frame;
@@ -46,9 +46,22 @@ pub(crate) enum Reply {
     },
     /// The server could not fork.
     Failed {
-        /// What went wrong.
+        /// What went wrong (without the "i/o error" prefix of a relayed
+        /// system error).
         error: String,
+        /// The system's error number, when a system call failed.
+        errno: Option<i32>,
     },
+}
+
+impl Reply {
+    /// The reply for a failure of the server's.
+    fn failed(e: &std::io::Error) -> Reply {
+        Reply::Failed {
+            error: e.to_string(),
+            errno: e.raw_os_error(),
+        }
+    }
 }
 
 /// A child of the server: its pidfd and the server's end of its channel.
@@ -102,28 +115,17 @@ pub(crate) fn serve(ctl: OwnedFd) -> ! {
                         children.push(served);
                         match pidfd {
                             Ok(fd) => reply_or_exit(&ctl, &reply, &[fd]),
-                            Err(e) => reply_or_exit(
-                                &ctl,
-                                &Reply::Failed {
-                                    error: e.to_string(),
-                                },
-                                &[],
-                            ),
+                            Err(e) => reply_or_exit(&ctl, &Reply::failed(&e), &[]),
                         }
                     }
-                    Err(e) => reply_or_exit(
-                        &ctl,
-                        &Reply::Failed {
-                            error: e.to_string(),
-                        },
-                        &[],
-                    ),
+                    Err(e) => reply_or_exit(&ctl, &Reply::failed(&e), &[]),
                 }
             }
             Ok(Some(_)) => reply_or_exit(
                 &ctl,
                 &Reply::Failed {
                     error: "malformed request".into(),
+                    errno: None,
                 },
                 &[],
             ),
@@ -140,8 +142,14 @@ fn reply_or_exit(ctl: &PrivateFd, reply: &Reply, fds: &[OwnedFd]) {
 }
 
 /// Forks one child that will receive its launch on `chan`.
-fn fork_one(chan: OwnedFd, server_pid: u32) -> Result<(u32, Served)> {
-    let Some((pid, guard)) = ForkGuard::acquire().fork(Identity::clone)? else {
+fn fork_one(chan: OwnedFd, server_pid: u32) -> std::io::Result<(u32, Served)> {
+    let forked = ForkGuard::acquire()
+        .fork(Identity::clone)
+        .map_err(|e| match e {
+            Error::Io(e) => e,
+            other => std::io::Error::other(other.to_string()),
+        })?;
+    let Some((pid, guard)) = forked else {
         sys::ignore_sigint(false);
         crate::bootstrap::run_from_channel(chan, Some(server_pid))
     };
@@ -150,7 +158,7 @@ fn fork_one(chan: OwnedFd, server_pid: u32) -> Result<(u32, Served)> {
         Ok(fd) => PrivateFd::new(fd),
         Err(e) => {
             sys::kill_and_reap(pid);
-            return Err(e.into());
+            return Err(e);
         }
     };
     let chan = PrivateFd::new(chan);

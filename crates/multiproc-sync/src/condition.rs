@@ -8,10 +8,9 @@ use multiproc_process::Result;
 use serde::{Deserialize, Serialize};
 
 use crate::layout::CondState;
-use crate::lock::{AcquireError, AcquireResult, acquire_result, lock_word};
-use crate::owner;
+use crate::lock::{AcquireResult, acquire_result, lock_word, try_lock_word, try_result};
 use crate::shared::Shared;
-use crate::shim::{Deadline, Ordering, SpinBudget, expired, futex_wait, futex_wake, remaining};
+use crate::shim::{Deadline, SpinBudget, expired};
 
 /// A condition variable shared between processes, with its own lock.
 ///
@@ -19,7 +18,17 @@ use crate::shim::{Deadline, Ordering, SpinBudget, expired, futex_wait, futex_wak
 /// guard (which releases the lock while waiting and takes it back) or
 /// `notify` through it. A wait may end without a notify meant for it (a
 /// spurious wake-up), so wait for a predicate with
-/// [`wait_for`](ConditionGuard::wait_for).
+/// [`wait_for`](ConditionGuard::wait_for). `notify(n)` wakes exactly `n` of
+/// the processes waiting when it is called (never one that starts waiting
+/// after it), as CPython's does.
+///
+/// # When a process dies
+///
+/// A process killed holding the condition's lock is taken over by the next
+/// acquirer, as for a [`Lock`](crate::Lock). A process killed inside `wait`
+/// still counts as waiting: a `notify` may choose it, and the notification
+/// then goes to the next process that waits (so one `notify` may wake a
+/// later waiter instead of none).
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Condition {
     shared: Shared<CondState>,
@@ -54,29 +63,34 @@ impl Condition {
     ///
     /// # Errors
     ///
-    /// [`AcquireError::OwnerDied`] (with the guard) if its holder died.
+    /// [`AcquireError::OwnerDied`](crate::AcquireError::OwnerDied) (with the guard) if its holder died.
     pub fn acquire(&self) -> AcquireResult<ConditionGuard<'_>> {
         self.acquire_until(None)
+    }
+
+    /// How many processes wait on the condition now and are not yet
+    /// notified. (CPython's tests read its `_sleeping_count` for this.)
+    pub fn waiting(&self) -> u32 {
+        self.state().notify.waiting()
     }
 
     /// Acquires the condition's lock if it is free.
     ///
     /// # Errors
     ///
-    /// [`AcquireError::WouldBlock`] if it is held.
+    /// [`AcquireError::WouldBlock`](crate::AcquireError::WouldBlock) if it is held.
     pub fn try_acquire(&self) -> AcquireResult<ConditionGuard<'_>> {
-        if self.state().word.try_lock(owner::token()) {
-            Ok(ConditionGuard { cond: self })
-        } else {
-            Err(AcquireError::WouldBlock)
-        }
+        try_result(try_lock_word(&self.state().word), || ConditionGuard {
+            cond: self,
+        })
     }
 
     /// Acquires the condition's lock, waiting at most `timeout`.
     ///
     /// # Errors
     ///
-    /// [`AcquireError::Timeout`], or [`AcquireError::OwnerDied`].
+    /// [`AcquireError::Timeout`](crate::AcquireError::Timeout), or
+    /// [`AcquireError::OwnerDied`](crate::AcquireError::OwnerDied).
     pub fn acquire_timeout(&self, timeout: Duration) -> AcquireResult<ConditionGuard<'_>> {
         self.acquire_until(Some(Instant::now() + timeout))
     }
@@ -85,7 +99,7 @@ impl Condition {
 impl fmt::Debug for Condition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Condition")
-            .field("waiters", &self.state().waiters.load(Ordering::Relaxed))
+            .field("waiting", &self.waiting())
             .finish()
     }
 }
@@ -99,22 +113,12 @@ pub struct ConditionGuard<'a> {
 impl ConditionGuard<'_> {
     fn wait_until(&mut self, deadline: Deadline) -> bool {
         let st = self.cond.state();
-        let seq = st.seq.load(Ordering::SeqCst);
-        st.waiters.fetch_add(1, Ordering::SeqCst);
+        let ticket = st.notify.register();
         st.word.unlock();
-        let notified = loop {
-            if st.seq.load(Ordering::SeqCst) != seq {
-                break true;
-            }
-            let Some(t) = remaining(deadline, Duration::from_secs(3600)) else {
-                break false;
-            };
-            futex_wait(&st.seq, seq, Some(t));
-        };
-        st.waiters.fetch_sub(1, Ordering::SeqCst);
+        let notified = st.notify.wait(ticket, deadline);
         // Taken back whatever happened to its last holder: we hold it again.
         lock_word(&st.word, None, &self.cond.spin);
-        notified
+        notified || st.notify.leave(ticket)
     }
 
     /// Releases the lock, waits for a notification, and takes the lock back.
@@ -149,18 +153,16 @@ impl ConditionGuard<'_> {
         }
     }
 
-    /// Wakes up to `n` waiters. Python: `Condition.notify(n)`.
-    pub fn notify(&self, n: u32) {
-        let st = self.cond.state();
-        if st.waiters.load(Ordering::SeqCst) > 0 {
-            st.seq.fetch_add(1, Ordering::SeqCst);
-            futex_wake(&st.seq, n);
-        }
+    /// Wakes `n` of the processes waiting now (all of them, if fewer
+    /// wait); one that starts waiting after this call is not among them.
+    /// Returns how many it woke. Python: `Condition.notify(n)`.
+    pub fn notify(&self, n: u32) -> u32 {
+        self.cond.state().notify.notify(n)
     }
 
-    /// Wakes every waiter. Python: `Condition.notify_all()`.
-    pub fn notify_all(&self) {
-        self.notify(i32::MAX as u32);
+    /// Wakes every process waiting now. Python: `Condition.notify_all()`.
+    pub fn notify_all(&self) -> u32 {
+        self.notify(u32::MAX)
     }
 }
 

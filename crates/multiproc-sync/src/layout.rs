@@ -12,6 +12,7 @@
 
 use std::sync::atomic::AtomicU64;
 
+use crate::core::condvar::NotifyWord;
 use crate::core::event::EventWord;
 use crate::core::lock::LockWord;
 use crate::core::semaphore::SemWord;
@@ -22,9 +23,16 @@ use crate::shim::AtomicU32;
 #[derive(Debug)]
 pub(crate) struct LockState {
     pub(crate) word: LockWord,
+    /// The thread (see `owner::thread_id`) that acquired the lock, with the
+    /// word's process; 0 when unlocked. Set after acquiring and cleared
+    /// before releasing, by the holder only.
+    pub(crate) thread: AtomicU64,
+    /// Set while a `Value` or `Array` guard of the holder gives access to
+    /// the data (so that the holder's own `get` must not read it).
+    pub(crate) borrowed: AtomicU32,
 }
 
-// SAFETY: one atomic word; zero is unlocked.
+// SAFETY: atomics only; zero is unlocked, by no thread, not borrowed.
 unsafe impl ShmState for LockState {}
 
 #[repr(C)]
@@ -53,10 +61,8 @@ unsafe impl ShmState for SemState {}
 #[derive(Debug)]
 pub(crate) struct CondState {
     pub(crate) word: LockWord,
-    /// Bumped by every notify; the futex word waiters sleep on.
-    pub(crate) seq: AtomicU32,
-    /// Processes inside `wait`.
-    pub(crate) waiters: AtomicU32,
+    /// Waiters, permits and the epoch of the last notify.
+    pub(crate) notify: NotifyWord,
 }
 
 // SAFETY: atomics only; zero is unlocked with nobody waiting.

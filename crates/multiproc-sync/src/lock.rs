@@ -11,7 +11,7 @@ use crate::core::lock::{Acquired, LockWord};
 use crate::layout::LockState;
 use crate::owner;
 use crate::shared::Shared;
-use crate::shim::{Deadline, SpinBudget};
+use crate::shim::{AtomicU32, Deadline, Ordering, SpinBudget};
 
 /// Why an acquire did not simply succeed.
 ///
@@ -81,6 +81,14 @@ impl<G> From<AcquireError<G>> for Error {
     }
 }
 
+/// Maps how a non-blocking acquire ended to the public result.
+pub(crate) fn try_result<G>(a: Option<Acquired>, guard: impl FnOnce() -> G) -> AcquireResult<G> {
+    match a {
+        Some(a) => acquire_result(a, guard),
+        None => Err(AcquireError::WouldBlock),
+    }
+}
+
 /// Maps how a lock word's acquire ended to the public result.
 pub(crate) fn acquire_result<G>(a: Acquired, guard: impl FnOnce() -> G) -> AcquireResult<G> {
     match a {
@@ -92,7 +100,17 @@ pub(crate) fn acquire_result<G>(a: Acquired, guard: impl FnOnce() -> G) -> Acqui
 
 /// Acquires `word` for this process, until `deadline`.
 pub(crate) fn lock_word(word: &LockWord, deadline: Deadline, spin: &SpinBudget) -> Acquired {
-    word.lock(owner::token(), deadline, spin, owner::owner_dead)
+    word.lock(
+        owner::token(),
+        deadline,
+        spin,
+        owner::owner_dead_recently_checked,
+    )
+}
+
+/// Acquires `word` for this process if it is free or its owner died.
+pub(crate) fn try_lock_word(word: &LockWord) -> Option<Acquired> {
+    word.try_lock_or_take_over(owner::token(), owner::owner_dead_recently_checked)
 }
 
 /// A lock shared between processes.
@@ -103,7 +121,10 @@ pub(crate) fn lock_word(word: &LockWord, deadline: Deadline, spin: &SpinBudget) 
 ///
 /// A process that dies holding the lock does not wedge the others: the next
 /// acquirer takes it over within 100 ms of the death and learns so through
-/// [`AcquireError::OwnerDied`]. CPython deadlocks here.
+/// [`AcquireError::OwnerDied`], with the guard;
+/// [`try_acquire`](Lock::try_acquire) takes it over at once (within a few milliseconds of
+/// having found the holder alive). What the lock protected may be
+/// half-updated. CPython deadlocks here.
 ///
 /// # Examples
 ///
@@ -159,9 +180,36 @@ impl Lock {
     }
 
     fn acquire_until(&self, deadline: Deadline) -> AcquireResult<LockGuard<'_>> {
-        acquire_result(lock_word(self.word(), deadline, &self.spin), || LockGuard {
-            lock: self,
+        acquire_result(lock_word(self.word(), deadline, &self.spin), || {
+            self.guard()
         })
+    }
+
+    /// The guard of a lock just acquired by this thread.
+    fn guard(&self) -> LockGuard<'_> {
+        let st = self.shared.state();
+        st.thread.store(owner::thread_id(), Ordering::Relaxed);
+        // A holder that died may have left its flag set.
+        st.borrowed.store(0, Ordering::Relaxed);
+        LockGuard { lock: self }
+    }
+
+    /// Unlocks, after forgetting the holder.
+    fn unlock(&self) -> bool {
+        self.shared.state().thread.store(0, Ordering::Relaxed);
+        self.word().unlock()
+    }
+
+    /// Whether the calling thread holds the lock (acquired it, in this
+    /// process, and has not released it).
+    pub(crate) fn held_by_this_thread(&self) -> bool {
+        self.word().owner() == owner::token()
+            && self.shared.state().thread.load(Ordering::Relaxed) == owner::thread_id()
+    }
+
+    /// The flag a `Value` or `Array` guard sets while it lends the data.
+    pub(crate) fn borrowed(&self) -> &AtomicU32 {
+        &self.shared.state().borrowed
     }
 
     /// Acquires the lock, waiting as long as it takes.
@@ -175,18 +223,16 @@ impl Lock {
         self.acquire_until(None)
     }
 
-    /// Acquires the lock if it is free. Python: `Lock.acquire(False)`.
+    /// Acquires the lock if it is free, or if its holder died (then with
+    /// [`AcquireError::OwnerDied`]). Python: `Lock.acquire(False)`.
     ///
     /// # Errors
     ///
-    /// [`AcquireError::WouldBlock`] if it is held.
+    /// [`AcquireError::WouldBlock`] if a live process holds it,
+    /// [`AcquireError::OwnerDied`] (with the guard) if its holder died.
     #[doc(alias = "acquire_nowait")]
     pub fn try_acquire(&self) -> AcquireResult<LockGuard<'_>> {
-        if self.word().try_lock(owner::token()) {
-            Ok(LockGuard { lock: self })
-        } else {
-            Err(AcquireError::WouldBlock)
-        }
+        try_result(try_lock_word(self.word()), || self.guard())
     }
 
     /// Acquires the lock, waiting at most `timeout`.
@@ -216,7 +262,7 @@ impl Lock {
     ///
     /// [`Error::NotHeld`] if the lock is not held.
     pub fn release(&self) -> Result<()> {
-        if self.word().owner() == 0 || !self.word().unlock() {
+        if self.word().owner() == 0 || !self.unlock() {
             return Err(Error::NotHeld("release unlocked lock"));
         }
         Ok(())
@@ -260,7 +306,7 @@ impl LockGuard<'_> {
 
 impl Drop for LockGuard<'_> {
     fn drop(&mut self) {
-        self.lock.word().unlock();
+        self.lock.unlock();
     }
 }
 

@@ -63,6 +63,31 @@ pub(crate) fn owner_dead(token: u32) -> bool {
     }
 }
 
+/// As [`owner_dead`], but a token found alive in the last few milliseconds
+/// is taken to be alive still: for non-blocking acquires, which may be
+/// called in a loop and must not read `/proc` each time. A death is noticed
+/// at most that much later.
+pub(crate) fn owner_dead_recently_checked(token: u32) -> bool {
+    /// How long an "alive" answer is reused.
+    const FRESH_MS: u64 = 5;
+    static LAST_ALIVE: AtomicU64 = AtomicU64::new(0);
+    let now = sys::monotonic_ms();
+    let last = LAST_ALIVE.load(Ordering::Relaxed);
+    if last >> 32 == u64::from(token)
+        && now.wrapping_sub(last & 0xffff_ffff) & 0xffff_ffff < FRESH_MS
+    {
+        return false;
+    }
+    let dead = owner_dead(token);
+    if !dead {
+        LAST_ALIVE.store(
+            u64::from(token) << 32 | (now & 0xffff_ffff),
+            Ordering::Relaxed,
+        );
+    }
+    dead
+}
+
 /// A number for the calling thread, unique within its process (and, with
 /// the process token, across processes).
 pub(crate) fn thread_id() -> u64 {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::lock::Acquired;
 use crate::layout::RLockState;
-use crate::lock::{AcquireError, AcquireResult, lock_word};
+use crate::lock::{AcquireError, AcquireResult, lock_word, try_lock_word};
 use crate::owner;
 use crate::shared::Shared;
 use crate::shim::{Deadline, SpinBudget};
@@ -91,10 +91,10 @@ impl RLock {
             self.state().count.fetch_add(1, Ordering::Relaxed);
             return Ok(RLockGuard { lock: self });
         }
-        if self.state().word.try_lock(owner::token()) {
-            Ok(self.take())
-        } else {
-            Err(AcquireError::WouldBlock)
+        match try_lock_word(&self.state().word) {
+            Some(Acquired::Yes) => Ok(self.take()),
+            Some(_) => Err(AcquireError::OwnerDied(self.take())),
+            None => Err(AcquireError::WouldBlock),
         }
     }
 

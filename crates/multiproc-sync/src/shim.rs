@@ -4,7 +4,7 @@
 //! spuriously.
 
 use std::sync::atomic::AtomicU32 as StdAtomicU32;
-pub(crate) use std::sync::atomic::{AtomicU32, Ordering};
+pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 pub(crate) use crate::sys::{futex_wait, futex_wake};

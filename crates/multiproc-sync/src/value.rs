@@ -18,6 +18,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::lock::{AcquireResult, Lock, LockGuard};
 use crate::shared::Shared;
+use crate::shim::Ordering;
 
 /// Takes the lock even from a dead owner: for the calls that do not report
 /// it (`get`, `set`, `lock`).
@@ -30,6 +31,30 @@ fn take(lock: &Lock) -> LockGuard<'_> {
             None => unreachable!("an acquire without a timeout returned without the lock"),
         },
     }
+}
+
+/// The lock for a guard of the data: acquired, or, if this thread already
+/// holds it through `get_lock()`, none (the outer guard releases it).
+/// Refuses a second guard of the data while one lives: two would alias.
+fn lend<'a>(lock: &'a Lock, what: &str) -> Option<LockGuard<'a>> {
+    let guard = if lock.held_by_this_thread() {
+        if lock.borrowed().load(Ordering::Relaxed) != 0 {
+            panic!(
+                "{what}: this thread already holds a guard of this {what}'s data; read and \
+                 write through that guard"
+            );
+        }
+        None
+    } else {
+        Some(take(lock))
+    };
+    lock.borrowed().store(1, Ordering::Relaxed);
+    guard
+}
+
+/// Gives back what [`lend`] lent.
+fn give_back(lock: &Lock) {
+    lock.borrowed().store(0, Ordering::Relaxed);
 }
 
 /// One value of plain data in shared memory, with a lock.
@@ -64,21 +89,40 @@ impl<T: Pod> Value<T> {
     }
 
     /// A copy of the value, read under the lock. Python: `v.value`.
+    ///
+    /// Works while this thread holds the lock through
+    /// [`get_lock`](Value::get_lock) (Python's `with v.get_lock():`).
+    ///
+    /// # Panics
+    ///
+    /// While this thread holds a [`lock`](Value::lock) guard: read through
+    /// the guard (two views of the value would alias).
     pub fn get(&self) -> T {
         *self.lock()
     }
 
     /// Sets the value under the lock. Python: `v.value = x`.
+    ///
+    /// # Panics
+    ///
+    /// As [`get`](Value::get).
     pub fn set(&self, v: T) {
         *self.lock() = v;
     }
 
     /// Holds the lock; the guard reads and writes the value. Takes the lock
     /// over from a dead owner without telling (see
-    /// [`lock_checked`](Value::lock_checked)).
+    /// [`lock_checked`](Value::lock_checked)). If this thread holds the lock
+    /// through [`get_lock`](Value::get_lock) already, the guard uses that
+    /// hold.
+    ///
+    /// # Panics
+    ///
+    /// While this thread holds another guard of the value.
     pub fn lock(&self) -> ValueGuard<'_, T> {
         ValueGuard {
-            _guard: take(&self.lock),
+            guard: lend(&self.lock, "Value"),
+            lock: &self.lock,
             ptr: self.ptr(),
             _t: PhantomData,
         }
@@ -90,11 +134,19 @@ impl<T: Pod> Value<T> {
     ///
     /// [`crate::AcquireError::OwnerDied`] with the guard.
     pub fn lock_checked(&self) -> AcquireResult<ValueGuard<'_, T>> {
+        if self.lock.held_by_this_thread() {
+            // Held by this thread already: no death to report.
+            return Ok(self.lock());
+        }
         let ptr = self.ptr();
-        let wrap = |g| ValueGuard {
-            _guard: g,
-            ptr,
-            _t: PhantomData,
+        let wrap = |g| {
+            self.lock.borrowed().store(1, Ordering::Relaxed);
+            ValueGuard {
+                guard: Some(g),
+                lock: &self.lock,
+                ptr,
+                _t: PhantomData,
+            }
         };
         match self.lock.acquire() {
             Ok(g) => Ok(wrap(g)),
@@ -128,9 +180,18 @@ impl<T: Pod + fmt::Debug> fmt::Debug for Value<T> {
 /// Holds a [`Value`]'s lock; derefs to the value.
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct ValueGuard<'a, T> {
-    _guard: LockGuard<'a>,
+    /// `None` when the lock is held by an outer guard of this thread.
+    guard: Option<LockGuard<'a>>,
+    lock: &'a Lock,
     ptr: *mut T,
     _t: PhantomData<&'a mut T>,
+}
+
+impl<T> Drop for ValueGuard<'_, T> {
+    fn drop(&mut self) {
+        give_back(self.lock);
+        self.guard.take();
+    }
 }
 
 impl<T> Deref for ValueGuard<'_, T> {
@@ -200,11 +261,13 @@ impl<T: Pod> Array<T> {
         self.len == 0
     }
 
-    /// Element `i`, read under the lock. Python: `a[i]`.
+    /// Element `i`, read under the lock. Python: `a[i]`. Works while this
+    /// thread holds the lock through [`get_lock`](Array::get_lock).
     ///
     /// # Panics
     ///
-    /// If `i` is out of range (Python: `IndexError`).
+    /// If `i` is out of range (Python: `IndexError`), or while this thread
+    /// holds a [`lock`](Array::lock) guard (read through it).
     pub fn get(&self, i: usize) -> T {
         self.lock()[i]
     }
@@ -213,21 +276,32 @@ impl<T: Pod> Array<T> {
     ///
     /// # Panics
     ///
-    /// If `i` is out of range.
+    /// As [`get`](Array::get).
     pub fn set(&self, i: usize, v: T) {
         self.lock()[i] = v;
     }
 
     /// A copy of the elements, under the lock. Python: `a[:]`.
+    ///
+    /// # Panics
+    ///
+    /// As [`get`](Array::get).
     pub fn to_vec(&self) -> Vec<T> {
         self.lock().to_vec()
     }
 
     /// Holds the lock; the guard derefs to the elements. Takes the lock
-    /// over from a dead owner without telling.
+    /// over from a dead owner without telling. If this thread holds the
+    /// lock through [`get_lock`](Array::get_lock) already, the guard uses
+    /// that hold.
+    ///
+    /// # Panics
+    ///
+    /// While this thread holds another guard of the array.
     pub fn lock(&self) -> ArrayGuard<'_, T> {
         ArrayGuard {
-            _guard: take(&self.lock),
+            guard: lend(&self.lock, "Array"),
+            lock: &self.lock,
             ptr: self.lock.shared().data().cast(),
             len: self.len,
             _t: PhantomData,
@@ -259,10 +333,19 @@ impl<T: Pod + fmt::Debug> fmt::Debug for Array<T> {
 /// Holds an [`Array`]'s lock; derefs to its elements.
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct ArrayGuard<'a, T> {
-    _guard: LockGuard<'a>,
+    /// `None` when the lock is held by an outer guard of this thread.
+    guard: Option<LockGuard<'a>>,
+    lock: &'a Lock,
     ptr: *mut T,
     len: usize,
     _t: PhantomData<&'a mut [T]>,
+}
+
+impl<T> Drop for ArrayGuard<'_, T> {
+    fn drop(&mut self) {
+        give_back(self.lock);
+        self.guard.take();
+    }
 }
 
 impl<T> Deref for ArrayGuard<'_, T> {

@@ -1,4 +1,5 @@
-//! Loom models of the lock word, the semaphore and the event.
+//! Loom models of the lock word, the semaphore, the event and the
+//! condition's notification word.
 //!
 //! The state machines of `src/core/` are compiled here against loom's
 //! atomics through a shim of the same names as the crate's: a futex wait on
@@ -11,7 +12,7 @@
 #![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
 mod shim {
-    pub(crate) use loom::sync::atomic::{AtomicU32, Ordering};
+    pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
     use std::time::{Duration, Instant};
 
     pub(crate) type Deadline = Option<Instant>;
@@ -54,6 +55,8 @@ mod shim {
     }
 }
 
+#[path = "../src/core/condvar.rs"]
+mod condvar;
 #[path = "../src/core/event.rs"]
 mod event;
 #[path = "../src/core/lock.rs"]
@@ -181,5 +184,70 @@ fn an_event_set_reaches_its_waiter() {
         assert!(ev.is_set());
         ev.clear();
         assert!(!ev.is_set());
+    });
+}
+
+#[test]
+fn a_notify_reaches_the_waiter_and_not_a_latecomer() {
+    model(|| {
+        // The condition's lock, as a loom mutex: registering and notifying
+        // happen under it, as in `Condition`.
+        let lock = Arc::new(loom::sync::Mutex::new(()));
+        let word = Arc::new(condvar::NotifyWord::new());
+        let waiter = {
+            let (lock, word) = (lock.clone(), word.clone());
+            thread::spawn(move || {
+                let ticket = {
+                    let _g = lock.lock().unwrap();
+                    word.register()
+                };
+                word.wait(ticket, None)
+            })
+        };
+        let late = loop {
+            let g = lock.lock().unwrap();
+            if word.waiting() == 1 {
+                assert_eq!(word.notify(1), 1);
+                // Waits after the notify: not for it.
+                let late = word.register();
+                drop(g);
+                break late;
+            }
+            drop(g);
+            thread::yield_now();
+        };
+        assert!(waiter.join().unwrap());
+        let _g = lock.lock().unwrap();
+        assert!(!word.leave(late), "a latecomer took a permit");
+        assert_eq!(word.waiting(), 0);
+        assert_eq!(word.notify(1), 0);
+    });
+}
+
+#[test]
+fn a_wait_that_times_out_as_a_notify_comes_counts_once() {
+    model(|| {
+        let lock = Arc::new(loom::sync::Mutex::new(()));
+        let word = Arc::new(condvar::NotifyWord::new());
+        let ticket = {
+            let _g = lock.lock().unwrap();
+            word.register()
+        };
+        let notifier = {
+            let (lock, word) = (lock.clone(), word.clone());
+            thread::spawn(move || {
+                let _g = lock.lock().unwrap();
+                word.notify(1)
+            })
+        };
+        // The wait "timed out": it leaves, with the lock held.
+        let notified = {
+            let _g = lock.lock().unwrap();
+            word.leave(ticket)
+        };
+        let given = notifier.join().unwrap();
+        // The notify found the waiter (and it was notified) or found none.
+        assert_eq!(given == 1, notified, "given {given}, notified {notified}");
+        assert_eq!(word.waiting(), 0);
     });
 }

@@ -44,8 +44,9 @@
 pub use multiproc_process::{
     Args, Context, Error, LAUNCH_FAILED, ParentProcess, Process, ProcessBuilder, ProcessInfo,
     RemoteFn, Result, SignalName, StartMethod, Target, TaskFn, ThreadedFork, active_children,
-    at_exit, cpu_count, current_process, get_context, get_start_method, init, panic_message,
-    parent_process, set_start_method, set_start_method_force, set_threaded_fork, test_setup,
+    at_exit, at_exit_with_priority, cpu_count, current_process, get_context, get_start_method,
+    init, panic_message, parent_process, set_start_method, set_start_method_force,
+    set_threaded_fork, test_setup,
 };
 
 #[doc(inline)]

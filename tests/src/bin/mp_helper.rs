@@ -31,6 +31,11 @@
 //!   process with the default start method (it appends `child METHOD`),
 //!   then tries spawn and prints `spawn: OUTCOME`.
 //! - `ids`: prints `uid=R euid=E`.
+//! - `exit-order METHOD FILE`: registers five exit hooks of several priorities,
+//!   each appending its name to FILE, and returns from `main`.
+//! - `server-emfile METHOD`: starts its fork server with hardly a descriptor to
+//!   spare, then starts a process, and prints the error it gets as
+//!   `errno N: MESSAGE`.
 
 use std::io::Write;
 use std::time::Duration;
@@ -203,6 +208,71 @@ fn secure_probe(file: &str, euid: Option<&String>) -> mp::Result<()> {
     Ok(())
 }
 
+/// Where the exit hooks of `exit-order` write.
+static HOOK_FILE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn hook_line(name: &str) {
+    if let Some(file) = HOOK_FILE.get() {
+        multiproc_tests::append_line(file, name);
+    }
+}
+
+fn exit_order(file: &str) {
+    let _ = HOOK_FILE.set(file.to_owned());
+    mp::at_exit(|| hook_line("first"));
+    mp::at_exit(|| hook_line("second"));
+    mp::at_exit_with_priority(|| hook_line("urgent"), 10);
+    mp::at_exit(|| hook_line("third"));
+    mp::at_exit_with_priority(|| hook_line("last"), -1);
+}
+
+/// The fork server, left with no descriptor to spare, cannot open a pidfd
+/// for the child it forks: its error must arrive with its errno, once.
+fn server_emfile() -> mp::Result<()> {
+    use rustix::process::{Resource, Rlimit, prlimit};
+    mp::init();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let server = loop {
+        let found = multiproc_testkit::my_children().into_iter().find(|&pid| {
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                env.split(|&b| b == 0)
+                    .any(|e| e.starts_with(b"MULTIPROC_FORKSERVER="))
+            })
+        });
+        match found {
+            Some(pid) => break pid,
+            None if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            None => return Err(mp::Error::NotFound("the fork server".into())),
+        }
+    };
+    // The server holds descriptors 0 to 3, and will receive the child's
+    // channel at 4: a limit of 5 leaves no room for the pidfd.
+    let pid = rustix::process::Pid::from_raw(server as i32)
+        .ok_or_else(|| mp::Error::InvalidArgument("pid 0".into()))?;
+    let now = rustix::process::getrlimit(Resource::Nofile);
+    prlimit(
+        Some(pid),
+        Resource::Nofile,
+        Rlimit {
+            current: Some(5),
+            maximum: now.maximum,
+        },
+    )
+    .map_err(std::io::Error::from)?;
+    let mut p = mp::Process::new(sleep_ms, (0,));
+    match p.start() {
+        Ok(()) => {
+            p.join_timeout(Duration::from_secs(20))?;
+            println!("started");
+        }
+        Err(mp::Error::Io(e)) => println!("errno {:?}: {}", e.raw_os_error(), mp::Error::Io(e)),
+        Err(e) => println!("other: {e}"),
+    }
+    Ok(())
+}
+
 fn main() -> mp::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
@@ -254,6 +324,8 @@ fn main() -> mp::Result<()> {
             p.join_timeout(Duration::from_secs(20))?;
             println!("exitcode {:?}", p.exitcode());
         }
+        Some("exit-order") => exit_order(&args[3]),
+        Some("server-emfile") => server_emfile()?,
         Some("fail") => {
             let mut p = ctx.process(failing, ());
             p.start()?;

@@ -33,6 +33,20 @@ pub(crate) fn ensure_started() -> Result<()> {
     Ok(())
 }
 
+/// Reaps the fork server if it has died (killed, say), so that it is not
+/// left a zombie until the next start; the next start makes another.
+pub(crate) fn reap_if_dead() {
+    let Ok(mut server) = SERVER.try_lock() else {
+        return;
+    };
+    let dead = server.as_ref().is_some_and(|h| {
+        sys::poll_readable(&[h.pidfd.as_fd()], Some(Duration::ZERO)).is_ok_and(|r| r[0])
+    });
+    if dead && let Some(h) = server.take() {
+        let _ = sys::try_reap(h.pidfd.as_fd());
+    }
+}
+
 /// Starts a child through the fork server.
 pub(super) fn start(launch: Launch) -> Result<Arc<ChildShared>> {
     let (pid, pidfd, ours) = request_fork()?;
@@ -61,15 +75,17 @@ fn request_fork() -> Result<(u32, PrivateFd, PrivateFd)> {
         let (ours, theirs) = channel(&mut lock(&PRIVATE_FDS))?;
         match exchange(handle, theirs) {
             Ok(reply) => return reply.map(|(pid, pidfd)| (pid, pidfd, ours)),
-            // The server is gone (killed, say) or broken: end it, reap it
-            // and start another.
-            Err(_) if attempts == 0 => {
-                attempts += 1;
+            // The server is gone (killed, say) or broken: end it, reap it,
+            // and start another once.
+            Err(e) => {
                 if let Some(dead) = server.take() {
                     sys::kill_and_reap_pidfd(dead.pidfd.as_fd());
                 }
+                if attempts > 0 {
+                    return Err(e);
+                }
+                attempts += 1;
             }
-            Err(e) => return Err(e),
         }
     }
 }
@@ -90,7 +106,11 @@ fn exchange(handle: &ServerHandle, theirs: OwnedFd) -> Result<Result<(u32, Priva
             Some(pidfd) => Ok(Ok((pid, PrivateFd::new(pidfd)))),
             None => Ok(Err(Error::Decode("the fork server sent no pidfd".into()))),
         },
-        Some((Reply::Failed { error }, _)) => Ok(Err(Error::Io(std::io::Error::other(error)))),
+        Some((Reply::Failed { error, errno }, _)) => Ok(Err(Error::Io(match errno {
+            // The system's error as it was, kind and number.
+            Some(n) => std::io::Error::from_raw_os_error(n),
+            None => std::io::Error::other(error),
+        }))),
     }
 }
 

@@ -188,6 +188,18 @@ pub(crate) fn poll_readable(
     Ok(pfds.iter().map(|p| !p.revents().is_empty()).collect())
 }
 
+/// Whether the peer of socket `sock` has closed (`POLLHUP` or `POLLERR`
+/// now), reading nothing.
+pub(crate) fn hung_up(sock: BorrowedFd<'_>) -> bool {
+    let mut pfd = [PollFd::new(&sock, PollFlags::empty())];
+    let zero = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    matches!(rustix::event::poll(&mut pfd, Some(&zero)), Ok(n) if n > 0)
+        && pfd[0].revents().intersects(PollFlags::HUP | PollFlags::ERR)
+}
+
 /// `prctl(PR_SET_PDEATHSIG, SIGKILL)`: the kernel kills this process when
 /// the thread that created it exits.
 pub(crate) fn set_parent_death_signal() -> io::Result<()> {

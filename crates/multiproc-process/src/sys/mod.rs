@@ -9,7 +9,7 @@
 //!   `dup_cloexec`, `set_nonblocking`, `read_nonblocking`, `write_raw`,
 //! - `pidfd_open`, `signal_pidfd`, `try_reap` (a `waitid(P_PIDFD)` that
 //!   returns the [`ExitStatus`] of an exited child), `pid_alive`,
-//! - `poll_readable` over a few fds with a timeout,
+//! - `poll_readable` over a few fds with a timeout, `hung_up`,
 //! - `set_parent_death_signal`, `ignore_sigint`, `ignore_sigpipe`,
 //!   `is_secure`, `ids_differ`, `getpid`, `getppid`,
 //!   `is_main_thread`, `thread_count`, `single_threaded`,

@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use crate::shim::{
-    AtomicU32, Deadline, Ordering, SpinBudget, Wake, futex_wait, futex_wake, remaining,
+    AtomicU32, Deadline, Ordering, SpinBudget, Wake, expired, futex_wait, futex_wake, remaining,
 };
 
 /// Set while some process may sleep on the word.
@@ -57,8 +57,33 @@ impl LockWord {
             .is_ok()
     }
 
+    /// Takes the lock if it is free, or if its owner has died (the only
+    /// way a non-blocking acquire notices a dead owner). `None` if a live
+    /// process holds it.
+    pub(crate) fn try_lock_or_take_over(
+        &self,
+        me: u32,
+        owner_dead: impl Fn(u32) -> bool,
+    ) -> Option<Acquired> {
+        if self.try_lock(me) {
+            return Some(Acquired::Yes);
+        }
+        let w = self.word.load(Ordering::Relaxed);
+        let owner = w & !WAITERS;
+        // Sleepers keep their flag, so that our unlock wakes one.
+        (owner != 0
+            && owner_dead(owner)
+            && self
+                .word
+                .compare_exchange(w, me | (w & WAITERS), Ordering::Acquire, Ordering::Relaxed)
+                .is_ok())
+        .then_some(Acquired::OwnerDied)
+    }
+
     /// Takes the lock, waiting until `deadline`. `owner_dead(token)` tells
-    /// whether the process behind a token has ended.
+    /// whether the process behind a token has ended. A deadline that has
+    /// passed (a zero timeout) makes it a non-blocking acquire that still
+    /// takes over from a dead owner.
     pub(crate) fn lock(
         &self,
         me: u32,
@@ -68,6 +93,11 @@ impl LockWord {
     ) -> Acquired {
         if self.try_lock(me) {
             return Acquired::Yes;
+        }
+        if expired(deadline) {
+            return self
+                .try_lock_or_take_over(me, &owner_dead)
+                .unwrap_or(Acquired::TimedOut);
         }
         if spin.spin(|| self.word.load(Ordering::Relaxed) == 0 && self.try_lock(me)) {
             return Acquired::Yes;
@@ -95,7 +125,10 @@ impl LockWord {
             }
             let w = w | WAITERS;
             let Some(slice) = remaining(deadline, SLICE) else {
-                return Acquired::TimedOut;
+                // A last look: an owner that died in the meantime.
+                return self
+                    .try_lock_or_take_over(me, &owner_dead)
+                    .unwrap_or(Acquired::TimedOut);
             };
             if futex_wait(&self.word, w, Some(slice)) == Wake::TimedOut
                 && owner_dead(w & !WAITERS)

@@ -3,6 +3,7 @@
 //! These files use nothing but `crate::shim`, so the loom tests can compile
 //! them against loom's atomics and a modelled futex.
 
+pub(crate) mod condvar;
 pub(crate) mod event;
 pub(crate) mod lock;
 pub(crate) mod semaphore;

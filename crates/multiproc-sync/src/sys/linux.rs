@@ -40,6 +40,13 @@ pub(crate) fn process_token_parts() -> (u32, u64) {
 
 /// The state letter and start time of process `pid`, from
 /// `/proc/PID/stat`; `None` if there is no such process.
+/// Milliseconds on a monotonic clock (from an arbitrary start).
+pub(crate) fn monotonic_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let start = START.get_or_init(std::time::Instant::now);
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
 pub(crate) fn proc_stat(pid: u32) -> Option<(char, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = &stat[stat.rfind(')')? + 1..];
