@@ -324,17 +324,17 @@ fn wait_asleep(pid: u32) {
 fn a_reader_that_dies_inside_a_message_does_not_stall_the_other_reader() {
     for round in 0..5 {
         let (a, b) = mp::Pipe::with_capacity(64 << 10).unwrap();
-        // A reader takes a message larger than the ring; it holds the get
-        // lock until the message is in.
-        let mut r = fork().process(read_big, (b.clone(),));
-        r.start().unwrap();
+        // A writer sends a message larger than the ring: with nobody
+        // reading, it fills the ring and waits. Stop it there.
         let mut w = fork().process(write_big, (a.clone(),));
         w.start().unwrap();
-        // The writer is in the middle of it (waiting for room): stop it,
-        // so that the reader waits too, and kill the reader there.
         wait_asleep(w.pid().unwrap());
         signal(w.pid().unwrap(), rustix::process::Signal::STOP);
-        std::thread::sleep(Duration::from_millis(20));
+        // A reader takes what is there and waits for the rest, holding the
+        // get lock: kill it there.
+        let mut r = fork().process(read_big, (b.clone(),));
+        r.start().unwrap();
+        wait_asleep(r.pid().unwrap());
         r.kill().unwrap();
         r.join_timeout(LIMIT).unwrap();
         signal(w.pid().unwrap(), rustix::process::Signal::CONT);
