@@ -940,7 +940,35 @@ fn listener_wrong_key() {
     listener_refuses_a_wrong_key();
 }
 
+/// A proxy given by value to `list`, `extend`, `dict_from` or `update` is
+/// dropped by the call: the object must live on in the container.
+fn a_stored_proxy_keeps_its_object_alive_however_it_got_there(ctx: mp::Context) {
+    let m = manager(&ctx);
+    let outer = m.list(vec![m.list(0..3u32).unwrap()]).unwrap();
+    let inner: mp::ListProxy<u32> = outer.get(0).unwrap();
+    assert_eq!(inner.to_vec().unwrap(), [0, 1, 2]);
+
+    let l = m.list(Vec::<mp::ListProxy<u32>>::new()).unwrap();
+    l.extend(vec![m.list(3..5u32).unwrap()]).unwrap();
+    assert_eq!(l.get(0).unwrap().to_vec().unwrap(), [3, 4]);
+
+    let d = m
+        .dict_from(vec![("a".to_string(), m.list(5..7u32).unwrap())])
+        .unwrap();
+    d.update(vec![("b".to_string(), m.list(7..9u32).unwrap())])
+        .unwrap();
+    assert_eq!(d.get("a").unwrap().unwrap().to_vec().unwrap(), [5, 6]);
+    assert_eq!(d.get("b").unwrap().unwrap().to_vec().unwrap(), [7, 8]);
+    // Held by the containers alone now: the outer ones and four inner ones.
+    drop(inner);
+    assert!(wait_until(LIMIT, || m.number_of_objects().unwrap() == 7));
+    // And freed with them.
+    drop((outer, l, d));
+    assert!(wait_until(LIMIT, || m.number_of_objects().unwrap() == 0));
+}
+
 multiproc_testkit::each_start_method!(
+    a_stored_proxy_keeps_its_object_alive_however_it_got_there,
     records_seen_across_processes,
     list_operations,
     dict_operations,

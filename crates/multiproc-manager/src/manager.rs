@@ -214,11 +214,11 @@ impl Manager {
         }
     }
 
-    fn store_all<T: Serialize>(&self, items: impl IntoIterator<Item = T>) -> Result<Vec<Stored>> {
-        items
-            .into_iter()
-            .map(|i| store(self.conn.uid, &i))
-            .collect()
+    /// Encodes values to store. The caller keeps `items` until the request
+    /// that stores them is answered: a proxy among them, dropped sooner,
+    /// would give back its hold before the server takes the stored one.
+    fn store_all<T: Serialize>(&self, items: &[T]) -> Result<Vec<Stored>> {
+        items.iter().map(|i| store(self.conn.uid, i)).collect()
     }
 
     /// A list holding `items`. Python: `manager.list(items)`.
@@ -231,7 +231,10 @@ impl Manager {
         T: Serialize + DeserializeOwned,
         I: IntoIterator<Item = T>,
     {
-        self.make(Init::List(self.store_all(items)?))
+        let items: Vec<T> = items.into_iter().collect();
+        let list = self.make(Init::List(self.store_all(&items)?));
+        drop(items);
+        list
     }
 
     /// An empty dict. Python: `manager.dict()`.
@@ -258,11 +261,15 @@ impl Manager {
         V: Serialize + DeserializeOwned,
         I: IntoIterator<Item = (K, V)>,
     {
-        let entries = entries
-            .into_iter()
-            .map(|(k, v)| Ok((key(&k)?, store(self.conn.uid, &v)?)))
+        let entries: Vec<(K, V)> = entries.into_iter().collect();
+        let stored = entries
+            .iter()
+            .map(|(k, v)| Ok((key(k)?, store(self.conn.uid, v)?)))
             .collect::<Result<Vec<_>>>()?;
-        self.make(Init::Dict(entries))
+        // Kept until the server holds what they refer to (see `store_all`).
+        let dict = self.make(Init::Dict(stored));
+        drop(entries);
+        dict
     }
 
     /// An empty namespace. Python: `manager.Namespace()`.
@@ -293,7 +300,10 @@ impl Manager {
         T: Serialize + DeserializeOwned,
         I: IntoIterator<Item = T>,
     {
-        self.make(Init::List(self.store_all(items)?))
+        let items: Vec<T> = items.into_iter().collect();
+        let array = self.make(Init::List(self.store_all(&items)?));
+        drop(items);
+        array
     }
 
     /// An unbounded queue. Python: `manager.Queue()`.

@@ -185,11 +185,15 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     ///
     /// As [`push`](Self::push).
     pub fn extend<I: IntoIterator<Item = T>>(&self, items: I) -> Result<()> {
-        let items = items
-            .into_iter()
-            .map(|i| self.r.put(&i))
+        let items: Vec<T> = items.into_iter().collect();
+        let stored = items
+            .iter()
+            .map(|i| self.r.put(i))
             .collect::<Result<Vec<_>>>()?;
-        self.r.unit(Op::Extend(items))
+        // Kept until the server holds the proxies among them.
+        let done = self.r.unit(Op::Extend(stored));
+        drop(items);
+        done
     }
 
     /// The item at `index`. Python: `l[i]`.
@@ -428,11 +432,15 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
     ///
     /// [`Error::Encode`].
     pub fn update<I: IntoIterator<Item = (K, V)>>(&self, entries: I) -> Result<()> {
-        let entries = entries
-            .into_iter()
-            .map(|(k, v)| Ok((key(&k)?, self.r.put(&v)?)))
+        let entries: Vec<(K, V)> = entries.into_iter().collect();
+        let stored = entries
+            .iter()
+            .map(|(k, v)| Ok((key(k)?, self.r.put(v)?)))
             .collect::<Result<Vec<_>>>()?;
-        self.r.unit(Op::DictUpdate(entries))
+        // Kept until the server holds the proxies among them.
+        let done = self.r.unit(Op::DictUpdate(stored));
+        drop(entries);
+        done
     }
 
     /// Removes every entry. Python: `d.clear()`.
