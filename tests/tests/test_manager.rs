@@ -881,9 +881,16 @@ fn listener_and_client_across_processes(ctx: mp::Context) {
         ctx.start_method()
     ));
     let _ = std::fs::remove_file(&dir);
+    // A name in the abstract namespace (a leading NUL byte) has no file.
+    let hidden = format!(
+        "\0mp-listener-{}-{:?}",
+        std::process::id(),
+        ctx.start_method()
+    );
     for address in [
         Address::Tcp("127.0.0.1:0".parse().unwrap()),
         Address::unix(&dir),
+        Address::unix(&hidden),
     ] {
         let listener = Listener::bind(&address, b"secret").unwrap();
         let mut p = ctx.process(echo_server, (listener.address().to_string(),));

@@ -247,7 +247,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// [`PutError::Timeout`] with the value.
     pub fn put_timeout(&self, v: T, timeout: Duration) -> std::result::Result<(), PutError<T>> {
-        self.put_with(v, true, Some(Instant::now() + timeout))
+        self.put_with(v, true, multiproc_process::deadline(timeout))
     }
 
     /// Puts `v`, waiting until `deadline` at most for room.
@@ -304,7 +304,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// [`Error::Timeout`] if none came.
     pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
-        self.get_with(true, Some(Instant::now() + timeout))
+        self.get_with(true, multiproc_process::deadline(timeout))
     }
 
     /// Takes the oldest message, waiting until `deadline` at most.
@@ -514,7 +514,7 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     ///
     /// [`Error::Timeout`] if some are still unfinished.
     pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
-        if self.queue.ring().join(Some(Instant::now() + timeout)) {
+        if self.queue.ring().join(multiproc_process::deadline(timeout)) {
             Ok(())
         } else {
             Err(Error::Timeout)

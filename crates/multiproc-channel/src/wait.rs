@@ -3,7 +3,7 @@
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use multiproc_process::{Process, Result, fdio};
 use serde::Serialize;
@@ -82,7 +82,7 @@ impl<R> Waitable for Process<R> {
 ///
 /// [`multiproc_process::Error::Io`] if polling fails.
 pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<Vec<usize>> {
-    let deadline = timeout.map(|t| Instant::now() + t);
+    let deadline = timeout.and_then(multiproc_process::deadline);
     let ready = || -> Vec<usize> {
         (0..objects.len())
             .filter(|&i| objects[i].is_ready())

@@ -3,8 +3,12 @@
 //! `BaseManager`, a `(host, port)` tuple or a path string.
 
 use std::fmt;
+use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::SocketAddr as UnixSocketAddr;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use multiproc_process::{Error, Result};
@@ -14,14 +18,17 @@ use serde::{Deserialize, Serialize};
 ///
 /// Parses from `"host:port"` (TCP, names resolved) and from a string
 /// holding a `/` or starting with `unix:` (a Unix socket path), and prints
-/// back the same way.
+/// back the same way. A Unix path that starts with a NUL byte (`"\0name"`)
+/// names a socket in Linux's abstract namespace, with no file, as in
+/// CPython.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Address {
     /// A TCP address. Port 0 asks the system for a free port; the bound
     /// address is then the listener's [`address`](crate::Listener::address).
     Tcp(SocketAddr),
     /// A Unix stream socket at this path (created by the listener, removed
-    /// when it is dropped).
+    /// when it is dropped), or, when the path starts with a NUL byte, the
+    /// rest of it as a name in the abstract namespace.
     Unix(PathBuf),
 }
 
@@ -40,9 +47,25 @@ impl Address {
             .ok_or_else(|| Error::InvalidArgument(format!("cannot resolve {host}:{port}")))
     }
 
-    /// A Unix socket at `path`.
+    /// A Unix socket at `path` (`"\0name"`: in the abstract namespace).
     pub fn unix(path: impl Into<PathBuf>) -> Address {
         Address::Unix(path.into())
+    }
+}
+
+/// The name of an abstract Unix address (its path after the NUL byte).
+pub(crate) fn abstract_name(path: &Path) -> Option<&[u8]> {
+    match path.as_os_str().as_bytes().split_first() {
+        Some((0, name)) => Some(name),
+        _ => None,
+    }
+}
+
+/// The socket address of a Unix path, abstract or not.
+pub(crate) fn unix_socket_addr(path: &Path) -> io::Result<UnixSocketAddr> {
+    match abstract_name(path) {
+        Some(name) => UnixSocketAddr::from_abstract_name(name),
+        None => UnixSocketAddr::from_pathname(path),
     }
 }
 
@@ -53,7 +76,7 @@ impl FromStr for Address {
         if let Some(path) = s.strip_prefix("unix:") {
             return Ok(Address::Unix(path.into()));
         }
-        if s.contains('/') {
+        if s.contains('/') || s.starts_with('\0') {
             return Ok(Address::Unix(s.into()));
         }
         s.to_socket_addrs()
@@ -94,5 +117,8 @@ mod tests {
         assert_eq!(unix, Address::unix("/tmp/mgr.sock"));
         assert_eq!(unix.to_string().parse::<Address>().unwrap(), unix);
         assert!("no port here".parse::<Address>().is_err());
+        let hidden: Address = "\0multiproc-name".parse().unwrap();
+        assert_eq!(hidden, Address::unix("\0multiproc-name"));
+        assert_eq!(hidden.to_string().parse::<Address>().unwrap(), hidden);
     }
 }

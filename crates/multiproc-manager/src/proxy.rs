@@ -1062,7 +1062,7 @@ impl ManagedConditionGuard<'_> {
         mut predicate: impl FnMut() -> bool,
         timeout: Option<Duration>,
     ) -> Result<bool> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = timeout.and_then(multiproc_process::deadline);
         loop {
             if predicate() {
                 return Ok(true);

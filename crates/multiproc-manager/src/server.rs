@@ -603,7 +603,7 @@ impl State {
 
 /// Where a wait ends.
 fn deadline_of(wait: Wait) -> Option<Instant> {
-    wait.map(|d| Instant::now() + d)
+    wait.and_then(multiproc_process::deadline)
 }
 
 fn out_of_range(what: &str) -> WireError {

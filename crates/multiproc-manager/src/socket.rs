@@ -27,7 +27,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::address::Address;
+use crate::address::{Address, abstract_name, unix_socket_addr};
 
 /// The longest message a [`SocketConnection`] accepts unless told otherwise
 /// ([`SocketConnection::set_max_message_size`]): 64 MiB.
@@ -149,7 +149,7 @@ impl SocketConnection {
     pub fn connect(address: &Address, authkey: &[u8]) -> Result<SocketConnection> {
         let stream = match address {
             Address::Tcp(a) => Stream::Tcp(TcpStream::connect(a)?),
-            Address::Unix(p) => Stream::Unix(UnixStream::connect(p)?),
+            Address::Unix(p) => Stream::Unix(UnixStream::connect_addr(&unix_socket_addr(p)?)?),
         };
         let conn = SocketConnection::new(stream);
         conn.handshake_as_client(authkey)?;
@@ -226,7 +226,7 @@ impl SocketConnection {
     ///
     /// As [`recv`](Self::recv), and [`Error::Timeout`].
     pub fn recv_timeout<T: DeserializeOwned>(&self, timeout: Duration) -> Result<T> {
-        codec::decode(&self.recv_frame(Some(Instant::now() + timeout), None)?)
+        codec::decode(&self.recv_frame(multiproc_process::deadline(timeout), None)?)
     }
 
     /// Receives one message's bytes. Python: `Connection.recv_bytes()`.
@@ -439,8 +439,10 @@ impl Listener {
                 (ListenerKind::Tcp(l), bound, None)
             }
             Address::Unix(p) => {
-                let l = UnixListener::bind(p)?;
-                (ListenerKind::Unix(l), address.clone(), Some(p.clone()))
+                let l = UnixListener::bind_addr(&unix_socket_addr(p)?)?;
+                // An abstract name has no file to remove.
+                let file = abstract_name(p).is_none().then(|| p.clone());
+                (ListenerKind::Unix(l), address.clone(), file)
             }
         };
         Ok(Listener {

@@ -119,7 +119,7 @@ impl ChildShared {
     /// draining its outcome pipe meanwhile so a large result never blocks
     /// the child's exit.
     pub(crate) fn wait_timeout(&self, timeout: Option<Duration>) -> Result<Option<ExitStatus>> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = timeout.and_then(crate::deadline);
         let spin_until = Instant::now() + SPIN;
         loop {
             let chan = {

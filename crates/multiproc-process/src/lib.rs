@@ -52,6 +52,7 @@ mod bootstrap;
 mod child;
 pub mod codec;
 mod context;
+mod deadline;
 mod error;
 mod exit;
 pub mod fdio;
@@ -71,6 +72,9 @@ mod wire;
 
 pub use bootstrap::{LAUNCH_FAILED, panic_message};
 pub use context::{Context, get_context, init};
+/// For the workspace's crates: a deadline from a timeout, `None` when huge.
+#[doc(hidden)]
+pub use deadline::deadline;
 pub use error::{Error, Result, SignalName};
 pub use exit::{at_exit, at_exit_with_priority};
 pub use method::{StartMethod, get_start_method, set_start_method, set_start_method_force};

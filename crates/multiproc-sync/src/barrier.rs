@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use multiproc_process::{Error, RemoteFn, Result};
 use serde::{Deserialize, Serialize};
@@ -84,7 +84,7 @@ impl Barrier {
     /// [`Error::BrokenBarrier`] if the barrier is or becomes broken, or the
     /// timeout passes (which breaks it for everyone).
     pub fn wait(&self) -> Result<u32> {
-        self.wait_until(self.timeout.map(|t| Instant::now() + t))
+        self.wait_until(self.timeout.and_then(multiproc_process::deadline))
     }
 
     /// As [`wait`](Barrier::wait), with this timeout.
@@ -93,7 +93,7 @@ impl Barrier {
     ///
     /// As [`wait`](Barrier::wait).
     pub fn wait_timeout(&self, timeout: Duration) -> Result<u32> {
-        self.wait_until(Some(Instant::now() + timeout))
+        self.wait_until(multiproc_process::deadline(timeout))
     }
 
     fn wait_until(&self, deadline: Deadline) -> Result<u32> {

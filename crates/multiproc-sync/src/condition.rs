@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use multiproc_process::Result;
 use serde::{Deserialize, Serialize};
@@ -92,7 +92,7 @@ impl Condition {
     /// [`AcquireError::Timeout`](crate::AcquireError::Timeout), or
     /// [`AcquireError::OwnerDied`](crate::AcquireError::OwnerDied).
     pub fn acquire_timeout(&self, timeout: Duration) -> AcquireResult<ConditionGuard<'_>> {
-        self.acquire_until(Some(Instant::now() + timeout))
+        self.acquire_until(multiproc_process::deadline(timeout))
     }
 }
 
@@ -130,7 +130,7 @@ impl ConditionGuard<'_> {
     /// As [`wait`](ConditionGuard::wait), for at most `timeout`; returns
     /// whether a notification came. Python: `Condition.wait(timeout)`.
     pub fn wait_timeout(&mut self, timeout: Duration) -> bool {
-        self.wait_until(Some(Instant::now() + timeout))
+        self.wait_until(multiproc_process::deadline(timeout))
     }
 
     /// Waits until `predicate` holds (checked with the lock held, first
@@ -141,7 +141,7 @@ impl ConditionGuard<'_> {
         mut predicate: impl FnMut() -> bool,
         timeout: Option<Duration>,
     ) -> bool {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = timeout.and_then(multiproc_process::deadline);
         loop {
             if predicate() {
                 return true;

@@ -64,7 +64,8 @@ impl Event {
     /// Waits at most `timeout` for the flag; returns whether it is set.
     /// Python: `Event.wait(timeout)`.
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        self.word().wait(Some(Instant::now() + timeout), &self.spin)
+        self.word()
+            .wait(multiproc_process::deadline(timeout), &self.spin)
     }
 
     /// Waits until `deadline` at most; returns whether the flag is set.

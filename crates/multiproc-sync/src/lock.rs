@@ -242,7 +242,7 @@ impl Lock {
     ///
     /// [`AcquireError::Timeout`], or [`AcquireError::OwnerDied`].
     pub fn acquire_timeout(&self, timeout: Duration) -> AcquireResult<LockGuard<'_>> {
-        self.acquire_until(Some(Instant::now() + timeout))
+        self.acquire_until(multiproc_process::deadline(timeout))
     }
 
     /// Acquires the lock, waiting until `deadline` at most.

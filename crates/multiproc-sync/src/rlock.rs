@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use multiproc_process::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -104,7 +104,7 @@ impl RLock {
     ///
     /// [`AcquireError::Timeout`], or [`AcquireError::OwnerDied`].
     pub fn acquire_timeout(&self, timeout: Duration) -> AcquireResult<RLockGuard<'_>> {
-        self.acquire_until(Some(Instant::now() + timeout))
+        self.acquire_until(multiproc_process::deadline(timeout))
     }
 
     /// Releases one level of the lock, for a guard that was forgotten.

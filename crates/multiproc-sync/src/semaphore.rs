@@ -81,7 +81,10 @@ macro_rules! semaphore {
             ///
             /// [`Error::Timeout`].
             pub fn acquire_timeout(&self, timeout: Duration) -> Result<$guard<'_>> {
-                self.acquire_deadline(Instant::now() + timeout)
+                match multiproc_process::deadline(timeout) {
+                    Some(deadline) => self.acquire_deadline(deadline),
+                    None => Ok(self.acquire()),
+                }
             }
 
             /// Decrements the count, waiting until `deadline` at most.
