@@ -233,6 +233,26 @@ impl Connection {
         self.send_frame(tx, bytes, Vec::new())
     }
 
+    /// Sends bytes as one message with descriptors, which arrive with it
+    /// (duplicates in the receiving process, taken in order by
+    /// [`recv_bytes_into_vec_with_fds`](Connection::recv_bytes_into_vec_with_fds)).
+    /// Python: `send_bytes` after `multiprocessing.reduction.send_handle`.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_bytes`](Connection::send_bytes); [`Error::Encode`] for
+    /// more than [`handoff::MAX_FDS`] descriptors.
+    pub fn send_bytes_with_fds(&self, bytes: &[u8], fds: Vec<OwnedFd>) -> Result<()> {
+        let tx = self.tx()?;
+        if fds.len() > handoff::MAX_FDS {
+            return Err(Error::Encode(format!(
+                "a message may carry at most {} descriptors",
+                handoff::MAX_FDS
+            )));
+        }
+        self.send_frame(tx, bytes, fds)
+    }
+
     fn send_frame(&self, tx: &Ring, bytes: &[u8], fds: Vec<OwnedFd>) -> Result<()> {
         let sock = self.sock()?;
         let sock = sock.as_fd();
@@ -469,7 +489,7 @@ impl Connection {
     ///
     /// [`Error::Timeout`], and as [`recv`](Connection::recv).
     pub fn recv_timeout<T: DeserializeOwned>(&self, timeout: Duration) -> Result<T> {
-        let (bytes, fds) = self.recv_frame(Some(Instant::now() + timeout))?;
+        let (bytes, fds) = self.recv_frame(multiproc_process::deadline(timeout))?;
         handoff::decode_with_fds(&bytes, fds)
     }
 
@@ -502,6 +522,17 @@ impl Connection {
         }
     }
 
+    /// As [`recv_bytes_into_vec`](Connection::recv_bytes_into_vec), giving
+    /// the descriptors sent with the message too (see
+    /// [`send_bytes_with_fds`](Connection::send_bytes_with_fds)).
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Connection::recv); `buf` is then empty.
+    pub fn recv_bytes_into_vec_with_fds(&self, buf: &mut Vec<u8>) -> Result<Vec<OwnedFd>> {
+        self.recv_frame_into(None, buf).inspect_err(|_| buf.clear())
+    }
+
     /// Receives one message into `buf`; returns its length.
     /// Python: `Connection.recv_bytes_into(buf)`.
     ///
@@ -529,7 +560,7 @@ impl Connection {
     /// [`Error::Closed`] on a closed handle.
     pub fn poll(&self, timeout: Option<Duration>) -> Result<bool> {
         let rx = self.rx()?;
-        match self.wait_readable(rx, timeout.map(|t| Instant::now() + t)) {
+        match self.wait_readable(rx, timeout.and_then(multiproc_process::deadline)) {
             Ok(ready) => Ok(ready),
             Err(Error::Closed) => Ok(true),
             Err(e) => Err(e),

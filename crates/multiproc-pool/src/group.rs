@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use multiproc_process::Error;
+
+use crate::message::Message;
 use parking_lot::{Condvar, Mutex};
 
 /// Why a piece failed; kept so that every `get` can report it.
@@ -21,7 +23,10 @@ pub(crate) enum Failure {
         exitcode: Option<i32>,
     },
     Closed,
+    /// Something did not decode; why.
     Failed(String),
+    /// Something did not encode; why.
+    Encode(String),
     /// The worker died before it took the task, which can go to another.
     NeverTaken {
         pid: u32,
@@ -31,6 +36,16 @@ pub(crate) enum Failure {
 }
 
 impl Failure {
+    /// The failure of an encoding or decoding error (the kinds the pool's
+    /// own steps give), keeping its kind and its reason.
+    pub(crate) fn of(e: &Error) -> Failure {
+        match e {
+            Error::Encode(why) => Failure::Encode(why.clone()),
+            Error::Decode(why) => Failure::Failed(why.clone()),
+            other => Failure::Failed(other.to_string()),
+        }
+    }
+
     pub(crate) fn to_error(&self) -> Error {
         match self {
             Failure::Panicked(message) => Error::TaskPanicked {
@@ -55,18 +70,14 @@ impl Failure {
             },
             Failure::Closed => Error::Closed,
             Failure::Failed(why) => Error::Decode(why.clone()),
+            Failure::Encode(why) => Error::Encode(why.clone()),
         }
     }
 }
 
 /// A piece: a worker's whole reply (its tag byte, then the result's
-/// bytes; see [`payload`]), or why there is none.
-pub(crate) type Piece = Result<Vec<u8>, Failure>;
-
-/// The result's bytes in a reply.
-pub(crate) fn payload(reply: &[u8]) -> &[u8] {
-    reply.get(1..).unwrap_or_default()
-}
+/// bytes, and its descriptors), or why there is none.
+pub(crate) type Piece = Result<Message, Failure>;
 
 type OnDone = Box<dyn FnOnce() + Send>;
 
@@ -83,6 +94,15 @@ struct State {
     arrived: usize,
     /// Indexes in the order they arrived, not yet taken by `take_any`.
     order: VecDeque<usize>,
+    /// Every piece is in and the call's callback has run: the result is
+    /// ready (a callback runs before `get` returns, as in CPython).
+    done: bool,
+}
+
+impl State {
+    fn complete(&self) -> bool {
+        self.total == Some(self.arrived)
+    }
 }
 
 /// The results of one call.
@@ -116,12 +136,12 @@ impl Group {
         let complete = {
             let mut s = self.state.lock();
             s.total = Some(s.pieces.len());
-            s.arrived == s.pieces.len()
+            s.complete()
         };
-        self.cv.notify_all();
         if complete {
             self.finish();
         }
+        self.cv.notify_all();
     }
 
     pub(crate) fn deliver(&self, index: usize, piece: Piece, decoded: Option<Decoded>) {
@@ -137,15 +157,21 @@ impl Group {
             s.decoded[index] = decoded;
             s.arrived += 1;
             s.order.push_back(index);
-            s.total == Some(s.arrived)
+            s.complete()
         };
-        self.cv.notify_all();
         if complete {
             self.finish();
         }
+        self.cv.notify_all();
     }
 
+    /// With every piece in: runs the callback, then marks the result ready.
     fn finish(&self) {
+        self.run_callback();
+        self.state.lock().done = true;
+    }
+
+    fn run_callback(&self) {
         let Some(on_done) = self.on_done.lock().take() else {
             return;
         };
@@ -159,31 +185,27 @@ impl Group {
         }
     }
 
-    /// Runs `f` once all pieces are in (now, if they are).
+    /// Runs `f` once all pieces are in (now, if they are), before the
+    /// result is ready.
     pub(crate) fn on_done(&self, f: OnDone) {
         *self.on_done.lock() = Some(f);
-        let complete = {
-            let s = self.state.lock();
-            s.total == Some(s.arrived)
-        };
-        if complete {
-            self.finish();
+        if self.state.lock().complete() {
+            self.run_callback();
         }
     }
 
-    /// Whether every piece is in.
+    /// Whether every piece is in (and the callback, if any, has run).
     pub(crate) fn ready(&self) -> bool {
-        let s = self.state.lock();
-        s.total == Some(s.arrived)
+        self.state.lock().done
     }
 
-    /// Waits until every piece is in, or `deadline`; whether they are.
+    /// Waits until the result is ready, or `deadline`; whether it is.
     pub(crate) fn wait_all(&self, deadline: Option<Instant>) -> bool {
         let mut s = self.state.lock();
-        while s.total != Some(s.arrived) {
+        while !s.done {
             match deadline {
                 Some(d) => {
-                    if self.cv.wait_until(&mut s, d).timed_out() && s.total != Some(s.arrived) {
+                    if self.cv.wait_until(&mut s, d).timed_out() && !s.done {
                         return false;
                     }
                 }
@@ -218,32 +240,56 @@ impl Group {
             .all(|p| matches!(p, Some(Ok(_))))
     }
 
-    /// Waits for piece `index` and takes it.
-    pub(crate) fn take(&self, index: usize) -> Piece {
+    /// Waits for piece `index` (until `deadline`) and takes it.
+    pub(crate) fn take(&self, index: usize, deadline: Option<Instant>) -> Take {
         let mut s = self.state.lock();
         loop {
             if let Some(piece) = s.pieces.get_mut(index).and_then(Option::take) {
-                return piece;
+                return Take::Piece(piece);
             }
-            self.cv.wait(&mut s);
+            if !self.wait(&mut s, deadline) {
+                return Take::TimedOut;
+            }
         }
     }
 
-    /// Waits for any piece not taken yet and takes it, in the order they
-    /// arrived; `None` once all were taken.
-    pub(crate) fn take_any(&self, taken: usize) -> Option<(usize, Piece)> {
+    /// Waits for any piece not taken yet (until `deadline`) and takes it,
+    /// in the order they arrived; [`Take::End`] once all were taken.
+    pub(crate) fn take_any(&self, taken: usize, deadline: Option<Instant>) -> Take {
         let mut s = self.state.lock();
         loop {
             if let Some(i) = s.order.pop_front() {
                 if let Some(piece) = s.pieces.get_mut(i).and_then(Option::take) {
-                    return Some((i, piece));
+                    return Take::Piece(piece);
                 }
                 continue;
             }
             if s.total == Some(taken) {
-                return None;
+                return Take::End;
             }
-            self.cv.wait(&mut s);
+            if !self.wait(&mut s, deadline) {
+                return Take::TimedOut;
+            }
         }
     }
+
+    /// Waits for the next change, or `deadline`; false if it passed.
+    fn wait(&self, s: &mut parking_lot::MutexGuard<'_, State>, deadline: Option<Instant>) -> bool {
+        match deadline {
+            Some(d) => !self.cv.wait_until(s, d).timed_out(),
+            None => {
+                self.cv.wait(s);
+                true
+            }
+        }
+    }
+}
+
+/// What a wait for a piece gives.
+pub(crate) enum Take {
+    Piece(Piece),
+    /// Every piece was taken.
+    End,
+    /// The deadline passed first.
+    TimedOut,
 }

@@ -5,13 +5,16 @@
 use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use multiproc_process::{Result, TaskFn, codec};
+use multiproc_process::{Error, Result, Target, TaskFn};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::group::{Group, Piece, payload};
-use crate::pool::{Input, Job, Pool, task_message};
+use crate::group::{Failure, Group, Piece, Take};
+use crate::job::{Input, Job};
+use crate::message::task_message;
+use crate::pool::Pool;
 
 /// Chunks in flight per worker.
 const AHEAD_PER_WORKER: usize = 4;
@@ -67,12 +70,17 @@ where
             }
             self.pending_items += chunk.len();
             self.group.expect(self.sent);
-            self.pool.submit(Job {
-                input: Input::Bytes(task_message(self.func, &chunk)?),
-                decode: None,
-                group: self.group.clone(),
-                index: self.sent,
-            })?;
+            match task_message(self.func, &chunk) {
+                Ok(message) => self.pool.submit(Job {
+                    input: Input::Bytes(message),
+                    decode: None,
+                    group: self.group.clone(),
+                    index: self.sent,
+                })?,
+                // A chunk that does not encode fails in its place; the
+                // others go on.
+                Err(e) => self.group.deliver(self.sent, Err(Failure::of(&e)), None),
+            }
             self.sent += 1;
         }
         Ok(())
@@ -80,7 +88,7 @@ where
 
     fn unpack(&mut self, piece: Piece) {
         match piece {
-            Ok(bytes) => match codec::bulk::decode::<Vec<R>>(payload(&bytes)) {
+            Ok(reply) => match reply.decode::<Vec<R>>() {
                 Ok(items) => {
                     self.pending_items -= items.len().min(self.pending_items);
                     self.ready.extend(items.into_iter().map(Ok));
@@ -97,7 +105,13 @@ where
 
     /// The next result: one decoded already, or the next piece `take`
     /// gives (in order, or as they finish), feeding input as it goes.
-    fn next(&mut self, take: impl Fn(&Group, usize) -> Option<Piece>) -> Option<Result<R>> {
+    /// [`Error::Timeout`] if `deadline` passes first; the result is still
+    /// to come.
+    fn next(
+        &mut self,
+        deadline: Option<Instant>,
+        take: impl Fn(&Group, usize, Option<Instant>) -> Take,
+    ) -> Option<Result<R>> {
         loop {
             if let Some(r) = self.ready.pop_front() {
                 return Some(r);
@@ -109,9 +123,14 @@ where
             if self.taken == self.sent {
                 return None;
             }
-            let piece = take(&self.group, self.taken)?;
-            self.taken += 1;
-            self.unpack(piece);
+            match take(&self.group, self.taken, deadline) {
+                Take::Piece(piece) => {
+                    self.taken += 1;
+                    self.unpack(piece);
+                }
+                Take::End => return None,
+                Take::TimedOut => return Some(Err(Error::Timeout)),
+            }
         }
     }
 
@@ -145,6 +164,14 @@ where
             feed: Feed::new(pool, func, input, chunksize),
         }
     }
+
+    /// As [`next`](Iterator::next), waiting at most `timeout`: then
+    /// `Some(Err(Error::Timeout))`, and the result is still to come from a
+    /// later call. Python: `it.next(timeout)`.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R>> {
+        self.feed
+            .next(multiproc_process::deadline(timeout), Group::take)
+    }
 }
 
 impl<I, R> Iterator for IMap<'_, I, R>
@@ -156,7 +183,7 @@ where
     type Item = Result<R>;
 
     fn next(&mut self) -> Option<Result<R>> {
-        self.feed.next(|group, taken| Some(group.take(taken)))
+        self.feed.next(None, Group::take)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -188,6 +215,13 @@ where
             feed: Feed::new(pool, func, input, chunksize),
         }
     }
+
+    /// As [`next`](Iterator::next), waiting at most `timeout` (as
+    /// [`IMap::next_timeout`]). Python: `it.next(timeout)`.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R>> {
+        self.feed
+            .next(multiproc_process::deadline(timeout), Group::take_any)
+    }
 }
 
 impl<I, R> Iterator for IMapUnordered<'_, I, R>
@@ -199,8 +233,7 @@ where
     type Item = Result<R>;
 
     fn next(&mut self) -> Option<Result<R>> {
-        self.feed
-            .next(|group, taken| group.take_any(taken).map(|(_, piece)| piece))
+        self.feed.next(None, Group::take_any)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -229,5 +262,67 @@ impl<I: Iterator, R> std::fmt::Debug for IMapUnordered<'_, I, R> {
         f.debug_struct("IMapUnordered")
             .field("sent", &self.feed.sent)
             .finish()
+    }
+}
+
+/// The lazy maps of a [`Pool`].
+impl Pool {
+    /// Calls `f` on each item lazily, yielding results in order as they
+    /// come; at most a few chunks per worker are in flight, so an endless
+    /// input works. Python: `pool.imap(f, items)` (chunk size 1).
+    pub fn imap<F, I, R, K>(&self, f: F, items: I) -> IMap<'_, I::IntoIter, R>
+    where
+        F: Target<(I::Item,), K, Output = R>,
+        I: IntoIterator,
+        I::Item: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        self.imap_chunked(f, items, 1)
+    }
+
+    /// As [`imap`](Self::imap), `chunksize` items per task.
+    pub fn imap_chunked<F, I, R, K>(
+        &self,
+        f: F,
+        items: I,
+        chunksize: usize,
+    ) -> IMap<'_, I::IntoIter, R>
+    where
+        F: Target<(I::Item,), K, Output = R>,
+        I: IntoIterator,
+        I::Item: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        IMap::new(self, TaskFn::chunk(f), items.into_iter(), chunksize.max(1))
+    }
+
+    /// As [`imap`](Self::imap), yielding results in the order they finish.
+    /// Python: `pool.imap_unordered(f, items)`.
+    pub fn imap_unordered<F, I, R, K>(&self, f: F, items: I) -> IMapUnordered<'_, I::IntoIter, R>
+    where
+        F: Target<(I::Item,), K, Output = R>,
+        I: IntoIterator,
+        I::Item: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        self.imap_unordered_chunked(f, items, 1)
+    }
+
+    /// As [`imap_unordered`](Self::imap_unordered), `chunksize` items per
+    /// task (a chunk's results come together, in its order). Python:
+    /// `pool.imap_unordered(f, items, chunksize)`.
+    pub fn imap_unordered_chunked<F, I, R, K>(
+        &self,
+        f: F,
+        items: I,
+        chunksize: usize,
+    ) -> IMapUnordered<'_, I::IntoIter, R>
+    where
+        F: Target<(I::Item,), K, Output = R>,
+        I: IntoIterator,
+        I::Item: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        IMapUnordered::new(self, TaskFn::chunk(f), items.into_iter(), chunksize.max(1))
     }
 }

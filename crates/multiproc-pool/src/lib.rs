@@ -26,10 +26,14 @@
 #![forbid(unsafe_code)]
 
 mod group;
+mod handler;
 mod imap;
+mod job;
+mod message;
 mod pool;
 mod result;
 mod thread;
+mod worker;
 
 pub use imap::{IMap, IMapUnordered};
 pub use pool::{Pool, PoolBuilder};

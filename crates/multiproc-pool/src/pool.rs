@@ -1,371 +1,21 @@
-//! The process pool: worker processes, one handler thread per worker in
-//! the caller's process, and the calls that feed them.
-//!
-//! A handler takes a job from the pool's queue, sends it to its worker over
-//! a `Pipe`, and waits for the reply. If the worker dies instead, the handler
-//! learns it from the pipe (its other end closed with the worker), fails that
-//! job with [`Error::WorkerDied`] naming the signal, and starts a new worker
-//! for the next job. So a killed worker costs one task, never a hang.
+//! The process pool: its builder, and the calls (`map`, `starmap`,
+//! `apply`, waiting or not, with or without callbacks) that submit jobs to
+//! its handler threads. The lazy maps are in `imap`.
 
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender};
-use multiproc_channel::{Connection, Pipe};
-use multiproc_process::{Error, Process, Result, StartMethod, Target, TaskFn, codec};
+use crossbeam_channel::Sender;
+use multiproc_process::{Error, Result, StartMethod, Target, TaskFn, codec};
 use parking_lot::Mutex;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 
-use crate::group::{Decoded, Failure, Group, Piece, payload};
-use crate::imap::{IMap, IMapUnordered};
+use crate::group::Group;
+use crate::handler::{Shared, start_handler};
+use crate::job::{Input, Job, decode_chunk};
+use crate::message::{task_message, task_message_into};
 use crate::result::AsyncResult;
-
-/// How long a dying worker is given to be reaped.
-const REAP: Duration = Duration::from_secs(5);
-
-/// The largest buffer kept from one task to the next; a larger one is
-/// freed after its task, so one huge chunk does not hold memory for good.
-const KEEP_MAX: usize = 16 << 20;
-
-/// `buf` emptied for the next task, or a new one if `buf` is too large to
-/// keep.
-fn recycle(mut buf: Vec<u8>) -> Vec<u8> {
-    if buf.capacity() > KEEP_MAX {
-        return Vec::new();
-    }
-    buf.clear();
-    buf
-}
-
-/// A task travels as one message: the encoded `TaskFn`, then its input,
-/// encoded after it in the same buffer (no envelope to copy it into). A
-/// reply is a tag byte, then the result's bytes or the failure's text.
-const REPLY_DONE: u8 = 0;
-const REPLY_FAILED: u8 = 1;
-const REPLY_PANICKED: u8 = 2;
-const REPLY_RAISED: u8 = 3;
-
-/// What a worker starts with.
-#[derive(Serialize, Deserialize)]
-struct WorkerStart {
-    conn: Connection,
-    initializer: Option<(TaskFn, serde_bytes::ByteBuf)>,
-}
-
-/// A task message: `func`'s header, then `input` encoded after it (in the
-/// fixed-width encoding: a chunk of numbers costs a copy, not a varint
-/// loop).
-pub(crate) fn task_message<T: Serialize + ?Sized>(func: TaskFn, input: &T) -> Result<Vec<u8>> {
-    task_message_into(func, input, Vec::new())
-}
-
-/// As [`task_message`], in `buf` (emptied first), reusing its allocation.
-pub(crate) fn task_message_into<T: Serialize + ?Sized>(
-    func: TaskFn,
-    input: &T,
-    mut buf: Vec<u8>,
-) -> Result<Vec<u8>> {
-    buf.clear();
-    codec::bulk::encode_into(input, codec::encode_into(&func, buf)?)
-}
-
-fn reply_text(tag: u8, text: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + text.len());
-    out.push(tag);
-    out.extend_from_slice(text.as_bytes());
-    out
-}
-
-/// A worker process's target: runs tasks until its pipe closes.
-fn worker_main(start: WorkerStart) {
-    if let Some((init, args)) = start.initializer
-        && let Err(why) = init.call(args.as_ref())
-    {
-        eprintln!("pool worker initializer failed: {why}");
-        return;
-    }
-    // Both buffers are kept from task to task: a chunk after the first
-    // touches no fresh memory.
-    let mut msg = Vec::new();
-    let mut done = Vec::new();
-    while start.conn.recv_bytes_into_vec(&mut msg).is_ok() {
-        if msg.is_empty() {
-            // Asked to stop. The end of the pipe alone is not enough: under
-            // fork, this process (and any sibling forked after it) holds a
-            // copy of the pool's end.
-            return;
-        }
-        done = recycle(done);
-        done.push(REPLY_DONE);
-        let reply = match codec::decode_prefix::<TaskFn>(&msg) {
-            Ok((func, input)) => {
-                let out = std::mem::take(&mut done);
-                match std::panic::catch_unwind(AssertUnwindSafe(|| func.call_into(input, out))) {
-                    Ok(Ok(bytes)) => {
-                        done = bytes;
-                        start.conn.send_bytes(&done)
-                    }
-                    Ok(Err(Error::TaskFailed { message })) => {
-                        start.conn.send_bytes(&reply_text(REPLY_RAISED, &message))
-                    }
-                    // The reason alone: the handler makes it an error again.
-                    Ok(Err(Error::Decode(why) | Error::Encode(why))) => {
-                        start.conn.send_bytes(&reply_text(REPLY_FAILED, &why))
-                    }
-                    Ok(Err(why)) => start
-                        .conn
-                        .send_bytes(&reply_text(REPLY_FAILED, &why.to_string())),
-                    Err(panic) => start.conn.send_bytes(&reply_text(
-                        REPLY_PANICKED,
-                        &multiproc_process::panic_message(&*panic),
-                    )),
-                }
-            }
-            Err(e) => start.conn.send_bytes(&reply_text(
-                REPLY_FAILED,
-                &format!("a task that does not decode: {e}"),
-            )),
-        };
-        if reply.is_err() {
-            return;
-        }
-        msg = recycle(msg);
-    }
-}
-
-/// A job's input: encoded already, or encoded by the handler thread that
-/// runs it, so that the chunks of a map are encoded in parallel.
-pub(crate) enum Input {
-    Bytes(Vec<u8>),
-    /// Encodes the message into the (empty) buffer it is given.
-    Lazy(Box<dyn FnOnce(Vec<u8>) -> Result<Vec<u8>> + Send>),
-}
-
-/// Decodes a reply on the handler thread (a chunk's `Vec<R>`).
-pub(crate) type Decoder = fn(&[u8]) -> Option<Decoded>;
-
-/// A job on the pool's queue: one piece of one call.
-pub(crate) struct Job {
-    /// The task message (see [`task_message`]).
-    pub(crate) input: Input,
-    pub(crate) decode: Option<Decoder>,
-    pub(crate) group: Arc<Group>,
-    pub(crate) index: usize,
-}
-
-/// Decodes a chunk's results into a boxed `Vec<R>`.
-pub(crate) fn decode_chunk<R: DeserializeOwned + Send + 'static>(bytes: &[u8]) -> Option<Decoded> {
-    codec::bulk::decode::<Vec<R>>(bytes)
-        .ok()
-        .map(|v| Box::new(v) as Decoded)
-}
-
-/// What the pool's threads share.
-struct Shared {
-    method: Option<StartMethod>,
-    initializer: Option<(TaskFn, Vec<u8>)>,
-    max_tasks: Option<u64>,
-    terminated: AtomicBool,
-    /// The running workers, by slot, so `terminate` can kill them.
-    workers: Mutex<Vec<Option<Arc<Process<()>>>>>,
-    started: AtomicU64,
-}
-
-struct Worker {
-    process: Arc<Process<()>>,
-    conn: Connection,
-    tasks: u64,
-}
-
-impl Shared {
-    fn start_worker(&self, slot: usize) -> Result<Worker> {
-        let (mine, theirs) = Pipe::new()?;
-        let n = self.started.fetch_add(1, Ordering::Relaxed) + 1;
-        let start = WorkerStart {
-            conn: theirs,
-            initializer: self
-                .initializer
-                .as_ref()
-                .map(|(f, args)| (*f, serde_bytes::ByteBuf::from(args.clone()))),
-        };
-        let mut builder = Process::builder(worker_main, (start,))
-            .name(format!("PoolWorker-{n}"))
-            .daemon(true);
-        if let Some(m) = self.method {
-            builder = builder.start_method(m);
-        }
-        let mut process = builder.build();
-        process.start()?;
-        let process = Arc::new(process);
-        self.workers.lock()[slot] = Some(process.clone());
-        Ok(Worker {
-            process,
-            conn: mine,
-            tasks: 0,
-        })
-    }
-
-    /// Ends a worker that is done (or gone): ask it to stop, close its
-    /// pipe, reap it.
-    fn retire(&self, slot: usize, worker: Worker) {
-        // An empty message: a task is never empty (it starts with its
-        // function). A dead worker's pipe refuses it, which is fine.
-        let _ = worker.conn.send_bytes(&[]);
-        worker.conn.close();
-        if worker.process.join_timeout(REAP).is_err() {
-            // It ignores the end of its pipe: no more patience.
-            let _ = worker.process.kill();
-            let _ = worker.process.join_timeout(REAP);
-        }
-        let mut workers = self.workers.lock();
-        if workers[slot]
-            .as_ref()
-            .is_some_and(|p| Arc::ptr_eq(p, &worker.process))
-        {
-            workers[slot] = None;
-        }
-    }
-
-    /// Runs one job on the slot's worker, starting one if needed.
-    /// `scratch` is the handler's buffer for encoding tasks, kept from one
-    /// task to the next.
-    fn run(
-        &self,
-        slot: usize,
-        worker: &mut Option<Worker>,
-        input: Input,
-        scratch: &mut Vec<u8>,
-    ) -> Piece {
-        if self.terminated.load(Ordering::SeqCst) {
-            return Err(Failure::Closed);
-        }
-        let (message, reusable) = match input {
-            Input::Bytes(bytes) => (bytes, false),
-            Input::Lazy(encode) => (
-                encode(std::mem::take(scratch)).map_err(|e| Failure::Failed(e.to_string()))?,
-                true,
-            ),
-        };
-        let piece = self.exchange(slot, worker, &message);
-        if reusable {
-            *scratch = recycle(message);
-        }
-        piece
-    }
-
-    /// Sends `message` to the slot's worker (starting one if needed) and
-    /// waits for its reply. A worker that died before it took the message
-    /// (between the check that it lives and the send) cost no task: the
-    /// message goes, once, to the worker that replaces it.
-    fn exchange(&self, slot: usize, worker: &mut Option<Worker>, message: &[u8]) -> Piece {
-        match self.exchange_once(slot, worker, message) {
-            Err(Failure::NeverTaken { .. }) => match self.exchange_once(slot, worker, message) {
-                // Two in a row: report the second.
-                Err(Failure::NeverTaken {
-                    pid,
-                    signal,
-                    exitcode,
-                }) => Err(Failure::WorkerDied {
-                    pid,
-                    signal,
-                    exitcode,
-                }),
-                other => other,
-            },
-            other => other,
-        }
-    }
-
-    fn exchange_once(&self, slot: usize, worker: &mut Option<Worker>, message: &[u8]) -> Piece {
-        if worker.as_ref().is_some_and(|w| !w.process.is_alive()) {
-            // Died while idle: its death cost no task.
-            if let Some(w) = worker.take() {
-                self.retire(slot, w);
-            }
-        }
-        if worker.is_none() {
-            *worker = Some(
-                self.start_worker(slot)
-                    .map_err(|e| Failure::Failed(format!("cannot start a worker: {e}")))?,
-            );
-        }
-        let Some(w) = worker.as_mut() else {
-            return Err(Failure::Closed);
-        };
-        let sent = w.conn.send_bytes(message).is_ok();
-        let reply = if sent {
-            w.conn.recv_bytes()
-        } else {
-            Err(Error::Closed)
-        };
-        match reply {
-            Ok(reply) => {
-                w.tasks += 1;
-                if self.max_tasks.is_some_and(|m| w.tasks >= m)
-                    && let Some(w) = worker.take()
-                {
-                    self.retire(slot, w);
-                }
-                let text = || String::from_utf8_lossy(payload(&reply)).into_owned();
-                match reply.first() {
-                    Some(&REPLY_DONE) => Ok(reply),
-                    Some(&REPLY_PANICKED) => Err(Failure::Panicked(text())),
-                    Some(&REPLY_RAISED) => Err(Failure::Raised(text())),
-                    Some(&REPLY_FAILED) => Err(Failure::Failed(text())),
-                    _ => Err(Failure::Failed("a malformed reply from a worker".into())),
-                }
-            }
-            Err(_) => {
-                let Some(w) = worker.take() else {
-                    return Err(Failure::Closed);
-                };
-                // Refused (the worker's end was gone), or sent and still
-                // there: the worker never took it.
-                let never_taken = !sent || w.conn.pending_sent() > 0;
-                let pid = w.process.pid().unwrap_or(0);
-                let _ = w.process.join_timeout(REAP);
-                let code = w.process.exitcode();
-                let signal = code.filter(|c| *c < 0).map(|c| -c);
-                let exitcode = code.filter(|c| *c >= 0);
-                self.retire(slot, w);
-                if self.terminated.load(Ordering::SeqCst) {
-                    Err(Failure::Closed)
-                } else if never_taken {
-                    Err(Failure::NeverTaken {
-                        pid,
-                        signal,
-                        exitcode,
-                    })
-                } else {
-                    Err(Failure::WorkerDied {
-                        pid,
-                        signal,
-                        exitcode,
-                    })
-                }
-            }
-        }
-    }
-}
-
-fn handler(shared: Arc<Shared>, slot: usize, jobs: Receiver<Job>, mut worker: Option<Worker>) {
-    let mut scratch = Vec::new();
-    while let Ok(job) = jobs.recv() {
-        let piece = shared.run(slot, &mut worker, job.input, &mut scratch);
-        let decoded = match (&piece, job.decode) {
-            (Ok(bytes), Some(decode)) => decode(payload(bytes)),
-            _ => None,
-        };
-        job.group.deliver(job.index, piece, decoded);
-    }
-    if let Some(w) = worker.take() {
-        shared.retire(slot, w);
-    }
-}
 
 /// Options for [`Pool::builder`].
 #[derive(Debug, Default)]
@@ -430,23 +80,11 @@ impl PoolBuilder {
             Some((f, args)) => Some((f, args?)),
             None => None,
         };
-        let shared = Arc::new(Shared {
-            method: self.method,
-            initializer,
-            max_tasks: self.max_tasks,
-            terminated: AtomicBool::new(false),
-            workers: Mutex::new(vec![None; n]),
-            started: AtomicU64::new(0),
-        });
+        let shared = Arc::new(Shared::new(self.method, initializer, self.max_tasks, n));
         let (tx, rx) = crossbeam_channel::unbounded::<Job>();
         let mut handlers = Vec::with_capacity(n);
         for slot in 0..n {
-            let worker = shared.start_worker(slot)?;
-            let (shared, rx) = (shared.clone(), rx.clone());
-            let handle = std::thread::Builder::new()
-                .name(format!("pool-handler-{slot}"))
-                .spawn(move || handler(shared, slot, rx, Some(worker)))?;
-            handlers.push(handle);
+            handlers.push(start_handler(&shared, slot, rx.clone())?);
         }
         Ok(Pool {
             shared,
@@ -460,7 +98,7 @@ impl PoolBuilder {
 /// A pool of worker processes. Python: `multiprocessing.Pool`.
 ///
 /// Functions given to a pool are `fn` items (or closures that capture
-/// nothing) of serde arguments, as for [`Process`]. Results equal those of
+/// nothing) of serde arguments, as for [`Process`](multiproc_process::Process). Results equal those of
 /// calling the function serially. A task that panics fails with
 /// [`Error::TaskPanicked`] (one that returns `Err`, [`Error::TaskFailed`])
 /// and its worker goes on; a worker killed while it
@@ -521,10 +159,8 @@ impl Pool {
     /// The pids of the workers running now.
     pub fn worker_pids(&self) -> Vec<u32> {
         self.shared
-            .workers
-            .lock()
+            .running()
             .iter()
-            .flatten()
             .filter_map(|p| p.pid())
             .collect()
     }
@@ -574,7 +210,7 @@ impl Pool {
         R: DeserializeOwned + Send + 'static,
     {
         let chunksize = chunksize
-            .unwrap_or_else(|| default_chunksize(len, self.processes))
+            .unwrap_or_else(|| default_chunksize(len, self.processes()))
             .max(1);
         // Sealed with the number of chunks actually made: a length hint
         // that lied costs nothing but the chunk size.
@@ -656,6 +292,26 @@ impl Pool {
         self.submit_chunks(TaskFn::chunk(f), items, None)
     }
 
+    /// As [`map_async`](Self::map_async), `chunksize` items per task.
+    /// Python: `pool.map_async(f, items, chunksize)`.
+    ///
+    /// # Errors
+    ///
+    /// As [`map_async`](Self::map_async).
+    pub fn map_async_chunked<F, T, R, K>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = T>,
+        chunksize: usize,
+    ) -> Result<AsyncResult<Vec<R>>>
+    where
+        F: Target<(T,), K, Output = R>,
+        T: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.submit_chunks(TaskFn::chunk(f), items, Some(chunksize))
+    }
+
     /// Calls `f` with each tuple's fields as arguments. Python:
     /// `pool.starmap(f, [(a, b), ...])`.
     ///
@@ -669,6 +325,46 @@ impl Pool {
         R: Serialize + DeserializeOwned + Send + 'static,
     {
         self.submit_chunks(TaskFn::chunk(f), items, None)?.get()
+    }
+
+    /// As [`starmap`](Self::starmap), `chunksize` tuples per task. Python:
+    /// `pool.starmap(f, items, chunksize)`.
+    ///
+    /// # Errors
+    ///
+    /// As [`map`](Self::map).
+    pub fn starmap_chunked<F, A, R, K>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = A>,
+        chunksize: usize,
+    ) -> Result<Vec<R>>
+    where
+        F: Target<A, K, Output = R>,
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.submit_chunks(TaskFn::chunk(f), items, Some(chunksize))?
+            .get()
+    }
+
+    /// Starts a [`starmap`](Self::starmap) and returns at once. Python:
+    /// `pool.starmap_async(f, items)`.
+    ///
+    /// # Errors
+    ///
+    /// As [`map_async`](Self::map_async).
+    pub fn starmap_async<F, A, R, K>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = A>,
+    ) -> Result<AsyncResult<Vec<R>>>
+    where
+        F: Target<A, K, Output = R>,
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.submit_chunks(TaskFn::chunk(f), items, None)
     }
 
     /// Calls `f(args...)` in a worker and waits for its result. Python:
@@ -758,47 +454,6 @@ impl Pool {
         Ok(result)
     }
 
-    /// Calls `f` on each item lazily, yielding results in order as they
-    /// come; at most a few chunks per worker are in flight, so an endless
-    /// input works. Python: `pool.imap(f, items)` (chunk size 1).
-    pub fn imap<F, I, R, K>(&self, f: F, items: I) -> IMap<'_, I::IntoIter, R>
-    where
-        F: Target<(I::Item,), K, Output = R>,
-        I: IntoIterator,
-        I::Item: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
-    {
-        self.imap_chunked(f, items, 1)
-    }
-
-    /// As [`imap`](Self::imap), `chunksize` items per task.
-    pub fn imap_chunked<F, I, R, K>(
-        &self,
-        f: F,
-        items: I,
-        chunksize: usize,
-    ) -> IMap<'_, I::IntoIter, R>
-    where
-        F: Target<(I::Item,), K, Output = R>,
-        I: IntoIterator,
-        I::Item: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
-    {
-        IMap::new(self, TaskFn::chunk(f), items.into_iter(), chunksize.max(1))
-    }
-
-    /// As [`imap`](Self::imap), yielding results in the order they finish.
-    /// Python: `pool.imap_unordered(f, items)`.
-    pub fn imap_unordered<F, I, R, K>(&self, f: F, items: I) -> IMapUnordered<'_, I::IntoIter, R>
-    where
-        F: Target<(I::Item,), K, Output = R>,
-        I: IntoIterator,
-        I::Item: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
-    {
-        IMapUnordered::new(self, TaskFn::chunk(f), items.into_iter(), 1)
-    }
-
     /// Accepts no more work; queued work goes on. Python: `pool.close()`.
     pub fn close(&self) {
         self.jobs.lock().take();
@@ -807,17 +462,9 @@ impl Pool {
     /// Stops at once: workers are killed, queued and running work fails
     /// with [`Error::Closed`]. Python: `pool.terminate()`.
     pub fn terminate(&self) {
-        self.shared.terminated.store(true, Ordering::SeqCst);
+        self.shared.terminate();
         self.close();
-        let workers: Vec<_> = self
-            .shared
-            .workers
-            .lock()
-            .iter()
-            .flatten()
-            .cloned()
-            .collect();
-        for w in workers {
+        for w in self.shared.running() {
             let _ = w.kill();
         }
         self.join_handlers();

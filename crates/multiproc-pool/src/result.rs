@@ -2,19 +2,19 @@
 
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use multiproc_process::{Error, Result, codec};
+use multiproc_process::{Error, Result};
 use serde::de::DeserializeOwned;
 
-use crate::group::{Decoded, Group, Piece, payload};
+use crate::group::{Decoded, Group, Piece};
 
 /// How the pieces of a call make its result (see [`Group::assemble`]).
 type Assemble<R> = fn(&[Option<Piece>], &mut [Option<Decoded>]) -> Result<R>;
 
 fn single<R: DeserializeOwned>(pieces: &[Option<Piece>], _: &mut [Option<Decoded>]) -> Result<R> {
     match pieces.first() {
-        Some(Some(Ok(bytes))) => codec::bulk::decode(payload(bytes)),
+        Some(Some(Ok(reply))) => reply.decode(),
         Some(Some(Err(failure))) => Err(failure.to_error()),
         _ => Err(Error::Closed),
     }
@@ -29,9 +29,9 @@ fn concat<R: DeserializeOwned + 'static>(
         match piece {
             // Decoded already by the handler that received it (the first
             // time the result is read).
-            Some(Ok(bytes)) => match decoded.take().and_then(|d| d.downcast::<Vec<R>>().ok()) {
+            Some(Ok(reply)) => match decoded.take().and_then(|d| d.downcast::<Vec<R>>().ok()) {
                 Some(part) => parts.push(*part),
-                None => parts.push(codec::bulk::decode::<Vec<R>>(payload(bytes))?),
+                None => parts.push(reply.decode::<Vec<R>>()?),
             },
             Some(Err(failure)) => return Err(failure.to_error()),
             None => return Err(Error::Closed),
@@ -83,7 +83,7 @@ impl<R: DeserializeOwned> AsyncResult<R> {
     ///
     /// [`Error::Timeout`], and as [`get`](Self::get).
     pub fn get_timeout(&self, timeout: Duration) -> Result<R> {
-        if !self.group.wait_all(Some(Instant::now() + timeout)) {
+        if !self.group.wait_all(multiproc_process::deadline(timeout)) {
             return Err(Error::Timeout);
         }
         self.group.assemble(self.assemble)
@@ -92,7 +92,8 @@ impl<R: DeserializeOwned> AsyncResult<R> {
     /// Waits until the result is ready (`None`: as long as it takes);
     /// whether it is. Python: `wait(timeout)`.
     pub fn wait(&self, timeout: Option<Duration>) -> bool {
-        self.group.wait_all(timeout.map(|t| Instant::now() + t))
+        self.group
+            .wait_all(timeout.and_then(multiproc_process::deadline))
     }
 
     /// Whether the call has finished. Python: `ready()`.

@@ -40,7 +40,21 @@ fn reason(e: &postcard::Error) -> String {
 ///
 /// [`Error::Encode`] if the value's `Serialize` implementation fails.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
-    postcard::to_allocvec(value).map_err(|e| Error::Encode(reason(&e)))
+    postcard::to_allocvec(value).map_err(|e| Error::Encode(encode_reason(&e, value)))
+}
+
+/// Why `value` did not encode. postcard keeps nothing of a `Serialize`
+/// impl's own message (`S::Error::custom("...")`); bincode does, so the
+/// value is measured by bincode once more to learn it.
+fn encode_reason<T: Serialize + ?Sized>(e: &postcard::Error, value: &T) -> String {
+    let reason = reason(e);
+    if !matches!(e, postcard::Error::SerdeSerCustom) || reason != e.to_string() {
+        return reason;
+    }
+    match bincode::serialized_size(value).map_err(|e| *e) {
+        Err(bincode::ErrorKind::Custom(message)) => message,
+        _ => reason,
+    }
 }
 
 /// Encodes `value` after the bytes already in `out` (a header, say), so
@@ -50,7 +64,7 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
 ///
 /// [`Error::Encode`] if the value cannot be encoded.
 pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: Vec<u8>) -> Result<Vec<u8>> {
-    postcard::to_extend(value, out).map_err(|e| Error::Encode(reason(&e)))
+    postcard::to_extend(value, out).map_err(|e| Error::Encode(encode_reason(&e, value)))
 }
 
 /// Decodes a `T` from the front of `bytes`, returning it and the bytes

@@ -47,18 +47,46 @@ thread_local! {
 /// [`Error::Encode`] if the value cannot be encoded or carries more than
 /// [`MAX_FDS`] descriptors.
 pub fn encode_with_fds<T: Serialize + ?Sized>(value: &T) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
+    collect_fds(|| crate::codec::encode(value))
+}
+
+/// Runs `encode` (an encoding of a value in any serde format: postcard,
+/// [`codec::bulk`](crate::codec::bulk)), collecting the descriptors the
+/// value's handles hold, as [`encode_with_fds`] does for postcard.
+///
+/// # Errors
+///
+/// `encode`'s error, or [`Error::Encode`] if the value carries more than
+/// [`MAX_FDS`] descriptors.
+pub fn collect_fds<T>(encode: impl FnOnce() -> Result<T>) -> Result<(T, Vec<OwnedFd>)> {
     let outer = ENCODING.with(|e| e.borrow_mut().replace(Vec::new()));
-    let bytes = crate::codec::encode(value);
+    let encoded = encode();
     let fds = ENCODING.with(|e| std::mem::replace(&mut *e.borrow_mut(), outer));
     let fds = fds.unwrap_or_default();
-    let bytes = bytes?;
+    let encoded = encoded?;
     if fds.len() > MAX_FDS {
         return Err(Error::Encode(format!(
             "a value may carry at most {MAX_FDS} file descriptors, this one has {}",
             fds.len()
         )));
     }
-    Ok((bytes, fds))
+    Ok((encoded, fds))
+}
+
+/// Runs `decode` (a decoding in any serde format) with `fds`, the
+/// descriptors that arrived with the bytes, as the ones the value's handles
+/// claim, as [`decode_with_fds`] does for postcard. Those not claimed are
+/// closed.
+///
+/// # Errors
+///
+/// `decode`'s error.
+pub fn provide_fds<T>(fds: Vec<OwnedFd>, decode: impl FnOnce() -> Result<T>) -> Result<T> {
+    let table = fds.into_iter().map(Some).collect();
+    let outer = DECODING.with(|d| d.borrow_mut().replace(table));
+    let value = decode();
+    DECODING.with(|d| *d.borrow_mut() = outer);
+    value
 }
 
 /// Decodes bytes produced by [`encode_with_fds`] in another process, with
@@ -70,11 +98,7 @@ pub fn encode_with_fds<T: Serialize + ?Sized>(value: &T) -> Result<(Vec<u8>, Vec
 /// [`Error::Decode`] if the bytes are not a valid encoding, or name a
 /// descriptor that did not arrive.
 pub fn decode_with_fds<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<T> {
-    let table = fds.into_iter().map(Some).collect();
-    let outer = DECODING.with(|d| d.borrow_mut().replace(table));
-    let value = crate::codec::decode(bytes);
-    DECODING.with(|d| *d.borrow_mut() = outer);
-    value
+    provide_fds(fds, || crate::codec::decode(bytes))
 }
 
 fn record(fd: BorrowedFd<'_>) -> std::result::Result<u32, String> {

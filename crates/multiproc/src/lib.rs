@@ -94,7 +94,7 @@ pub mod connection {
 pub mod handoff {
     #[doc(inline)]
     pub use multiproc_process::handoff::{
-        HandoffFd, MAX_FDS, decode_with_fds, encode_with_fds, fd,
+        HandoffFd, MAX_FDS, collect_fds, decode_with_fds, encode_with_fds, fd, provide_fds,
     };
 }
 

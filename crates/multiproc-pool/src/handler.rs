@@ -1,0 +1,279 @@
+//! The handler threads, one per worker, in the caller's process.
+//!
+//! A handler takes a job from the pool's queue, sends it to its worker over
+//! a `Pipe`, and waits for the reply. If the worker dies instead, the handler
+//! learns it from the pipe (its other end closed with the worker), fails that
+//! job with [`Error::WorkerDied`] naming the signal, and starts a new worker
+//! for the next job. So a killed worker costs one task, never a hang.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::Receiver;
+use multiproc_channel::{Connection, Pipe};
+use multiproc_process::{Error, Process, Result, StartMethod, TaskFn};
+use parking_lot::Mutex;
+
+use crate::group::{Failure, Piece};
+use crate::job::{Input, Job};
+use crate::message::{
+    Message, REPLY_DONE, REPLY_PANICKED, REPLY_RAISED, REPLY_UNDECODABLE, REPLY_UNENCODABLE,
+};
+use crate::worker::{WorkerStart, recycle, worker_main};
+
+/// How long a dying worker is given to be reaped.
+const REAP: Duration = Duration::from_secs(5);
+
+/// What the pool's threads share.
+pub(crate) struct Shared {
+    method: Option<StartMethod>,
+    initializer: Option<(TaskFn, Vec<u8>)>,
+    max_tasks: Option<u64>,
+    terminated: AtomicBool,
+    /// The running workers, by slot, so `terminate` can kill them.
+    workers: Mutex<Vec<Option<Arc<Process<()>>>>>,
+    started: AtomicU64,
+}
+
+struct Worker {
+    process: Arc<Process<()>>,
+    conn: Connection,
+    tasks: u64,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        method: Option<StartMethod>,
+        initializer: Option<(TaskFn, Vec<u8>)>,
+        max_tasks: Option<u64>,
+        processes: usize,
+    ) -> Shared {
+        Shared {
+            method,
+            initializer,
+            max_tasks,
+            terminated: AtomicBool::new(false),
+            workers: Mutex::new(vec![None; processes]),
+            started: AtomicU64::new(0),
+        }
+    }
+
+    /// The workers running now.
+    pub(crate) fn running(&self) -> Vec<Arc<Process<()>>> {
+        self.workers.lock().iter().flatten().cloned().collect()
+    }
+
+    /// From now on a worker's death is the pool's end, not a failure.
+    pub(crate) fn terminate(&self) {
+        self.terminated.store(true, Ordering::SeqCst);
+    }
+
+    fn start_worker(&self, slot: usize) -> Result<Worker> {
+        let (mine, theirs) = Pipe::new()?;
+        let n = self.started.fetch_add(1, Ordering::Relaxed) + 1;
+        let start = WorkerStart {
+            conn: theirs,
+            initializer: self
+                .initializer
+                .as_ref()
+                .map(|(f, args)| (*f, serde_bytes::ByteBuf::from(args.clone()))),
+        };
+        let mut builder = Process::builder(worker_main, (start,))
+            .name(format!("PoolWorker-{n}"))
+            .daemon(true);
+        if let Some(m) = self.method {
+            builder = builder.start_method(m);
+        }
+        let mut process = builder.build();
+        process.start()?;
+        let process = Arc::new(process);
+        self.workers.lock()[slot] = Some(process.clone());
+        Ok(Worker {
+            process,
+            conn: mine,
+            tasks: 0,
+        })
+    }
+
+    /// Ends a worker that is done (or gone): ask it to stop, close its
+    /// pipe, reap it.
+    fn retire(&self, slot: usize, worker: Worker) {
+        // An empty message: a task is never empty (it starts with its
+        // function). A dead worker's pipe refuses it, which is fine.
+        let _ = worker.conn.send_bytes(&[]);
+        worker.conn.close();
+        if worker.process.join_timeout(REAP).is_err() {
+            // It ignores the end of its pipe: no more patience.
+            let _ = worker.process.kill();
+            let _ = worker.process.join_timeout(REAP);
+        }
+        let mut workers = self.workers.lock();
+        if workers[slot]
+            .as_ref()
+            .is_some_and(|p| Arc::ptr_eq(p, &worker.process))
+        {
+            workers[slot] = None;
+        }
+    }
+
+    /// Runs one job on the slot's worker, starting one if needed.
+    /// `scratch` is the handler's buffer for encoding tasks, kept from one
+    /// task to the next.
+    fn run(
+        &self,
+        slot: usize,
+        worker: &mut Option<Worker>,
+        input: Input,
+        scratch: &mut Vec<u8>,
+    ) -> Piece {
+        if self.terminated.load(Ordering::SeqCst) {
+            return Err(Failure::Closed);
+        }
+        let (message, reusable) = match input {
+            Input::Bytes(message) => (message, false),
+            Input::Lazy(encode) => (
+                encode(std::mem::take(scratch)).map_err(|e| Failure::of(&e))?,
+                true,
+            ),
+        };
+        let piece = self.exchange(slot, worker, &message);
+        if reusable {
+            *scratch = recycle(message.bytes);
+        }
+        piece
+    }
+
+    /// Sends `message` to the slot's worker (starting one if needed) and
+    /// waits for its reply. A worker that died before it took the message
+    /// (between the check that it lives and the send) cost no task: the
+    /// message goes, once, to the worker that replaces it.
+    fn exchange(&self, slot: usize, worker: &mut Option<Worker>, message: &Message) -> Piece {
+        match self.exchange_once(slot, worker, message) {
+            Err(Failure::NeverTaken { .. }) => match self.exchange_once(slot, worker, message) {
+                // Two in a row: report the second.
+                Err(Failure::NeverTaken {
+                    pid,
+                    signal,
+                    exitcode,
+                }) => Err(Failure::WorkerDied {
+                    pid,
+                    signal,
+                    exitcode,
+                }),
+                other => other,
+            },
+            other => other,
+        }
+    }
+
+    fn exchange_once(&self, slot: usize, worker: &mut Option<Worker>, message: &Message) -> Piece {
+        if worker.as_ref().is_some_and(|w| !w.process.is_alive()) {
+            // Died while idle: its death cost no task.
+            if let Some(w) = worker.take() {
+                self.retire(slot, w);
+            }
+        }
+        if worker.is_none() {
+            *worker = Some(
+                self.start_worker(slot)
+                    .map_err(|e| Failure::Failed(format!("cannot start a worker: {e}")))?,
+            );
+        }
+        let Some(w) = worker.as_mut() else {
+            return Err(Failure::Closed);
+        };
+        let fds = message
+            .fds
+            .iter()
+            .map(|fd| fd.try_clone())
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| Failure::Encode(format!("cannot hand over a descriptor: {e}")))?;
+        let sent = w.conn.send_bytes_with_fds(&message.bytes, fds).is_ok();
+        let mut bytes = Vec::new();
+        let reply = if sent {
+            w.conn
+                .recv_bytes_into_vec_with_fds(&mut bytes)
+                .map(|fds| Message { bytes, fds })
+        } else {
+            Err(Error::Closed)
+        };
+        match reply {
+            Ok(reply) => {
+                w.tasks += 1;
+                if self.max_tasks.is_some_and(|m| w.tasks >= m)
+                    && let Some(w) = worker.take()
+                {
+                    self.retire(slot, w);
+                }
+                match reply.bytes.first() {
+                    Some(&REPLY_DONE) => Ok(reply),
+                    Some(&REPLY_PANICKED) => Err(Failure::Panicked(reply.text())),
+                    Some(&REPLY_RAISED) => Err(Failure::Raised(reply.text())),
+                    Some(&REPLY_UNDECODABLE) => Err(Failure::Failed(reply.text())),
+                    Some(&REPLY_UNENCODABLE) => Err(Failure::Encode(reply.text())),
+                    _ => Err(Failure::Failed("a malformed reply from a worker".into())),
+                }
+            }
+            Err(_) => {
+                let Some(w) = worker.take() else {
+                    return Err(Failure::Closed);
+                };
+                // Refused (the worker's end was gone), or sent and still
+                // there: the worker never took it.
+                let never_taken = !sent || w.conn.pending_sent() > 0;
+                let pid = w.process.pid().unwrap_or(0);
+                let _ = w.process.join_timeout(REAP);
+                let code = w.process.exitcode();
+                let signal = code.filter(|c| *c < 0).map(|c| -c);
+                let exitcode = code.filter(|c| *c >= 0);
+                self.retire(slot, w);
+                if self.terminated.load(Ordering::SeqCst) {
+                    Err(Failure::Closed)
+                } else if never_taken {
+                    Err(Failure::NeverTaken {
+                        pid,
+                        signal,
+                        exitcode,
+                    })
+                } else {
+                    Err(Failure::WorkerDied {
+                        pid,
+                        signal,
+                        exitcode,
+                    })
+                }
+            }
+        }
+    }
+}
+
+fn handler(shared: Arc<Shared>, slot: usize, jobs: Receiver<Job>, mut worker: Option<Worker>) {
+    let mut scratch = Vec::new();
+    while let Ok(job) = jobs.recv() {
+        let piece = shared.run(slot, &mut worker, job.input, &mut scratch);
+        let decoded = match (&piece, job.decode) {
+            (Ok(reply), Some(decode)) => decode(reply),
+            _ => None,
+        };
+        job.group.deliver(job.index, piece, decoded);
+    }
+    if let Some(w) = worker.take() {
+        shared.retire(slot, w);
+    }
+}
+
+/// Starts slot `slot`'s worker, then its handler thread, which takes jobs
+/// from `jobs` until the pool closes.
+pub(crate) fn start_handler(
+    shared: &Arc<Shared>,
+    slot: usize,
+    jobs: Receiver<Job>,
+) -> Result<JoinHandle<()>> {
+    let worker = shared.start_worker(slot)?;
+    let shared = shared.clone();
+    Ok(std::thread::Builder::new()
+        .name(format!("pool-handler-{slot}"))
+        .spawn(move || handler(shared, slot, jobs, Some(worker)))?)
+}
