@@ -284,6 +284,104 @@ fn a_descriptor_cannot_ride_a_queue() {
     assert!(err.to_string().contains("file descriptor"), "{err}");
 }
 
+fn drain_until_closed(
+    q: mp::Queue<u64>,
+    jq: mp::JoinableQueue<u64>,
+    sq: mp::SimpleQueue<u64>,
+) -> (Vec<u64>, Vec<u64>, Vec<u64>) {
+    // Another thread of this process closes each handle once its queue is
+    // empty (taken in that order); each iteration then ends.
+    let (stop, jstop, sstop) = (q.clone(), jq.clone(), sq.clone());
+    let closer = std::thread::spawn(move || {
+        let when_empty = |empty: &dyn Fn() -> bool, close: &dyn Fn()| {
+            while !empty() {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            close();
+        };
+        when_empty(&|| stop.empty(), &|| stop.close());
+        when_empty(&|| jstop.empty(), &|| jstop.close());
+        when_empty(&|| sstop.empty(), &|| sstop.close());
+    });
+    let a: Vec<u64> = q.iter().map(Result::unwrap).collect();
+    let b: Vec<u64> = (&jq)
+        .into_iter()
+        .map(|r| {
+            jq.task_done().unwrap();
+            r.unwrap()
+        })
+        .collect();
+    let c: Vec<u64> = sq.iter().map(Result::unwrap).collect();
+    closer.join().unwrap();
+    (a, b, c)
+}
+
+fn queues_iterate_until_closed(ctx: mp::Context) {
+    let q = mp::Queue::new().unwrap();
+    let jq = mp::JoinableQueue::with_maxsize(100).unwrap();
+    let sq = mp::SimpleQueue::new().unwrap();
+    for i in 0..50 {
+        q.put(i).unwrap();
+        jq.put_timeout(i, LIMIT).unwrap();
+        sq.put(i).unwrap();
+    }
+    let mut p = ctx.process(drain_until_closed, (q.clone(), jq.clone(), sq.clone()));
+    p.start().unwrap();
+    join(&p);
+    let (a, b, c) = p.take_result().unwrap();
+    let all: Vec<u64> = (0..50).collect();
+    assert_eq!((a, b, c), (all.clone(), all.clone(), all));
+    // The child closed its handles; ours are open.
+    assert!(!q.is_closed() && !jq.is_closed() && !sq.is_closed());
+    jq.join_timeout(LIMIT).unwrap();
+
+    // try_iter takes what is there and ends.
+    q.put(1).unwrap();
+    q.put(2).unwrap();
+    assert_eq!(
+        q.try_iter().map(Result::unwrap).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert_eq!(q.try_iter().count(), 0);
+}
+
+fn fill_joinable(jq: mp::JoinableQueue<u64>, n: u64) -> usize {
+    (0..n)
+        .filter(|&i| jq.put_timeout(i, Duration::from_millis(50)).is_ok())
+        .count()
+}
+
+fn a_joinable_queue_is_bounded_and_closes_as_a_queue(ctx: mp::Context) {
+    let jq = mp::JoinableQueue::<u64>::with_maxsize(3).unwrap();
+    assert_eq!(jq.maxsize(), 3);
+    assert!(!jq.full());
+    let mut p = ctx.process(fill_joinable, (jq.clone(), 5));
+    p.start().unwrap();
+    join(&p);
+    // Three fit; two timed out, and are not counted unfinished.
+    assert_eq!(p.take_result().unwrap(), 3);
+    assert!(jq.full());
+    assert_eq!(jq.qsize(), 3);
+    match jq.put_timeout(9, Duration::from_millis(10)) {
+        Err(mp::PutError::Timeout(9)) => {}
+        other => panic!("{other:?}"),
+    }
+    for _ in 0..3 {
+        jq.get_timeout(LIMIT).unwrap();
+        jq.task_done().unwrap();
+    }
+    jq.join_timeout(LIMIT).unwrap();
+    jq.close();
+    assert!(jq.is_closed());
+    assert!(matches!(jq.put(1), Err(mp::PutError::Closed(1))));
+    assert!(matches!(jq.get(), Err(mp::Error::Closed)));
+    assert_eq!(jq.iter().count(), 0);
+    let sq = mp::SimpleQueue::<u64>::new().unwrap();
+    assert!(!sq.is_closed());
+    sq.close();
+    assert!(sq.is_closed());
+}
+
 multiproc_testkit::each_start_method!(
     fifo_across_processes,
     a_producer_that_exits_at_once_loses_nothing,
@@ -292,4 +390,6 @@ multiproc_testkit::each_start_method!(
     a_producer_killed_mid_put_never_shows_half_a_message,
     a_consumer_killed_while_waiting_does_not_wedge_the_queue,
     a_joinable_queue_joins_when_every_task_is_done,
+    queues_iterate_until_closed,
+    a_joinable_queue_is_bounded_and_closes_as_a_queue,
 );

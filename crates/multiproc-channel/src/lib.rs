@@ -49,5 +49,8 @@ mod shim;
 mod wait;
 
 pub use connection::{Connection, DEFAULT_MAX_MESSAGE, PIPE_RING_BYTES, Pipe};
-pub use queue::{DEFAULT_RING_BYTES, JoinableQueue, PutError, Queue, SimpleQueue};
+pub use queue::{
+    CLOSE_SEEN, DEFAULT_RING_BYTES, JoinableQueue, PutError, Queue, QueueIter, QueueTryIter,
+    SimpleQueue,
+};
 pub use wait::{WaitFd, Waitable, wait};

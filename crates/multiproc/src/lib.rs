@@ -64,8 +64,8 @@ pub use multiproc_sync::{
 
 #[doc(inline)]
 pub use multiproc_channel::{
-    Connection, DEFAULT_MAX_MESSAGE, DEFAULT_RING_BYTES, JoinableQueue, PIPE_RING_BYTES, Pipe,
-    PutError, Queue, SimpleQueue, Waitable, wait,
+    CLOSE_SEEN, Connection, DEFAULT_MAX_MESSAGE, DEFAULT_RING_BYTES, JoinableQueue,
+    PIPE_RING_BYTES, Pipe, PutError, Queue, QueueIter, QueueTryIter, SimpleQueue, Waitable, wait,
 };
 
 #[doc(inline)]

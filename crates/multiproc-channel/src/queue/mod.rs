@@ -1,5 +1,5 @@
 //! [`Queue`], [`JoinableQueue`] and [`SimpleQueue`]: typed queues between
-//! processes over the shared-memory ring.
+//! processes over the shared-memory ring, and their iterators.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -12,6 +12,14 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::ring::{GetFail, PutFail, Ring};
+
+mod iter;
+mod joinable;
+mod simple;
+
+pub use iter::{CLOSE_SEEN, QueueIter, QueueTryIter};
+pub use joinable::JoinableQueue;
+pub use simple::SimpleQueue;
 
 /// The ring's size unless chosen: room for many small messages, and
 /// memory is only committed as it is used.
@@ -259,7 +267,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self.put_with(v, true, Some(deadline))
     }
 
-    fn get_with(&self, wait: bool, deadline: Option<Instant>) -> Result<T> {
+    pub(crate) fn get_with(&self, wait: bool, deadline: Option<Instant>) -> Result<T> {
         if self.is_closed() {
             return Err(Error::Closed);
         }
@@ -349,6 +357,24 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     pub fn is_closed(&self) -> bool {
         self.inner.closed.load(Ordering::SeqCst)
     }
+
+    /// The messages as they come, waiting for each, until this handle is
+    /// closed (by [`close`](Queue::close) on any clone in this process,
+    /// seen within [`CLOSE_SEEN`]). A message that does not decode is an
+    /// `Err` in its place. Python: `iter(q.get, sentinel)`.
+    ///
+    /// To end the iteration of a consumer in another process, put a
+    /// sentinel (a `Queue<Option<T>>` and `None`, say): a handle's close is
+    /// its own process's, as in Python.
+    pub fn iter(&self) -> QueueIter<'_, T> {
+        QueueIter { queue: self }
+    }
+
+    /// The messages in the queue now, without waiting: ends when it is
+    /// empty (or this handle closed).
+    pub fn try_iter(&self) -> QueueTryIter<'_, T> {
+        QueueTryIter { queue: self }
+    }
 }
 
 impl<T> fmt::Debug for Queue<T> {
@@ -376,233 +402,5 @@ impl<'de, T> Deserialize<'de> for Queue<T> {
             }),
             _t: PhantomData,
         })
-    }
-}
-
-/// A [`Queue`] that counts unfinished messages: consumers call
-/// [`task_done`](JoinableQueue::task_done) per message, and
-/// [`join`](JoinableQueue::join) waits until every message put is done.
-///
-/// Python: `multiprocessing.JoinableQueue`.
-#[derive(Serialize, Deserialize)]
-#[serde(bound = "")]
-pub struct JoinableQueue<T> {
-    queue: Queue<T>,
-}
-
-impl<T> Clone for JoinableQueue<T> {
-    fn clone(&self) -> Self {
-        JoinableQueue {
-            queue: self.queue.clone(),
-        }
-    }
-}
-
-impl<T> fmt::Debug for JoinableQueue<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JoinableQueue")
-            .field("queue", &self.queue)
-            .field(
-                "unfinished",
-                &self.queue.inner.ring.unfinished().load(Ordering::SeqCst),
-            )
-            .finish()
-    }
-}
-
-impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
-    /// An unbounded joinable queue.
-    ///
-    /// # Errors
-    ///
-    /// As [`Queue::new`].
-    pub fn new() -> Result<JoinableQueue<T>> {
-        Ok(JoinableQueue {
-            queue: Queue::new()?,
-        })
-    }
-
-    /// A joinable queue of at most `maxsize` messages.
-    ///
-    /// # Errors
-    ///
-    /// As [`Queue::new`].
-    pub fn with_maxsize(maxsize: usize) -> Result<JoinableQueue<T>> {
-        Ok(JoinableQueue {
-            queue: Queue::with_maxsize(maxsize)?,
-        })
-    }
-
-    /// Puts `v`, counting it unfinished. Python: `JoinableQueue.put(v)`.
-    ///
-    /// # Errors
-    ///
-    /// As [`Queue::put`].
-    pub fn put(&self, v: T) -> std::result::Result<(), PutError<T>> {
-        let unfinished = self.queue.ring().unfinished();
-        unfinished.fetch_add(1, Ordering::SeqCst);
-        self.queue.put(v).inspect_err(|_| {
-            self.queue.ring().task_done();
-        })
-    }
-
-    /// Puts `v` if there is room now, counting it unfinished.
-    ///
-    /// # Errors
-    ///
-    /// As [`Queue::try_put`].
-    pub fn try_put(&self, v: T) -> std::result::Result<(), PutError<T>> {
-        self.queue
-            .ring()
-            .unfinished()
-            .fetch_add(1, Ordering::SeqCst);
-        self.queue.try_put(v).inspect_err(|_| {
-            self.queue.ring().task_done();
-        })
-    }
-
-    /// Takes the oldest message, waiting for one.
-    ///
-    /// # Errors
-    ///
-    /// As [`Queue::get`].
-    pub fn get(&self) -> Result<T> {
-        self.queue.get()
-    }
-
-    /// Takes the oldest message if there is one now.
-    ///
-    /// # Errors
-    ///
-    /// As [`Queue::try_get`].
-    pub fn try_get(&self) -> Result<T> {
-        self.queue.try_get()
-    }
-
-    /// Takes the oldest message, waiting at most `timeout`.
-    ///
-    /// # Errors
-    ///
-    /// As [`Queue::get_timeout`].
-    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
-        self.queue.get_timeout(timeout)
-    }
-
-    /// Marks one message taken with `get` as done.
-    /// Python: `JoinableQueue.task_done()`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::NotHeld`] if called more times than messages were put
-    /// (Python's `ValueError: task_done() called too many times`).
-    pub fn task_done(&self) -> Result<()> {
-        if self.queue.ring().task_done() {
-            Ok(())
-        } else {
-            Err(Error::NotHeld("task_done() called too many times"))
-        }
-    }
-
-    /// Waits until every message put is done. Python: `JoinableQueue.join()`.
-    pub fn join(&self) {
-        self.queue.ring().join(None);
-    }
-
-    /// Waits at most `timeout` until every message put is done.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Timeout`] if some are still unfinished.
-    pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
-        if self.queue.ring().join(multiproc_process::deadline(timeout)) {
-            Ok(())
-        } else {
-            Err(Error::Timeout)
-        }
-    }
-
-    /// The number of messages in the queue (approximate).
-    pub fn qsize(&self) -> usize {
-        self.queue.qsize()
-    }
-
-    /// Whether the queue holds no message.
-    pub fn empty(&self) -> bool {
-        self.queue.empty()
-    }
-}
-
-/// A simpler queue: put, get, empty and close, unbounded.
-///
-/// Python: `multiprocessing.SimpleQueue`.
-#[derive(Serialize, Deserialize)]
-#[serde(bound = "")]
-pub struct SimpleQueue<T> {
-    queue: Queue<T>,
-}
-
-impl<T> Clone for SimpleQueue<T> {
-    fn clone(&self) -> Self {
-        SimpleQueue {
-            queue: self.queue.clone(),
-        }
-    }
-}
-
-impl<T> fmt::Debug for SimpleQueue<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SimpleQueue")
-            .field("queue", &self.queue)
-            .finish()
-    }
-}
-
-impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
-    /// A new simple queue.
-    ///
-    /// # Errors
-    ///
-    /// As [`Queue::new`].
-    pub fn new() -> Result<SimpleQueue<T>> {
-        Ok(SimpleQueue {
-            queue: Queue::new()?,
-        })
-    }
-
-    /// Puts `v`. Python: `SimpleQueue.put(v)`.
-    ///
-    /// # Errors
-    ///
-    /// As [`Queue::put`].
-    pub fn put(&self, v: T) -> std::result::Result<(), PutError<T>> {
-        self.queue.put(v)
-    }
-
-    /// Takes the oldest message, waiting for one. Python: `SimpleQueue.get()`.
-    ///
-    /// # Errors
-    ///
-    /// As [`Queue::get`].
-    pub fn get(&self) -> Result<T> {
-        self.queue.get()
-    }
-
-    /// Takes the oldest message, waiting at most `timeout`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Timeout`] if none came.
-    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
-        self.queue.get_timeout(timeout)
-    }
-
-    /// Whether the queue holds no message. Python: `SimpleQueue.empty()`.
-    pub fn empty(&self) -> bool {
-        self.queue.empty()
-    }
-
-    /// Closes this process's handles. Python: `SimpleQueue.close()`.
-    pub fn close(&self) {
-        self.queue.close();
     }
 }
