@@ -621,6 +621,81 @@ fn notify_wakes_exactly_as_many_as_asked(ctx: mp::Context) {
     }
 }
 
+/// Moves `n` units from `from` to `to` and counts each move in `moves[0]`,
+/// all under the one lock the three share, in each of the three ways a
+/// Python program writes it.
+fn transfer(
+    lock: mp::Lock,
+    from: mp::Value<i64>,
+    to: mp::Value<i64>,
+    moves: mp::Array<i64>,
+    n: i64,
+) {
+    for i in 0..n {
+        match i % 3 {
+            // `with lock: a.value -= 1; b.value += 1`
+            0 => {
+                let _held = lock.acquire().unwrap();
+                from.set(from.get() - 1);
+                to.set(to.get() + 1);
+                moves.set(0, moves.get(0) + 1);
+            }
+            // A guard of one value holds the lock for the others too.
+            1 => {
+                let mut f = from.lock();
+                *f -= 1;
+                to.set(to.get() + 1);
+                let mut m = moves.lock();
+                m[0] += 1;
+            }
+            // Each through its own lock call: the same lock, taken once.
+            _ => {
+                let _held = from.get_lock().acquire().unwrap();
+                *to.lock() += 1;
+                *from.lock() -= 1;
+                moves.lock()[0] += 1;
+            }
+        }
+    }
+}
+
+fn values_share_one_lock(ctx: mp::Context) {
+    let lock = mp::Lock::new().unwrap();
+    let a = mp::Value::with_lock(300i64, lock.clone()).unwrap();
+    let b = mp::Value::with_lock(0i64, lock.clone()).unwrap();
+    let moves = mp::Array::<i64>::with_lock(4, lock.clone()).unwrap();
+    let mut ps: Vec<_> = (0..3)
+        .map(|_| {
+            ctx.process(
+                transfer,
+                (lock.clone(), a.clone(), b.clone(), moves.clone(), 100),
+            )
+        })
+        .collect();
+    start_all(&mut ps);
+    // Under the lock, no move is ever half made.
+    let mut looks = 0;
+    while ps.iter().any(|p| p.is_alive()) && looks < 10_000 {
+        let _held = lock.acquire().unwrap();
+        assert_eq!(a.get() + b.get(), 300);
+        assert_eq!(b.get(), moves.get(0));
+        looks += 1;
+    }
+    join_all(&ps);
+    assert_eq!(
+        (a.get(), b.get(), moves.to_vec()),
+        (0, 300, vec![300, 0, 0, 0])
+    );
+    // A guard of one value does not hide the others; a second guard of the
+    // same value is refused.
+    let g = a.lock();
+    assert_eq!(b.get(), 300);
+    let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| a.get()));
+    assert!(refused.is_err());
+    drop(g);
+    assert!(!lock.is_locked());
+}
+
 multiproc_testkit::each_start_method!(
     notify_wakes_exactly_as_many_as_asked,
     n_processes_times_m_increments_under_a_lock,
@@ -635,6 +710,7 @@ multiproc_testkit::each_start_method!(
     a_barrier_over_many_rounds,
     a_barrier_breaks_on_timeout_abort_and_reset,
     shared_memory_by_name_and_by_handle,
+    values_share_one_lock,
 );
 
 #[test]

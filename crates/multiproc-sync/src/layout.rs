@@ -27,13 +27,29 @@ pub(crate) struct LockState {
     /// word's process; 0 when unlocked. Set after acquiring and cleared
     /// before releasing, by the holder only.
     pub(crate) thread: AtomicU64,
-    /// Set while a `Value` or `Array` guard of the holder gives access to
-    /// the data (so that the holder's own `get` must not read it).
-    pub(crate) borrowed: AtomicU32,
+    /// Counts the acquisitions: which hold of the lock this is. Written by
+    /// each new holder.
+    pub(crate) hold: AtomicU64,
+    /// The hold in which a `Value` or `Array` guard gives access to the
+    /// data after this state (so that the holder's own `get` must not read
+    /// it); another number (0 or an older hold's) when none does.
+    pub(crate) lent: AtomicU64,
 }
 
-// SAFETY: atomics only; zero is unlocked, by no thread, not borrowed.
+// SAFETY: atomics only; zero is unlocked, by no thread, not lent.
 unsafe impl ShmState for LockState {}
+
+/// The state before the data of a `Value` or `Array` made with a lock of
+/// its own choosing (shared with other values): the flag of a lent guard,
+/// as [`LockState::lent`], for the data of this segment.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct DataState {
+    pub(crate) lent: AtomicU64,
+}
+
+// SAFETY: atomics only; zero is not lent.
+unsafe impl ShmState for DataState {}
 
 #[repr(C)]
 #[derive(Debug)]

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use multiproc_process::{Error, Result};
@@ -11,7 +12,7 @@ use crate::core::lock::{Acquired, LockWord};
 use crate::layout::LockState;
 use crate::owner;
 use crate::shared::Shared;
-use crate::shim::{AtomicU32, Deadline, Ordering, SpinBudget};
+use crate::shim::{Deadline, Ordering, SpinBudget};
 
 /// Why an acquire did not simply succeed.
 ///
@@ -189,8 +190,8 @@ impl Lock {
     fn guard(&self) -> LockGuard<'_> {
         let st = self.shared.state();
         st.thread.store(owner::thread_id(), Ordering::Relaxed);
-        // A holder that died may have left its flag set.
-        st.borrowed.store(0, Ordering::Relaxed);
+        // A new hold: a flag a dead holder left set names an older one.
+        st.hold.fetch_add(1, Ordering::Relaxed);
         LockGuard { lock: self }
     }
 
@@ -207,9 +208,15 @@ impl Lock {
             && self.shared.state().thread.load(Ordering::Relaxed) == owner::thread_id()
     }
 
-    /// The flag a `Value` or `Array` guard sets while it lends the data.
-    pub(crate) fn borrowed(&self) -> &AtomicU32 {
-        &self.shared.state().borrowed
+    /// Which hold of the lock this is (meaningful to its holder).
+    pub(crate) fn hold(&self) -> u64 {
+        self.shared.state().hold.load(Ordering::Relaxed)
+    }
+
+    /// The flag a guard of the data after this lock's state sets while it
+    /// lends the data (see [`LockState::lent`](crate::layout::LockState)).
+    pub(crate) fn lent(&self) -> &AtomicU64 {
+        &self.shared.state().lent
     }
 
     /// Acquires the lock, waiting as long as it takes.

@@ -5,7 +5,10 @@
 //! The guards hand out `&T` / `&mut [T]` into shared memory while they hold
 //! the object's lock, which every access to the data takes; the data is
 //! aligned (64 bytes into a page-aligned segment) and zero-initialized,
-//! valid for any `T: Pod`.
+//! valid for any `T: Pod`. The data lives after its lock's state, or, for a
+//! value made with a lock shared with others (`with_lock`), after a state
+//! of its own in its own segment; either state holds the flag that keeps a
+//! holder from lending the same data twice.
 #![allow(unsafe_code)]
 
 use std::fmt;
@@ -16,9 +19,11 @@ use bytemuck::Pod;
 use multiproc_process::{Error, Result};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::layout::DataState;
 use crate::lock::{AcquireResult, Lock, LockGuard};
 use crate::shared::Shared;
-use crate::shim::Ordering;
 
 /// Takes the lock even from a dead owner: for the calls that do not report
 /// it (`get`, `set`, `lock`).
@@ -33,12 +38,15 @@ fn take(lock: &Lock) -> LockGuard<'_> {
     }
 }
 
-/// The lock for a guard of the data: acquired, or, if this thread already
-/// holds it through `get_lock()`, none (the outer guard releases it).
-/// Refuses a second guard of the data while one lives: two would alias.
-fn lend<'a>(lock: &'a Lock, what: &str) -> Option<LockGuard<'a>> {
+/// The lock for a guard of the data whose flag is `lent`: acquired, or, if
+/// this thread already holds it (through `get_lock()`, or a guard of other
+/// data under the same lock), none: the outer hold releases it. Refuses a
+/// second guard of the same data while one lives: two would alias.
+fn lend<'a>(lock: &'a Lock, lent: &AtomicU64, what: &str) -> Option<LockGuard<'a>> {
     let guard = if lock.held_by_this_thread() {
-        if lock.borrowed().load(Ordering::Relaxed) != 0 {
+        // Only the holder writes the flag, during its hold: a flag set in
+        // an older hold (by a holder that died) names another number.
+        if lent.load(Ordering::Relaxed) == lock.hold() {
             panic!(
                 "{what}: this thread already holds a guard of this {what}'s data; read and \
                  write through that guard"
@@ -48,13 +56,38 @@ fn lend<'a>(lock: &'a Lock, what: &str) -> Option<LockGuard<'a>> {
     } else {
         Some(take(lock))
     };
-    lock.borrowed().store(1, Ordering::Relaxed);
+    lent.store(lock.hold(), Ordering::Relaxed);
     guard
 }
 
 /// Gives back what [`lend`] lent.
-fn give_back(lock: &Lock) {
-    lock.borrowed().store(0, Ordering::Relaxed);
+fn give_back(lent: &AtomicU64) {
+    lent.store(0, Ordering::Relaxed);
+}
+
+/// Where a value's data is: after its lock's state (`None`), or in a
+/// segment of its own, for a value whose lock others share.
+type OwnData = Option<Shared<DataState>>;
+
+/// The data's flag and first byte.
+fn data_of<'a>(lock: &'a Lock, own: &'a OwnData) -> (&'a AtomicU64, *mut u8) {
+    match own {
+        Some(d) => (&d.state().lent, d.data()),
+        None => (lock.lent(), lock.shared().data()),
+    }
+}
+
+/// A segment of its own for `bytes` of data, under a lock given.
+fn own_data(bytes: usize) -> Result<OwnData> {
+    Ok(Some(Shared::new(bytes)?))
+}
+
+/// How many bytes of data there are.
+fn data_len(lock: &Lock, own: &OwnData) -> usize {
+    match own {
+        Some(d) => d.data_len(),
+        None => lock.shared().data_len(),
+    }
 }
 
 /// One value of plain data in shared memory, with a lock.
@@ -65,6 +98,7 @@ fn give_back(lock: &Lock) {
 /// `*v.lock() += 1` is the Rust for `with v.get_lock(): v.value += 1`.
 pub struct Value<T> {
     lock: Lock,
+    own: OwnData,
     _t: PhantomData<T>,
 }
 
@@ -78,14 +112,34 @@ impl<T: Pod> Value<T> {
         const { assert!(align_of::<T>() <= 64, "Value supports alignments up to 64") };
         let value = Value {
             lock: Lock::from_shared(Shared::new(size_of::<T>())?),
+            own: None,
             _t: PhantomData,
         };
         *value.lock() = v;
         Ok(value)
     }
 
-    fn ptr(&self) -> *mut T {
-        self.lock.shared().data().cast()
+    /// A value set to `v`, guarded by `lock`, which other values (and the
+    /// caller) may share: holding it guards them all. Python:
+    /// `Value('i', 10, lock=l)`.
+    ///
+    /// While this thread holds the lock, each value's [`get`](Value::get),
+    /// [`set`](Value::set) and [`lock`](Value::lock) use that hold, so
+    /// `let _g = l.acquire()?; a.set(a.get() - 1); b.set(b.get() + 1);`
+    /// moves one unit atomically.
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Value::new).
+    pub fn with_lock(v: T, lock: Lock) -> Result<Value<T>> {
+        const { assert!(align_of::<T>() <= 64, "Value supports alignments up to 64") };
+        let value = Value {
+            lock,
+            own: own_data(size_of::<T>())?,
+            _t: PhantomData,
+        };
+        *value.lock() = v;
+        Ok(value)
     }
 
     /// A copy of the value, read under the lock. Python: `v.value`.
@@ -120,10 +174,11 @@ impl<T: Pod> Value<T> {
     ///
     /// While this thread holds another guard of the value.
     pub fn lock(&self) -> ValueGuard<'_, T> {
+        let (lent, ptr) = data_of(&self.lock, &self.own);
         ValueGuard {
-            guard: lend(&self.lock, "Value"),
-            lock: &self.lock,
-            ptr: self.ptr(),
+            guard: lend(&self.lock, lent, "Value"),
+            lent,
+            ptr: ptr.cast(),
             _t: PhantomData,
         }
     }
@@ -138,13 +193,13 @@ impl<T: Pod> Value<T> {
             // Held by this thread already: no death to report.
             return Ok(self.lock());
         }
-        let ptr = self.ptr();
+        let (lent, ptr) = data_of(&self.lock, &self.own);
         let wrap = |g| {
-            self.lock.borrowed().store(1, Ordering::Relaxed);
+            lent.store(self.lock.hold(), Ordering::Relaxed);
             ValueGuard {
                 guard: Some(g),
-                lock: &self.lock,
-                ptr,
+                lent,
+                ptr: ptr.cast(),
                 _t: PhantomData,
             }
         };
@@ -166,6 +221,7 @@ impl<T> Clone for Value<T> {
     fn clone(&self) -> Self {
         Value {
             lock: self.lock.clone(),
+            own: self.own.clone(),
             _t: PhantomData,
         }
     }
@@ -180,16 +236,17 @@ impl<T: Pod + fmt::Debug> fmt::Debug for Value<T> {
 /// Holds a [`Value`]'s lock; derefs to the value.
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct ValueGuard<'a, T> {
-    /// `None` when the lock is held by an outer guard of this thread.
+    /// `None` when the lock is held by an outer hold of this thread.
     guard: Option<LockGuard<'a>>,
-    lock: &'a Lock,
+    /// The data's lent flag.
+    lent: &'a AtomicU64,
     ptr: *mut T,
     _t: PhantomData<&'a mut T>,
 }
 
 impl<T> Drop for ValueGuard<'_, T> {
     fn drop(&mut self) {
-        give_back(self.lock);
+        give_back(self.lent);
         self.guard.take();
     }
 }
@@ -217,6 +274,7 @@ impl<T> DerefMut for ValueGuard<'_, T> {
 /// [`lock`](Array::lock) gives the whole slice under it.
 pub struct Array<T> {
     lock: Lock,
+    own: OwnData,
     len: usize,
     _t: PhantomData<T>,
 }
@@ -229,14 +287,33 @@ impl<T: Pod> Array<T> {
     /// [`Error::InvalidArgument`] if the size overflows, [`Error::Io`] if
     /// the system refuses the shared memory.
     pub fn new(len: usize) -> Result<Array<T>> {
-        const { assert!(align_of::<T>() <= 64, "Array supports alignments up to 64") };
-        let bytes = len.checked_mul(size_of::<T>()).ok_or_else(|| {
-            Error::InvalidArgument(format!("an array of {len} elements is too large"))
-        })?;
         Ok(Array {
-            lock: Lock::from_shared(Shared::new(bytes)?),
+            lock: Lock::from_shared(Shared::new(Self::bytes(len)?)?),
+            own: None,
             len,
             _t: PhantomData,
+        })
+    }
+
+    /// An array of `len` zeroes guarded by `lock`, which other values may
+    /// share, as [`Value::with_lock`]. Python: `Array('i', 4, lock=l)`.
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Array::new).
+    pub fn with_lock(len: usize, lock: Lock) -> Result<Array<T>> {
+        Ok(Array {
+            lock,
+            own: own_data(Self::bytes(len)?)?,
+            len,
+            _t: PhantomData,
+        })
+    }
+
+    fn bytes(len: usize) -> Result<usize> {
+        const { assert!(align_of::<T>() <= 64, "Array supports alignments up to 64") };
+        len.checked_mul(size_of::<T>()).ok_or_else(|| {
+            Error::InvalidArgument(format!("an array of {len} elements is too large"))
         })
     }
 
@@ -299,10 +376,11 @@ impl<T: Pod> Array<T> {
     ///
     /// While this thread holds another guard of the array.
     pub fn lock(&self) -> ArrayGuard<'_, T> {
+        let (lent, ptr) = data_of(&self.lock, &self.own);
         ArrayGuard {
-            guard: lend(&self.lock, "Array"),
-            lock: &self.lock,
-            ptr: self.lock.shared().data().cast(),
+            guard: lend(&self.lock, lent, "Array"),
+            lent,
+            ptr: ptr.cast(),
             len: self.len,
             _t: PhantomData,
         }
@@ -318,6 +396,7 @@ impl<T> Clone for Array<T> {
     fn clone(&self) -> Self {
         Array {
             lock: self.lock.clone(),
+            own: self.own.clone(),
             len: self.len,
             _t: PhantomData,
         }
@@ -333,9 +412,10 @@ impl<T: Pod + fmt::Debug> fmt::Debug for Array<T> {
 /// Holds an [`Array`]'s lock; derefs to its elements.
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct ArrayGuard<'a, T> {
-    /// `None` when the lock is held by an outer guard of this thread.
+    /// `None` when the lock is held by an outer hold of this thread.
     guard: Option<LockGuard<'a>>,
-    lock: &'a Lock,
+    /// The data's lent flag.
+    lent: &'a AtomicU64,
     ptr: *mut T,
     len: usize,
     _t: PhantomData<&'a mut [T]>,
@@ -343,7 +423,7 @@ pub struct ArrayGuard<'a, T> {
 
 impl<T> Drop for ArrayGuard<'_, T> {
     fn drop(&mut self) {
-        give_back(self.lock);
+        give_back(self.lent);
         self.guard.take();
     }
 }
@@ -366,18 +446,19 @@ impl<T> DerefMut for ArrayGuard<'_, T> {
 
 impl<T> Serialize for Value<T> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.lock.serialize(s)
+        (&self.lock, &self.own).serialize(s)
     }
 }
 
 impl<'de, T: Pod> Deserialize<'de> for Value<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let lock = Lock::deserialize(d)?;
-        if lock.shared().data_len() != size_of::<T>() {
+        let (lock, own) = <(Lock, OwnData)>::deserialize(d)?;
+        if data_len(&lock, &own) != size_of::<T>() {
             return Err(serde::de::Error::custom("a Value of another type"));
         }
         Ok(Value {
             lock,
+            own,
             _t: PhantomData,
         })
     }
@@ -385,21 +466,22 @@ impl<'de, T: Pod> Deserialize<'de> for Value<T> {
 
 impl<T> Serialize for Array<T> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        (&self.lock, self.len as u64).serialize(s)
+        (&self.lock, &self.own, self.len as u64).serialize(s)
     }
 }
 
 impl<'de, T: Pod> Deserialize<'de> for Array<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let (lock, len) = <(Lock, u64)>::deserialize(d)?;
+        let (lock, own, len) = <(Lock, OwnData, u64)>::deserialize(d)?;
         let len = usize::try_from(len).map_err(serde::de::Error::custom)?;
-        if len.checked_mul(size_of::<T>()) != Some(lock.shared().data_len()) {
+        if len.checked_mul(size_of::<T>()) != Some(data_len(&lock, &own)) {
             return Err(serde::de::Error::custom(
                 "an Array of another type or length",
             ));
         }
         Ok(Array {
             lock,
+            own,
             len,
             _t: PhantomData,
         })
