@@ -302,6 +302,76 @@ fn send_to_a_closed_end_is_an_error(ctx: mp::Context) {
     assert!(matches!(a.send(&2u32), Err(mp::Error::Closed)));
 }
 
+fn connect_and_send_after(address: String, ms: u64, fd_out: mp::handoff::HandoffFd) {
+    use std::io::Write;
+    let conn = mp::connection::Client::connect(&address.parse().unwrap(), b"wait").unwrap();
+    std::thread::sleep(Duration::from_millis(ms));
+    conn.send(&"over the socket".to_string()).unwrap();
+    std::thread::sleep(Duration::from_millis(ms));
+    std::fs::File::from(std::os::fd::OwnedFd::from(fd_out))
+        .write_all(b"!")
+        .unwrap();
+}
+
+/// A descriptor of the user's own, behind a type of theirs.
+struct Doorbell(std::os::fd::OwnedFd);
+
+impl mp::Waitable for Doorbell {
+    fn is_ready(&self) -> bool {
+        use std::os::fd::AsFd;
+        self.0.as_fd().is_ready()
+    }
+
+    fn wait_fd(&self) -> Option<mp::WaitFd<'_>> {
+        use std::os::fd::AsFd;
+        Some(mp::WaitFd::Borrowed(self.0.as_fd()))
+    }
+}
+
+fn wait_takes_sockets_and_descriptors(ctx: mp::Context) {
+    use std::os::fd::AsFd;
+    let listener =
+        mp::connection::Listener::bind(&"127.0.0.1:0".parse().unwrap(), b"wait").unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    let bell = Doorbell(reader.into());
+    let (a, _b) = mp::Pipe::new().unwrap();
+    let mut p = ctx.process(
+        connect_and_send_after,
+        (
+            listener.address().to_string(),
+            50,
+            mp::handoff::HandoffFd::from(std::os::fd::OwnedFd::from(writer)),
+        ),
+    );
+    p.start().unwrap();
+    let conn = multiproc_testkit::within(LIMIT, move || listener.accept().unwrap());
+    // Nothing yet.
+    assert!(
+        mp::wait(&[&conn, &bell, &a], Some(Duration::ZERO))
+            .unwrap()
+            .is_empty()
+    );
+    // The socket first, then the user's descriptor, then the process.
+    assert_eq!(mp::wait(&[&a, &conn, &bell], Some(LIMIT)).unwrap(), [1]);
+    assert_eq!(
+        conn.recv_timeout::<String>(LIMIT).unwrap(),
+        "over the socket"
+    );
+    // (The socket may be ready again: its peer ends once it rang.)
+    let ready = mp::wait(&[&a, &conn, &bell], Some(LIMIT)).unwrap();
+    assert!(ready.contains(&2) && !ready.contains(&0), "{ready:?}");
+    join(&p);
+    assert_eq!(p.exitcode(), Some(0));
+    // A borrowed descriptor too; and the socket whose peer is gone is
+    // ready (a recv says it is closed).
+    assert_eq!(
+        mp::wait(&[&bell.0.as_fd(), &p], Some(LIMIT)).unwrap(),
+        [0, 1]
+    );
+    assert_eq!(mp::wait(&[&conn], Some(LIMIT)).unwrap(), [0]);
+    assert!(matches!(conn.recv::<String>(), Err(mp::Error::Closed)));
+}
+
 multiproc_testkit::each_start_method!(
     send_to_a_closed_end_is_an_error,
     one_buffer_receives_messages_of_any_size,
@@ -311,4 +381,5 @@ multiproc_testkit::each_start_method!(
     messages_are_never_merged_or_split,
     handles_travel_through_a_connection,
     wait_returns_the_ready_subset,
+    wait_takes_sockets_and_descriptors,
 );

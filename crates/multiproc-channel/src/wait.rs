@@ -1,7 +1,7 @@
-//! [`wait`]: wait until one of several connections, queues or processes is
-//! ready.
+//! [`wait`]: wait until one of several connections, queues, processes or
+//! descriptors is ready.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,24 +12,55 @@ use serde::de::DeserializeOwned;
 use crate::connection::Connection;
 use crate::queue::Queue;
 
-/// Something [`wait`] can wait for.
+/// Something [`wait`] can wait for: connections, socket connections,
+/// queues, processes, and any descriptor (`BorrowedFd`, `OwnedFd`: ready
+/// when readable, as CPython's `wait` takes any object with a `fileno()`).
+///
+/// A type of your own that holds a descriptor implements it in two lines:
+///
+/// ```
+/// use std::os::fd::{AsFd, OwnedFd};
+/// use multiproc as mp;
+///
+/// struct Doorbell(OwnedFd);
+///
+/// impl mp::Waitable for Doorbell {
+///     fn is_ready(&self) -> bool {
+///         self.0.as_fd().is_ready()
+///     }
+///     fn wait_fd(&self) -> Option<mp::WaitFd<'_>> {
+///         Some(mp::WaitFd::Borrowed(self.0.as_fd()))
+///     }
+/// }
+///
+/// # fn main() -> mp::Result<()> {
+/// use std::io::Write;
+/// let (reader, mut writer) = std::io::pipe()?;
+/// let bell = Doorbell(reader.into());
+/// assert!(mp::wait(&[&bell], Some(std::time::Duration::ZERO))?.is_empty());
+/// writer.write_all(b"!")?;
+/// assert_eq!(mp::wait(&[&bell], None)?, vec![0]);
+/// # Ok(())
+/// # }
+/// ```
 pub trait Waitable {
     /// Whether it is ready now: a connection has a message (or its other
-    /// end is gone), a queue has a message, a process has ended.
+    /// end is gone), a queue has a message, a process has ended, a
+    /// descriptor is readable.
     fn is_ready(&self) -> bool;
 
     /// A descriptor that polls readable when it may have become ready, if
     /// it has one. Without one, `wait` looks again every millisecond.
-    #[doc(hidden)]
     fn wait_fd(&self) -> Option<WaitFd<'_>>;
 
-    /// Called with `true` before `wait` sleeps, `false` after.
-    #[doc(hidden)]
+    /// Called with `true` before `wait` sleeps, `false` after: for an
+    /// object whose writers signal its descriptor only when asked to (the
+    /// default does nothing).
     fn arm(&self, _on: bool) {}
 }
 
-/// A descriptor to poll, borrowed or shared.
-#[doc(hidden)]
+/// A descriptor for [`wait`] to poll, borrowed from the object or shared
+/// with it.
 #[derive(Debug)]
 pub enum WaitFd<'a> {
     /// Borrowed from the object.
@@ -59,6 +90,28 @@ impl<T: Serialize + DeserializeOwned> Waitable for Queue<T> {
 
     fn wait_fd(&self) -> Option<WaitFd<'_>> {
         None
+    }
+}
+
+/// Ready when readable (or at its end, or in error: a read will not block).
+impl Waitable for BorrowedFd<'_> {
+    fn is_ready(&self) -> bool {
+        fdio::poll_readable(&[*self], Some(Duration::ZERO)).map_or(true, |r| r[0])
+    }
+
+    fn wait_fd(&self) -> Option<WaitFd<'_>> {
+        Some(WaitFd::Borrowed(*self))
+    }
+}
+
+/// As for [`BorrowedFd`].
+impl Waitable for OwnedFd {
+    fn is_ready(&self) -> bool {
+        self.as_fd().is_ready()
+    }
+
+    fn wait_fd(&self) -> Option<WaitFd<'_>> {
+        Some(WaitFd::Borrowed(self.as_fd()))
     }
 }
 

@@ -117,6 +117,18 @@ pub struct SocketConnection {
     broken: AtomicBool,
 }
 
+/// `mp::wait` over socket connections (and pipes, queues, processes):
+/// ready when a message can be received, or the other end is gone.
+impl multiproc_channel::Waitable for SocketConnection {
+    fn is_ready(&self) -> bool {
+        self.poll(Some(Duration::ZERO)).unwrap_or(true)
+    }
+
+    fn wait_fd(&self) -> Option<multiproc_channel::WaitFd<'_>> {
+        Some(multiproc_channel::WaitFd::Borrowed(self.stream.as_fd()))
+    }
+}
+
 /// Python's `multiprocessing.connection.Client`:
 /// `Client::connect(address, authkey)` opens a [`SocketConnection`].
 pub type Client = SocketConnection;

@@ -65,7 +65,8 @@ pub use multiproc_sync::{
 #[doc(inline)]
 pub use multiproc_channel::{
     CLOSE_SEEN, Connection, DEFAULT_MAX_MESSAGE, DEFAULT_RING_BYTES, JoinableQueue,
-    PIPE_RING_BYTES, Pipe, PutError, Queue, QueueIter, QueueTryIter, SimpleQueue, Waitable, wait,
+    PIPE_RING_BYTES, Pipe, PutError, Queue, QueueIter, QueueTryIter, SimpleQueue, WaitFd, Waitable,
+    wait,
 };
 
 #[doc(inline)]

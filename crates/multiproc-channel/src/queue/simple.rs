@@ -68,7 +68,7 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::Timeout`] if none came.
+    /// [`Error::Timeout`](multiproc_process::Error::Timeout) if none came.
     pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
         self.queue.get_timeout(timeout)
     }
@@ -79,7 +79,7 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
     }
 
     /// Closes this process's handles: later puts and gets through them
-    /// fail with [`Error::Closed`]. Python: `SimpleQueue.close()`.
+    /// fail with [`Error::Closed`](multiproc_process::Error::Closed). Python: `SimpleQueue.close()`.
     pub fn close(&self) {
         self.queue.close();
     }
