@@ -974,6 +974,104 @@ fn a_stored_proxy_keeps_its_object_alive_however_it_got_there(ctx: mp::Context) 
     assert!(wait_until(LIMIT, || m.number_of_objects().unwrap() == 0));
 }
 
+/// Slices and the in-place operations, from a child, as a Python program
+/// does them through a `ListProxy`.
+fn reshape(l: mp::ListProxy<i64>, d: mp::DictProxy<String, i64>) -> (Vec<i64>, usize) {
+    let head = l.get_range(..3).unwrap();
+    l.set_range(1..3, [10, 11, 12]).unwrap(); // l[1:3] = [10, 11, 12]
+    l.delete_range(-2..).unwrap(); // del l[-2:]
+    l.reverse().unwrap();
+    l.repeat(2).unwrap(); // l *= 2
+    d.insert("last".into(), 99).unwrap();
+    (head, l.count(&10).unwrap())
+}
+
+/// Pushes `n` numbers while another process sorts.
+fn push_while_sorted(l: mp::ListProxy<i64>, n: i64) {
+    for i in 0..n {
+        l.push(&(1000 + i)).unwrap();
+    }
+}
+
+fn list_slices_sort_and_dict_popitem(ctx: mp::Context) {
+    within(LIMIT, move || slices_sort_and_popitem(ctx));
+}
+
+fn slices_sort_and_popitem(ctx: mp::Context) {
+    let m = manager(&ctx);
+    let l = m.list(0..6i64).unwrap();
+    let d = m
+        .dict_from([("a".to_string(), 1i64), ("b".to_string(), 2)])
+        .unwrap();
+    let mut p = ctx.process(reshape, (l.clone(), d.clone()));
+    p.start().unwrap();
+    join(&p);
+    let (head, tens) = p.take_result().unwrap();
+    assert_eq!(head, vec![0, 1, 2]);
+    // [0, 10, 11, 12, 3, 4, 5] -> del [-2:] -> [0, 10, 11, 12, 3]
+    // -> reversed -> twice.
+    let once = vec![3, 12, 11, 10, 0];
+    assert_eq!(l.to_vec().unwrap(), [once.clone(), once].concat());
+    assert_eq!(tens, 2);
+    assert_eq!(l.get_range(-3..=-2).unwrap(), vec![11, 10]);
+    assert_eq!(l.get_range(100..).unwrap(), Vec::<i64>::new());
+    l.sort().unwrap();
+    assert_eq!(
+        l.to_vec().unwrap(),
+        vec![0, 0, 3, 3, 10, 10, 11, 11, 12, 12]
+    );
+    l.sort_by_key(|v| std::cmp::Reverse(*v)).unwrap();
+    assert_eq!(l.get(0).unwrap(), 12);
+    l.repeat(0).unwrap();
+    assert!(l.is_empty().unwrap());
+    assert!(matches!(l.repeat(usize::MAX), Ok(())));
+    l.push(&1).unwrap();
+    assert!(matches!(
+        l.repeat(usize::MAX),
+        Err(mp::Error::InvalidArgument(_))
+    ));
+    assert_eq!(l.to_vec().unwrap(), vec![1]);
+
+    // A sort is atomic: items pushed meanwhile by another process are
+    // neither lost nor doubled.
+    l.clear().unwrap();
+    l.extend((0..200).rev()).unwrap();
+    let mut p = ctx.process(push_while_sorted, (l.clone(), 300));
+    p.start().unwrap();
+    let mut sorts = 0;
+    while p.is_alive() || sorts == 0 {
+        l.sort().unwrap();
+        sorts += 1;
+    }
+    join(&p);
+    let mut all = l.to_vec().unwrap();
+    all.sort_unstable();
+    let want: Vec<i64> = (0..200).chain(1000..1300).collect();
+    assert_eq!(all, want);
+
+    // popitem takes the last inserted; None when empty; copy is local.
+    assert_eq!(d.popitem().unwrap(), Some(("last".to_string(), 99)));
+    let copy = d.copy().unwrap();
+    assert_eq!(copy.len(), 2);
+    assert_eq!(d.popitem().unwrap(), Some(("b".to_string(), 2)));
+    assert_eq!(d.popitem().unwrap(), Some(("a".to_string(), 1)));
+    assert_eq!(d.popitem().unwrap(), None);
+    assert_eq!(copy["a"], 1);
+
+    // Proxies inside keep their objects through repeat and slice calls,
+    // and let go when the list does.
+    let before = m.number_of_objects().unwrap();
+    let outer = m.list(vec![m.list([7i64]).unwrap()]).unwrap();
+    outer.repeat(3).unwrap();
+    outer.delete_range(..1).unwrap();
+    outer.set_range(..1, [m.list([8i64]).unwrap()]).unwrap();
+    assert_eq!(outer.get(1).unwrap().to_vec().unwrap(), vec![7]);
+    assert_eq!(outer.get_range(..).unwrap()[0].to_vec().unwrap(), vec![8]);
+    assert_eq!(m.number_of_objects().unwrap(), before + 3);
+    outer.clear().unwrap();
+    assert!(wait_until(LIMIT, || m.number_of_objects().unwrap() == before + 1));
+}
+
 multiproc_testkit::each_start_method!(
     a_stored_proxy_keeps_its_object_alive_however_it_got_there,
     records_seen_across_processes,
@@ -999,4 +1097,5 @@ multiproc_testkit::each_start_method!(
     a_wrong_key_is_refused_and_touches_nothing,
     listener_and_client_across_processes,
     a_manager_served_on_a_unix_socket,
+    list_slices_sort_and_dict_popitem,
 );

@@ -41,6 +41,7 @@ mod manager;
 mod proxy;
 mod served;
 mod server;
+mod slice;
 mod socket;
 mod wire;
 

@@ -34,6 +34,10 @@ use crate::wire::{
     WireResult,
 };
 
+/// The most items `l *= n` may make: a typo of a count must not take the
+/// server's memory.
+const MAX_REPEAT: usize = 1 << 28;
+
 /// How often a blocked operation checks that its client is still there.
 const SLICE: Duration = Duration::from_millis(100);
 
@@ -726,6 +730,68 @@ impl Object {
                 Some(i) => Ok(Reply::Len(i as u64)),
                 None => Err(WireError::Invalid("x not in list".into())),
             },
+            (State::Seq(v), Op::Count(bytes)) => Ok(Reply::Len(
+                v.iter().filter(|s| s.bytes == bytes).count() as u64,
+            )),
+            (State::Seq(v), Op::GetRange(slice)) => {
+                let (a, b) = slice.bounds(v.len());
+                Ok(Reply::Values(v[a..b].iter().map(|s| cx.out(s)).collect()))
+            }
+            (State::Seq(v), Op::SetRange(slice, items)) if self.info.kind == Kind::List => {
+                let (a, b) = slice.bounds(v.len());
+                let new = cx.server.adopt_all(items);
+                for old in v.splice(a..b, new) {
+                    cx.release(&old);
+                }
+                Ok(Reply::Unit)
+            }
+            (State::Seq(v), Op::DeleteRange(slice)) if self.info.kind == Kind::List => {
+                let (a, b) = slice.bounds(v.len());
+                for old in v.drain(a..b) {
+                    cx.release(&old);
+                }
+                Ok(Reply::Unit)
+            }
+            (State::Seq(v), Op::Reverse) if self.info.kind == Kind::List => {
+                v.reverse();
+                Ok(Reply::Unit)
+            }
+            (State::Seq(v), Op::Repeat(n)) if self.info.kind == Kind::List => {
+                let n = usize::try_from(n).unwrap_or(usize::MAX);
+                let len = v.len();
+                if len == 0 {
+                    // Nothing to repeat, however often.
+                } else if n == 0 {
+                    for old in v.drain(..) {
+                        cx.release(&old);
+                    }
+                } else {
+                    let total =
+                        len.checked_mul(n)
+                            .filter(|&t| t <= MAX_REPEAT)
+                            .ok_or_else(|| {
+                                WireError::Invalid(format!(
+                                    "a list of {len} items repeated {n} times"
+                                ))
+                            })?;
+                    v.reserve(total - len);
+                    for _ in 1..n {
+                        for i in 0..len {
+                            let copy = cx.adopt(v[i].clone());
+                            v.push(copy);
+                        }
+                    }
+                }
+                Ok(Reply::Unit)
+            }
+            (State::Seq(v), Op::SnapshotDigest) => Ok(Reply::Digested(
+                crate::slice::digest(v),
+                v.iter().map(|s| cx.out(s)).collect(),
+            )),
+            (State::Seq(v), Op::Permute(expected, order)) if self.info.kind == Kind::List => {
+                crate::slice::permute(v, expected, &order)?;
+                Ok(Reply::Unit)
+            }
 
             // Dicts.
             (State::Dict(m), Op::Len) => Ok(Reply::Len(m.len() as u64)),
@@ -759,6 +825,12 @@ impl Object {
                 }
                 Ok(Reply::Unit)
             }
+            (State::Dict(m), Op::DictPopItem) => Ok(Reply::Items(
+                m.pop()
+                    .map(|(k, s)| (k, cx.take_out(s)))
+                    .into_iter()
+                    .collect(),
+            )),
             (State::Dict(m), Op::DictSetDefault(k, s)) => {
                 let entry = m.entry(k).or_insert_with(|| cx.adopt(s));
                 Ok(Reply::Value(cx.out(entry)))

@@ -8,6 +8,8 @@ use std::time::Duration;
 use multiproc_process::Error;
 use serde::{Deserialize, Serialize};
 
+pub(crate) use crate::slice::Slice;
+
 /// An object's number in its manager.
 pub(crate) type ObjectId = u64;
 
@@ -141,6 +143,18 @@ pub(crate) enum Op {
     RemoveValue(Vec<u8>),
     Contains(Vec<u8>),
     Index(Vec<u8>),
+    Count(Vec<u8>),
+    GetRange(Slice),
+    /// Replaces a slice with the items (which may be more or fewer).
+    SetRange(Slice, Vec<Stored>),
+    DeleteRange(Slice),
+    Reverse,
+    /// `l *= n`.
+    Repeat(u64),
+    /// The items and their digest, to sort.
+    SnapshotDigest,
+    /// Puts the items in this order if their digest is still this.
+    Permute(u64, Vec<u64>),
     // Dicts.
     DictInsert(Vec<u8>, Stored),
     DictGet(Vec<u8>),
@@ -151,6 +165,8 @@ pub(crate) enum Op {
     DictItems,
     DictUpdate(Vec<(Vec<u8>, Stored)>),
     DictSetDefault(Vec<u8>, Stored),
+    /// Removes the entry inserted last.
+    DictPopItem,
     // Namespaces.
     NsGet(String),
     NsSet(String, Stored),
@@ -195,6 +211,7 @@ pub(crate) enum Reply {
     Value(Stored),
     Maybe(Option<Stored>),
     Values(Vec<Stored>),
+    Digested(u64, Vec<Stored>),
     Keys(Vec<Vec<u8>>),
     Items(Vec<(Vec<u8>, Stored)>),
     Named(Vec<(String, Stored)>),
@@ -207,6 +224,9 @@ pub(crate) enum Reply {
     },
     Bytes(#[serde(with = "serde_bytes")] Vec<u8>),
 }
+
+/// Why a sort's order was refused (see [`WireError::Changed`]).
+pub(crate) const CHANGED: &str = "the list changed while it was being sorted";
 
 /// A failure the server reports; turned into an [`Error`] by the client.
 #[derive(Debug, Serialize, Deserialize)]
@@ -223,6 +243,8 @@ pub(crate) enum WireError {
     Invalid(String),
     Panicked(String),
     Decode(String),
+    /// The list changed since the client read it (a sort tries again).
+    Changed,
 }
 
 impl From<WireError> for Error {
@@ -240,6 +262,7 @@ impl From<WireError> for Error {
             WireError::Invalid(why) => Error::InvalidArgument(why),
             WireError::Panicked(message) => Error::TaskPanicked { message },
             WireError::Decode(why) => Error::Decode(why),
+            WireError::Changed => Error::InvalidArgument(CHANGED.into()),
         }
     }
 }
