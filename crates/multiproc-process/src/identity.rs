@@ -17,6 +17,10 @@ pub(crate) struct Identity {
     pub(crate) parent: Option<(u32, String)>,
     /// How many `Process` objects this process has created.
     pub(crate) counter: u32,
+    /// The pid of the fork server that tracks this process's named shared
+    /// memory (see `tracker`): its program's, inherited, or its own.
+    #[serde(default)]
+    pub(crate) tracker: Option<u32>,
 }
 
 impl Identity {
@@ -27,6 +31,7 @@ impl Identity {
         daemon: false,
         parent: None,
         counter: 0,
+        tracker: None,
     };
 
     pub(crate) fn name(&self) -> &str {

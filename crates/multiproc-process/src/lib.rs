@@ -68,6 +68,7 @@ mod state;
 mod sys;
 mod target;
 mod task;
+mod tracker;
 mod wire;
 
 pub use bootstrap::{LAUNCH_FAILED, panic_message};
@@ -87,6 +88,9 @@ pub use start::launch_message;
 pub use start::{ThreadedFork, set_threaded_fork};
 pub use target::{Args, Target, kind};
 pub use task::{RemoteFn, TaskFn};
+/// For the shm crate: named shared memory for the resource tracker.
+#[doc(hidden)]
+pub use tracker::{track as track_shm, untrack as untrack_shm};
 
 /// Starts the fork server before the test harness's `main`, for a test
 /// file (an integration test crate) whose tests start processes. Write it

@@ -270,6 +270,7 @@ impl<R> Process<R> {
             daemon: self.daemon,
             parent: Some((sys::getpid(), me.name().to_owned())),
             counter: 0,
+            tracker: me.tracker,
         };
         let launch = Launch {
             entry: self.entry,

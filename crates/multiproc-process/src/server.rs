@@ -13,7 +13,8 @@
 //!    its exit status on the channel as the last frame.
 //!
 //! The server exits when the program's end of the socket closes, which the
-//! kernel does when the program exits or dies. Its daemon children die with
+//! kernel does when the program exits or dies, after unlinking the named
+//! shared memory it still tracks (`tracker`). Its daemon children die with
 //! it, so with the program. The server ignores `SIGINT`, so a Ctrl-C reaches
 //! the program and the children, not the server in between. The program's
 //! side (starting the server, asking it for a child) is in
@@ -30,6 +31,7 @@ use crate::identity::Identity;
 use crate::outcome::Frame;
 use crate::state::ForkGuard;
 use crate::sys;
+use crate::tracker::Tracker;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Request {
@@ -76,15 +78,22 @@ pub(crate) fn serve(ctl: OwnedFd) -> ! {
     let ctl = PrivateFd::new(ctl);
     let server_pid = sys::getpid();
     let mut children: Vec<Served> = Vec::new();
+    let mut tracker = Tracker::bind();
     loop {
         let ready = {
             let mut fds = vec![ctl.as_fd()];
             fds.extend(children.iter().map(|c| c.pidfd.as_fd()));
+            if let Some(t) = &tracker {
+                fds.extend(t.fds());
+            }
             match sys::poll_readable(&fds, Some(Duration::from_secs(60))) {
                 Ok(r) => r,
-                Err(_) => sys::exit_now(1),
+                Err(_) => leave(&mut tracker, 1),
             }
         };
+        if let Some(t) = &mut tracker {
+            t.serve(&ready[1 + children.len()..]);
+        }
         // Report and forget the children that ended.
         let mut i = 0;
         children.retain(|c| {
@@ -114,11 +123,11 @@ pub(crate) fn serve(ctl: OwnedFd) -> ! {
                         let pidfd = sys::dup_cloexec(served.pidfd.as_fd());
                         children.push(served);
                         match pidfd {
-                            Ok(fd) => reply_or_exit(&ctl, &reply, &[fd]),
-                            Err(e) => reply_or_exit(&ctl, &Reply::failed(&e), &[]),
+                            Ok(fd) => reply_or_exit(&ctl, &reply, &[fd], &mut tracker),
+                            Err(e) => reply_or_exit(&ctl, &Reply::failed(&e), &[], &mut tracker),
                         }
                     }
-                    Err(e) => reply_or_exit(&ctl, &Reply::failed(&e), &[]),
+                    Err(e) => reply_or_exit(&ctl, &Reply::failed(&e), &[], &mut tracker),
                 }
             }
             Ok(Some(_)) => reply_or_exit(
@@ -128,17 +137,27 @@ pub(crate) fn serve(ctl: OwnedFd) -> ! {
                     errno: None,
                 },
                 &[],
+                &mut tracker,
             ),
             // The program is gone: so are we.
-            Ok(None) | Err(_) => sys::exit_now(0),
+            Ok(None) | Err(_) => leave(&mut tracker, 0),
         }
     }
 }
 
-fn reply_or_exit(ctl: &PrivateFd, reply: &Reply, fds: &[OwnedFd]) {
+fn reply_or_exit(ctl: &PrivateFd, reply: &Reply, fds: &[OwnedFd], tracker: &mut Option<Tracker>) {
     if crate::wire::send(ctl.as_fd(), reply, fds).is_err() {
-        sys::exit_now(0);
+        leave(tracker, 0);
     }
+}
+
+/// Exits, after unlinking the shared memory still tracked: the program is
+/// gone.
+fn leave(tracker: &mut Option<Tracker>, code: i32) -> ! {
+    if let Some(t) = tracker {
+        t.unlink_all();
+    }
+    sys::exit_now(code)
 }
 
 /// Forks one child that will receive its launch on `chan`.

@@ -3,7 +3,11 @@
 //!
 //! The memory lives in `/dev/shm` under its name, mode 0600, until it is
 //! unlinked. The process that created it unlinks it when it exits normally,
-//! unless told to keep it; other processes only open and close it.
+//! unless told to keep it; other processes only open and close it, unless
+//! they take it on ([`SharedMemory::track`]). A creator that dies by a
+//! signal cannot unlink anything: the program's resource tracker (its fork
+//! server) does it for it, within moments, and at the latest when the
+//! program ends.
 //!
 //! # Safety
 //!
@@ -40,6 +44,12 @@ fn unlink_created() {
             true
         }
     });
+}
+
+/// Registers [`unlink_created`] to run at exit, once.
+fn unlink_at_exit() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| multiproc_process::at_exit(unlink_created));
 }
 
 fn posix_name(name: &str) -> String {
@@ -89,8 +99,7 @@ impl SharedMemory {
                 "'size' must be a positive number different from zero".into(),
             ));
         }
-        static HOOK: Once = Once::new();
-        HOOK.call_once(|| multiproc_process::at_exit(unlink_created));
+        unlink_at_exit();
         let (name, fd) = match name {
             Some(n) => {
                 check_name(n)?;
@@ -111,7 +120,10 @@ impl SharedMemory {
         };
         created().push((std::process::id(), name.clone()));
         match Segment::map(fd, size) {
-            Ok(seg) => Ok(SharedMemory { name, seg }),
+            Ok(seg) => {
+                multiproc_process::track_shm(&name, seg.fd());
+                Ok(SharedMemory { name, seg })
+            }
             Err(e) => {
                 let _ = sys::shm_unlink(&posix_name(&name));
                 created().retain(|(_, n)| *n != name);
@@ -162,14 +174,31 @@ impl SharedMemory {
             std::io::ErrorKind::NotFound => Error::NotFound(self.name.clone()),
             _ => Error::Io(e),
         })?;
-        created().retain(|(_, n)| *n != self.name);
+        self.keep();
         Ok(())
     }
 
-    /// Keeps the name after this process exits (it is unlinked at exit
-    /// otherwise, if this process created it). Python 3.13: `track=False`.
+    /// Keeps the name after this process ends, however it ends (it is
+    /// unlinked then otherwise, if this process created it or took it on).
+    /// Python 3.13: `track=False`.
     pub fn keep(&self) {
         created().retain(|(_, n)| *n != self.name);
+        multiproc_process::untrack_shm(&self.name);
+    }
+
+    /// Takes on the name, as its creator has it: this process unlinks it
+    /// when it exits normally, and the resource tracker when it dies by a
+    /// signal, unless [`keep`](Self::keep) is called. For a handle from
+    /// [`open`](Self::open). Python 3.13: `SharedMemory(name, track=True)`.
+    pub fn track(&self) {
+        unlink_at_exit();
+        let me = std::process::id();
+        let mut list = created();
+        if !list.iter().any(|(pid, n)| *pid == me && *n == self.name) {
+            list.push((me, self.name.clone()));
+        }
+        drop(list);
+        multiproc_process::track_shm(&self.name, self.seg.fd());
     }
 
     /// Unmaps this handle's view. Python: `SharedMemory.close()`; dropping

@@ -247,8 +247,9 @@ fn server_emfile() -> mp::Result<()> {
             None => return Err(mp::Error::NotFound("the fork server".into())),
         }
     };
-    // The server holds descriptors 0 to 3, and will receive the child's
-    // channel at 4: a limit of 5 leaves no room for the pidfd.
+    // The server holds descriptors 0 to 4 (4: its tracker's listener), and
+    // will receive the child's channel at 5: a limit of 6 leaves no room
+    // for the pidfd.
     let pid = rustix::process::Pid::from_raw(server as i32)
         .ok_or_else(|| mp::Error::InvalidArgument("pid 0".into()))?;
     let now = rustix::process::getrlimit(Resource::Nofile);
@@ -256,7 +257,7 @@ fn server_emfile() -> mp::Result<()> {
         Some(pid),
         Resource::Nofile,
         Rlimit {
-            current: Some(5),
+            current: Some(6),
             maximum: now.maximum,
         },
     )
@@ -271,6 +272,13 @@ fn server_emfile() -> mp::Result<()> {
         Err(e) => println!("other: {e}"),
     }
     Ok(())
+}
+
+fn create_shm_and_wait(name: String, ready: mp::Event) {
+    let shm = mp::SharedMemory::create(Some(&name), 4096).expect("create");
+    ready.set();
+    std::thread::sleep(Duration::from_secs(60));
+    drop(shm);
 }
 
 fn main() -> mp::Result<()> {
@@ -349,6 +357,29 @@ fn main() -> mp::Result<()> {
             if args.get(4).is_some_and(|m| m == "keep") {
                 shm.keep();
             }
+        }
+        Some("shm-hold") => {
+            // Creates named shared memory (here, or in a daemon child),
+            // says so, and waits to be killed.
+            let name = args[3].clone();
+            let (mut _child, mut _shm) = (None, None);
+            if args.get(4).is_some_and(|a| a == "child") {
+                let ready = mp::Event::new()?;
+                let mut d = ctx
+                    .builder(create_shm_and_wait, (name, ready.clone()))
+                    .daemon(true)
+                    .build();
+                d.start()?;
+                if !ready.wait_timeout(Duration::from_secs(20)) {
+                    return Err(mp::Error::Timeout);
+                }
+                _child = Some(d);
+            } else {
+                _shm = Some(mp::SharedMemory::create(Some(&name), 4096)?);
+            }
+            println!("ready");
+            std::io::stdout().flush()?;
+            std::thread::sleep(Duration::from_secs(60));
         }
         Some("threaded-fork") => threaded_fork()?,
         Some("daemon-orphan") => {

@@ -141,6 +141,7 @@ fn start_server(
             }
         };
         *server = Some(ServerHandle { ctl, pidfd });
+        crate::tracker::adopt(pid);
         return Ok(server);
     }
     let mut guard = ForkGuard::with_server(server);
@@ -159,5 +160,6 @@ fn start_server(
         fds,
     } = guard;
     drop((global, fds));
+    crate::tracker::adopt(pid);
     Ok(server)
 }

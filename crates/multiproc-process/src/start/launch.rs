@@ -104,6 +104,7 @@ where
             daemon: false,
             parent: Some((sys::getpid(), "MainProcess".into())),
             counter: 0,
+            tracker: None,
         },
         method: StartMethod::Spawn,
         from_main_thread: true,
