@@ -38,11 +38,15 @@
 
 #![deny(unsafe_code)]
 
+mod manager;
 mod named;
 mod raw;
 mod segment;
+mod shareable;
 mod sys;
 
+pub use manager::SharedMemoryManager;
 pub use named::SharedMemory;
 pub use raw::{RawArray, RawValue};
 pub use segment::Segment;
+pub use shareable::{ShareableItem, ShareableList};

@@ -53,7 +53,9 @@ pub use multiproc_process::{
 pub use multiproc_process::kind;
 
 #[doc(inline)]
-pub use multiproc_shm::{RawArray, RawValue, Segment, SharedMemory};
+pub use multiproc_shm::{
+    RawArray, RawValue, Segment, ShareableItem, ShareableList, SharedMemory, SharedMemoryManager,
+};
 
 #[doc(inline)]
 pub use multiproc_sync::{
