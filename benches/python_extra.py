@@ -13,8 +13,22 @@ def bench_apply_async_rtt(n):
             pool.apply_async(_square, (i,)).get()
         return (time.perf_counter() - t) / n * 1e6
 
+def _len(b): return len(b)
+
+def bench_apply_1gib_bytes(n):
+    # The task only takes the length: a sum of 1 GiB in Python would add
+    # seconds of its own, and this measures what handing it over costs.
+    data = bytes(1 << 30)
+    with mp.Pool(1) as pool:
+        pool.apply(_len, (b"",))
+        t = time.perf_counter()
+        for _ in range(n):
+            assert pool.apply(_len, (data,)) == len(data)
+        return (time.perf_counter() - t) / n * 1e3
+
 CASES = {
     "pool_apply_async_rtt_us": lambda: bench_apply_async_rtt(5000),
+    "pool_apply_1GiB_bytes_ms": lambda: bench_apply_1gib_bytes(3),
 }
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
 //! Pools beside CPython's (`python_baseline.py pool_map_tiny_items_per_s`,
-//! `pool_cpu_speedup_x`; `benches/python_extra.py pool_apply_async_rtt_us`)
-//! and beside rayon's thread pool (`mp::ThreadPool`) doing the same work.
+//! `pool_cpu_speedup_x`; `benches/python_extra.py pool_apply_async_rtt_us`,
+//! `pool_apply_1GiB_bytes_ms`) and beside rayon's thread pool
+//! (`mp::ThreadPool`) doing the same work; and 1 GiB handed to a task as a
+//! `RawArray` (a descriptor) against the same bytes sent as a `Vec<u8>`.
 
 #![allow(missing_docs)] // criterion's macros generate undocumented items
 
 use std::hint::black_box;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use multiproc as mp;
 
 multiproc::test_setup!();
@@ -16,6 +18,8 @@ const CPU_TASKS: usize = 16;
 /// About 36 ms a task, as CPython's `_cpu(300000)` takes: the same n would
 /// be 0.2 ms here, which measures a pool's latency rather than its speedup.
 const CPU_WORK: u64 = 20_000_000;
+/// 1 GiB of `u64`s.
+const BIG_WORDS: usize = 1 << 27;
 
 fn square(n: u64) -> u64 {
     n * n
@@ -31,6 +35,68 @@ fn cpu(n: u64) -> u64 {
         s += black_box(i) * i % 7;
     }
     s
+}
+
+/// The sum of the words, wrapping, at memory speed.
+fn sum_words(words: &[u64]) -> u64 {
+    words.iter().fold(0u64, |s, &w| s.wrapping_add(w))
+}
+
+/// A task: the sum of the array's words, read where the array lives.
+fn sum_array(a: mp::RawArray<u64>) -> u64 {
+    // SAFETY: nothing writes the array while a benchmark sums it.
+    sum_words(unsafe { a.as_slice() })
+}
+
+/// A task: the sum of the same words, sent as bytes.
+fn sum_bytes(bytes: Vec<u8>) -> u64 {
+    bytes
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
+        .fold(0u64, u64::wrapping_add)
+}
+
+fn pool_1gib(c: &mut Criterion) {
+    let pool = mp::Pool::builder().processes(1).build().expect("pool");
+    let array = mp::RawArray::<u64>::new(BIG_WORDS).expect("1 GiB array");
+    for i in (0..BIG_WORDS).step_by(4096) {
+        array.set(i, i as u64);
+    }
+    // SAFETY: nothing else writes the array.
+    let expected = sum_words(unsafe { array.as_slice() });
+    let bytes: Vec<u8> = (0..BIG_WORDS)
+        .flat_map(|i| (if i % 4096 == 0 { i as u64 } else { 0 }).to_le_bytes())
+        .collect();
+    assert_eq!(
+        pool.apply(sum_array, (array.clone(),)).expect("warm"),
+        expected
+    );
+
+    let mut group = c.benchmark_group("pool_1GiB");
+    group.sample_size(10);
+    group.bench_function("sum_in_place", |b| {
+        // SAFETY: as above.
+        b.iter(|| assert_eq!(sum_words(unsafe { black_box(&array).as_slice() }), expected));
+    });
+    group.bench_function("raw_array_handle", |b| {
+        b.iter(|| {
+            let sum = pool.apply(sum_array, (array.clone(),)).expect("apply");
+            assert_eq!(sum, expected);
+        });
+    });
+    group.bench_function("vec_bytes", |b| {
+        // The copy to send is made outside the timing, as a caller that
+        // moves its own Vec in would not make it.
+        b.iter_batched(
+            || bytes.clone(),
+            |v| {
+                let sum = pool.apply(sum_bytes, (v,)).expect("apply");
+                assert_eq!(sum, expected);
+            },
+            BatchSize::PerIteration,
+        );
+    });
+    group.finish();
 }
 
 fn pool(c: &mut Criterion) {
@@ -101,5 +167,5 @@ fn pool(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, pool);
+criterion_group!(benches, pool, pool_1gib);
 criterion_main!(benches);

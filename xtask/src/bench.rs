@@ -10,6 +10,11 @@ use std::process::Command;
 /// figure compared with Python's.
 #[derive(Clone, Copy)]
 enum Metric {
+    /// Milliseconds per iteration; lower is better.
+    Millis,
+    /// Milliseconds per iteration beyond those of the run named `base`;
+    /// lower is better.
+    MillisOver { base: &'static str },
     /// Microseconds per iteration; lower is better.
     Micros,
     /// Nanoseconds per iteration; lower is better.
@@ -28,6 +33,7 @@ enum Metric {
 impl Metric {
     fn unit(self) -> &'static str {
         match self {
+            Metric::Millis | Metric::MillisOver { .. } => "ms",
             Metric::Micros => "us",
             Metric::Nanos => "ns",
             Metric::PerSecond { .. } => "ops/s",
@@ -39,6 +45,7 @@ impl Metric {
     /// From criterion's nanoseconds per iteration.
     fn convert(self, ns: f64) -> f64 {
         match self {
+            Metric::Millis | Metric::MillisOver { .. } => ns / 1e6,
             Metric::Micros => ns / 1e3,
             Metric::Nanos => ns,
             Metric::PerSecond { per_iter } => per_iter / (ns / 1e9),
@@ -51,7 +58,9 @@ impl Metric {
     /// How many times better ours is than theirs.
     fn ratio(self, ours: f64, theirs: f64) -> f64 {
         match self {
-            Metric::Micros | Metric::Nanos => theirs / ours,
+            Metric::Millis | Metric::MillisOver { .. } | Metric::Micros | Metric::Nanos => {
+                theirs / ours
+            }
             Metric::PerSecond { .. } | Metric::GBps { .. } | Metric::Speedup { .. } => {
                 ours / theirs
             }
@@ -214,6 +223,24 @@ const CASES: &[Case] = &[
         rival: Some(("rayon, threads", "thread_pool_apply_async_round_trip")),
     },
     Case {
+        criterion: "pool_1GiB/raw_array_handle",
+        python: Some("pool_apply_1GiB_bytes_ms"),
+        metric: Metric::Millis,
+        what: "Pool.apply of a task summing 1 GiB handed over as a RawArray (CPython: 1 GiB of bytes, a task that only takes its length)",
+        goal: "(see the next row)",
+        rival: Some(("the same as Vec<u8> bytes", "pool_1GiB/vec_bytes")),
+    },
+    Case {
+        criterion: "pool_1GiB/raw_array_handle",
+        python: None,
+        metric: Metric::MillisOver {
+            base: "pool_1GiB/sum_in_place",
+        },
+        what: "the same, beyond the sum itself in this process",
+        goal: "under 1 ms",
+        rival: None,
+    },
+    Case {
         criterion: "manager/dict_set_from_child",
         python: Some("manager_dict_set_ops_per_s"),
         metric: Metric::PerSecond { per_iter: 20_000.0 },
@@ -303,13 +330,14 @@ fn value(root: &Path, metric: Metric, id: &str) -> Option<f64> {
     let ns = criterion_median_ns(root, id)?;
     match metric {
         Metric::Speedup { serial } => Some(criterion_median_ns(root, serial)? / ns),
+        Metric::MillisOver { base } => Some((ns - criterion_median_ns(root, base)?) / 1e6),
         _ => Some(metric.convert(ns)),
     }
 }
 
 /// Cases of `benches/python_extra.py`: work the shared baseline has no
 /// case for, measured the same way.
-const EXTRA_PYTHON: &[&str] = &["pool_apply_async_rtt_us"];
+const EXTRA_PYTHON: &[&str] = &["pool_apply_async_rtt_us", "pool_apply_1GiB_bytes_ms"];
 
 fn baseline_script(root: &Path) -> PathBuf {
     root.join("../shared/bench/python_baseline.py")
