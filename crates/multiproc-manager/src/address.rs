@@ -3,11 +3,8 @@
 //! `BaseManager`, a `(host, port)` tuple or a path string.
 
 use std::fmt;
-use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::os::linux::net::SocketAddrExt;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::net::SocketAddr as UnixSocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -58,14 +55,6 @@ pub(crate) fn abstract_name(path: &Path) -> Option<&[u8]> {
     match path.as_os_str().as_bytes().split_first() {
         Some((0, name)) => Some(name),
         _ => None,
-    }
-}
-
-/// The socket address of a Unix path, abstract or not.
-pub(crate) fn unix_socket_addr(path: &Path) -> io::Result<UnixSocketAddr> {
-    match abstract_name(path) {
-        Some(name) => UnixSocketAddr::from_abstract_name(name),
-        None => UnixSocketAddr::from_pathname(path),
     }
 }
 

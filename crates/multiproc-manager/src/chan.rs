@@ -29,10 +29,14 @@ impl Chan {
         }
     }
 
-    /// Sends a request and waits for its reply.
-    pub(crate) fn call(&self, request: &[u8]) -> Result<Vec<u8>> {
-        self.send(request)?;
-        self.recv()
+    /// Receives a message, waiting at most `timeout` for it to start (the
+    /// local pipe's server is known gone when its end closes, so it waits
+    /// as long as it takes).
+    pub(crate) fn recv_timeout(&self, timeout: Duration) -> Result<Vec<u8>> {
+        match self {
+            Chan::Local(c) => c.recv_bytes(),
+            Chan::Remote(c) => c.recv_bytes_timeout(timeout),
+        }
     }
 
     /// Whether the other side went away (or, against the protocol, sent

@@ -9,16 +9,20 @@
 //! processes hold); a remote one is a [`SocketConnection`] that passed the
 //! key handshake.
 //!
-//! Encoding a proxy writes a token: `Same(id)` inside a value stored into
-//! its own manager (the server counts it as a holder), otherwise the way to
-//! reach the manager (the door's descriptor, or address and key) and the id.
-//! Decoding a token from anywhere but a reply counts this process's session
-//! as a holder before the proxy is returned.
+//! Encoding a proxy writes a token: `Same(id)` inside a value stored
+//! through its own session (the server counts it as a holder), otherwise
+//! the way to reach the manager and the id: the door's descriptor, or the
+//! address alone. A remote token carries no key: the process that decodes
+//! it must have connected to that manager itself (`Manager::connect`, with
+//! a key it was given some other way). Decoding a token from anywhere but
+//! a reply counts this process's session as a holder before the proxy is
+//! returned.
 
 use std::cell::RefCell;
 use std::fmt;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use multiproc_channel::Pipe;
 use multiproc_process::{Error, Result, codec, fdio, handoff};
@@ -29,7 +33,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::address::Address;
 use crate::chan::Chan;
-use crate::socket::SocketConnection;
+use crate::socket::{ClientOptions, SocketConnection};
 use crate::wire::{ObjectId, Reply, Request, Stored, WireResult};
 
 /// The ring of each direction of a local manager connection.
@@ -41,7 +45,9 @@ pub(crate) enum Route {
     Local(Arc<OwnedFd>),
     Remote {
         address: Address,
+        /// Never sent anywhere: it opens this process's connections.
         authkey: Arc<[u8]>,
+        options: ClientOptions,
     },
 }
 
@@ -96,15 +102,30 @@ impl ClientConn {
         Ok(conn)
     }
 
+    /// This process's session with manager `uid`, if it has one.
+    fn find(uid: u64) -> Option<Arc<ClientConn>> {
+        let pid = std::process::id();
+        CONNS
+            .lock()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .find(|c| c.uid == uid && c.pid == pid)
+    }
+
     /// Connects to a served manager: the server tells its uid.
-    pub(crate) fn connect_remote(address: &Address, authkey: &[u8]) -> Result<Arc<ClientConn>> {
-        let sock = SocketConnection::connect(address, authkey)?;
+    pub(crate) fn connect_remote(
+        address: &Address,
+        authkey: &[u8],
+        options: &ClientOptions,
+    ) -> Result<Arc<ClientConn>> {
+        let sock = SocketConnection::connect_with(address, authkey, options)?;
         let session = random_u64()?;
         let chan = Chan::Remote(sock);
-        let uid = hello(&chan, session)?;
+        let uid = hello(&chan, session, options.reply_timeout)?;
         let route = Route::Remote {
             address: address.clone(),
             authkey: authkey.into(),
+            options: options.clone(),
         };
         let conn = Arc::new(ClientConn {
             uid,
@@ -132,11 +153,13 @@ impl ClientConn {
                 })?;
                 Chan::Local(mine)
             }
-            Route::Remote { address, authkey } => {
-                Chan::Remote(SocketConnection::connect(address, authkey)?)
-            }
+            Route::Remote {
+                address,
+                authkey,
+                options,
+            } => Chan::Remote(SocketConnection::connect_with(address, authkey, options)?),
         };
-        hello(&chan, self.session)?;
+        hello(&chan, self.session, self.reply_timeout())?;
         Ok(chan)
     }
 
@@ -151,6 +174,14 @@ impl ClientConn {
         Ok(())
     }
 
+    /// How long a remote server may stay silent during a call.
+    fn reply_timeout(&self) -> Duration {
+        match &self.route {
+            Route::Remote { options, .. } => options.reply_timeout,
+            Route::Local(_) => Duration::MAX,
+        }
+    }
+
     /// Sends a request and waits for the reply.
     pub(crate) fn call(&self, request: &Request) -> Result<Reply> {
         self.check_pid()?;
@@ -162,9 +193,9 @@ impl ClientConn {
         };
         // On failure the connection is dropped rather than pooled: it may
         // hold half an exchange.
-        let reply = chan.call(&bytes)?;
+        let reply = exchange(&chan, &bytes, self.reply_timeout())?;
         self.idle.lock().push(chan);
-        codec::decode::<WireResult>(&reply)?.map_err(Error::from)
+        reply.map_err(Error::from)
     }
 
     /// Sends a request that has no reply; failures are ignored (the
@@ -185,9 +216,23 @@ impl ClientConn {
     }
 }
 
-fn hello(chan: &Chan, session: u64) -> Result<u64> {
-    let reply = chan.call(&codec::encode(&Request::Hello { session })?)?;
-    match codec::decode::<WireResult>(&reply)?.map_err(Error::from)? {
+/// Sends a request and reads its reply, skipping the server's word that it
+/// is still waiting; `silence` bounds the wait for each word.
+fn exchange(chan: &Chan, request: &[u8], silence: Duration) -> Result<WireResult> {
+    chan.send(request)?;
+    loop {
+        let reply = codec::decode::<WireResult>(&chan.recv_timeout(silence)?)?;
+        if !matches!(reply, Ok(Reply::Waiting)) {
+            return Ok(reply);
+        }
+    }
+}
+
+fn hello(chan: &Chan, session: u64, silence: Duration) -> Result<u64> {
+    // A few words of "still waiting" fit in each span of allowed silence.
+    let heartbeat = (silence < Duration::MAX).then(|| silence / 4);
+    let request = codec::encode(&Request::Hello { session, heartbeat })?;
+    match exchange(chan, &request, silence)?.map_err(Error::from)? {
         Reply::Len(uid) => Ok(uid),
         other => Err(Error::Decode(format!(
             "unexpected reply to hello: {other:?}"
@@ -221,16 +266,18 @@ impl fmt::Debug for ProxyRef {
 }
 
 thread_local! {
-    /// While a value for manager `uid` is encoded: the ids of its proxies.
+    /// While a value for session `session` is encoded: the ids of its
+    /// proxies (those the session holds; a proxy of another session, even
+    /// of the same manager, travels as a token to claim).
     static STORING: RefCell<Option<(u64, Vec<ObjectId>)>> = const { RefCell::new(None) };
     /// While a reply of this session is decoded: proxies named `Same` are
     /// already counted for it.
     static READING: RefCell<Option<Arc<ClientConn>>> = const { RefCell::new(None) };
 }
 
-/// Encodes a value to store into manager `uid`.
-pub(crate) fn store<T: Serialize + ?Sized>(uid: u64, value: &T) -> Result<Stored> {
-    let outer = STORING.with(|s| s.borrow_mut().replace((uid, Vec::new())));
+/// Encodes a value to store through `conn`'s session.
+pub(crate) fn store<T: Serialize + ?Sized>(conn: &ClientConn, value: &T) -> Result<Stored> {
+    let outer = STORING.with(|s| s.borrow_mut().replace((conn.session, Vec::new())));
     let bytes = codec::encode(value);
     let refs = STORING.with(|s| std::mem::replace(&mut *s.borrow_mut(), outer));
     Ok(Stored {
@@ -271,7 +318,6 @@ enum Token {
         id: ObjectId,
         ticket: u64,
         address: Address,
-        authkey: Vec<u8>,
     },
 }
 
@@ -291,14 +337,13 @@ enum TokenRef<'a> {
         id: ObjectId,
         ticket: u64,
         address: &'a Address,
-        authkey: &'a [u8],
     },
 }
 
 impl Serialize for ProxyRef {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         let same = STORING.with(|st| match &mut *st.borrow_mut() {
-            Some((uid, refs)) if *uid == self.conn.uid => {
+            Some((session, refs)) if *session == self.conn.session => {
                 refs.push(self.id);
                 true
             }
@@ -330,12 +375,11 @@ impl Serialize for ProxyRef {
                 ticket,
                 door,
             },
-            Route::Remote { address, authkey } => TokenRef::Remote {
+            Route::Remote { address, .. } => TokenRef::Remote {
                 uid: self.conn.uid,
                 id: self.id,
                 ticket,
                 address,
-                authkey,
             },
         }
         .serialize(s)
@@ -344,7 +388,7 @@ impl Serialize for ProxyRef {
 
 impl<'de> Deserialize<'de> for ProxyRef {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<ProxyRef, D::Error> {
-        let (uid, id, ticket, route) = match Token::deserialize(d)? {
+        let (id, ticket, conn) = match Token::deserialize(d)? {
             Token::Same(id) => {
                 let conn = READING.with(|r| r.borrow().clone()).ok_or_else(|| {
                     D::Error::custom(codec::custom_error(
@@ -358,28 +402,29 @@ impl<'de> Deserialize<'de> for ProxyRef {
                 id,
                 ticket,
                 door,
-            } => (uid, id, ticket, Route::Local(Arc::new(door))),
+            } => {
+                let conn = ClientConn::get(uid, Route::Local(Arc::new(door))).map_err(|e| {
+                    D::Error::custom(codec::custom_error(format!(
+                        "cannot reach the manager: {e}"
+                    )))
+                })?;
+                (id, ticket, conn)
+            }
             Token::Remote {
                 uid,
                 id,
                 ticket,
                 address,
-                authkey,
-            } => (
-                uid,
-                id,
-                ticket,
-                Route::Remote {
-                    address,
-                    authkey: authkey.into(),
-                },
-            ),
+            } => {
+                let conn = ClientConn::find(uid).ok_or_else(|| {
+                    D::Error::custom(codec::custom_error(format!(
+                        "a proxy of the manager at {address} carries no key: connect this \
+                         process to it first, with Manager::connect(address, key)"
+                    )))
+                })?;
+                (id, ticket, conn)
+            }
         };
-        let conn = ClientConn::get(uid, route).map_err(|e| {
-            D::Error::custom(codec::custom_error(format!(
-                "cannot reach the manager: {e}"
-            )))
-        })?;
         conn.call(&Request::Claim { ticket, id }).map_err(|e| {
             D::Error::custom(codec::custom_error(format!("manager object {id}: {e}")))
         })?;

@@ -38,6 +38,7 @@ mod address;
 mod chan;
 mod client;
 mod manager;
+mod pickle;
 mod proxy;
 mod served;
 mod server;
@@ -54,5 +55,7 @@ pub use proxy::{
     Namespace, Proxy, QueueProxy, RLockProxy, SemaphoreProxy, ValueProxy,
 };
 pub use served::Served;
-pub use socket::{Client, DEFAULT_MAX_SOCKET_MESSAGE, Listener, SocketConnection};
+pub use socket::{
+    Client, ClientOptions, DEFAULT_MAX_SOCKET_MESSAGE, Listener, ListenerOptions, SocketConnection,
+};
 pub use wire::Kind;

@@ -19,8 +19,8 @@ use crate::proxy::{
     SemaphoreProxy, ValueProxy,
 };
 use crate::served::{Served, install};
-use crate::server::{MAX_REQUEST, ServerConfig, serve};
-use crate::socket::Listener;
+use crate::server::{MAX_CONNECTIONS, MAX_REQUEST, ServedSocket, ServerConfig, serve};
+use crate::socket::{ClientOptions, Listener, ListenerOptions};
 use crate::wire::{Init, Kind, ObjectInfo, Reply, Request, Stored};
 
 /// How long `shutdown` waits for the server to exit before killing it.
@@ -69,6 +69,8 @@ pub struct ManagerBuilder {
     serve: Option<(Address, Vec<u8>)>,
     registry: Vec<RemoteFn>,
     max_request: Option<u64>,
+    listener_options: ListenerOptions,
+    max_connections: Option<usize>,
 }
 
 impl ManagerBuilder {
@@ -93,6 +95,21 @@ impl ManagerBuilder {
         self
     }
 
+    /// The limits of the served socket: handshake deadline, handshakes at
+    /// once, the socket file's mode (see [`ListenerOptions`]).
+    pub fn listener_options(mut self, options: ListenerOptions) -> ManagerBuilder {
+        self.listener_options = options;
+        self
+    }
+
+    /// How many other programs' connections are served at once (default
+    /// 1024; each is a thread of the server). One beyond that is closed at
+    /// once.
+    pub fn max_connections(mut self, n: usize) -> ManagerBuilder {
+        self.max_connections = Some(n.max(1));
+        self
+    }
+
     /// Lets the manager hold objects of type `S`, created with
     /// [`Manager::create`]. Python: `BaseManager.register(typeid, callable)`.
     pub fn register<S: Served>(mut self) -> ManagerBuilder {
@@ -111,11 +128,17 @@ impl ManagerBuilder {
         let uid = new_uid()?;
         let (door_client, door_server) = fdio::seqpacket_pair()?;
         let (listener, served) = match self.serve {
-            Some((address, key)) => {
-                let listener = Listener::bind(&address, &key)?;
-                let fd = listener.to_fd()?;
-                let bound = listener.address().clone();
-                (Some(listener), Some((fd, bound, key)))
+            Some((address, authkey)) => {
+                let listener =
+                    Listener::bind_with(&address, &authkey, self.listener_options.clone())?;
+                let served = ServedSocket {
+                    fd: listener.to_fd()?,
+                    address: listener.address().clone(),
+                    authkey,
+                    options: self.listener_options,
+                    max_connections: self.max_connections.unwrap_or(MAX_CONNECTIONS),
+                };
+                (Some(listener), Some(served))
             }
             None => (None, None),
         };
@@ -178,12 +201,34 @@ impl Manager {
     /// `BaseManager(address, authkey).connect()`. Dropping the result
     /// leaves that server running.
     ///
+    /// Proxies from it may be sent to other processes; one that receives
+    /// them must have connected to the same manager itself first (a proxy
+    /// carries no key).
+    ///
     /// # Errors
     ///
-    /// [`Error::Auth`] for a wrong key, [`Error::Io`] if nothing listens.
+    /// [`Error::Auth`] for a wrong key, [`Error::Io`] if nothing listens,
+    /// [`Error::Timeout`] if the connection or the handshake takes over
+    /// 10 s.
     pub fn connect(address: &Address, authkey: &[u8]) -> Result<Manager> {
+        Manager::connect_with(address, authkey, &ClientOptions::default())
+    }
+
+    /// As [`connect`](Self::connect), with these timeouts and message
+    /// limit (see [`ClientOptions`]; its `reply_timeout` bounds how long
+    /// the server may stay silent during any call of this manager's
+    /// proxies).
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect).
+    pub fn connect_with(
+        address: &Address,
+        authkey: &[u8],
+        options: &ClientOptions,
+    ) -> Result<Manager> {
         Ok(Manager {
-            conn: ClientConn::connect_remote(address, authkey)?,
+            conn: ClientConn::connect_remote(address, authkey, options)?,
             server: None,
             listener: None,
             address: Some(address.clone()),
@@ -218,7 +263,7 @@ impl Manager {
     /// that stores them is answered: a proxy among them, dropped sooner,
     /// would give back its hold before the server takes the stored one.
     fn store_all<T: Serialize>(&self, items: &[T]) -> Result<Vec<Stored>> {
-        items.iter().map(|i| store(self.conn.uid, i)).collect()
+        items.iter().map(|i| store(&self.conn, i)).collect()
     }
 
     /// A list holding `items`. Python: `manager.list(items)`.
@@ -264,7 +309,7 @@ impl Manager {
         let entries: Vec<(K, V)> = entries.into_iter().collect();
         let stored = entries
             .iter()
-            .map(|(k, v)| Ok((key(k)?, store(self.conn.uid, v)?)))
+            .map(|(k, v)| Ok((key(k)?, store(&self.conn, v)?)))
             .collect::<Result<Vec<_>>>()?;
         // Kept until the server holds what they refer to (see `store_all`).
         let dict = self.make(Init::Dict(stored));
@@ -287,7 +332,7 @@ impl Manager {
     ///
     /// [`Error::Encode`], [`Error::Closed`] when the server is gone.
     pub fn value<T: Serialize + DeserializeOwned>(&self, value: T) -> Result<ValueProxy<T>> {
-        self.make(Init::Value(store(self.conn.uid, &value)?))
+        self.make(Init::Value(store(&self.conn, &value)?))
     }
 
     /// A fixed-length array. Python: `manager.Array(typecode, sequence)`.

@@ -11,11 +11,12 @@
 //! 100 ms and give up when the client's connection is gone, so a client
 //! killed while waiting never takes a lock it cannot release.
 
+use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::os::fd::AsFd;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
@@ -28,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::address::Address;
 use crate::chan::Chan;
 use crate::served::{ErasedServed, factory};
-use crate::socket::{Listener, ListenerFd};
+use crate::socket::{Listener, ListenerFd, ListenerOptions};
 use crate::wire::{
     Holder, Init, Kind, ObjectId, ObjectInfo, Op, Reply, Request, Stored, Wait, WireError,
     WireResult,
@@ -44,6 +45,25 @@ const SLICE: Duration = Duration::from_millis(100);
 /// The largest request a client may send unless the builder says.
 pub(crate) const MAX_REQUEST: u64 = 1 << 30;
 
+/// How many authenticated remote connections (each a thread) a server
+/// keeps unless the builder says; one beyond that is closed at once.
+pub(crate) const MAX_CONNECTIONS: usize = 1024;
+
+/// How long a reply may take to go out to a remote client that does not
+/// read it; then its connection is closed.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the server needs to serve other programs: the bound socket, its
+/// address, the key and the limits.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct ServedSocket {
+    pub(crate) fd: ListenerFd,
+    pub(crate) address: Address,
+    pub(crate) authkey: Vec<u8>,
+    pub(crate) options: ListenerOptions,
+    pub(crate) max_connections: usize,
+}
+
 /// What the server process is started with.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct ServerConfig {
@@ -51,7 +71,7 @@ pub(crate) struct ServerConfig {
     /// The server's end of the door: local clients send it one end of a
     /// fresh pipe each.
     pub(crate) door: HandoffFd,
-    pub(crate) listener: Option<(ListenerFd, Address, Vec<u8>)>,
+    pub(crate) listener: Option<ServedSocket>,
     /// Each installs one registered type.
     pub(crate) registry: Vec<RemoteFn>,
     /// The longest request a client may send.
@@ -72,12 +92,13 @@ pub(crate) fn serve(config: ServerConfig) {
             .spawn(move || server.serve_door(door))
             .ok();
     }
-    if let Some((fd, address, key)) = config.listener {
-        let listener = Listener::from_fd(fd, address, key);
+    if let Some(served) = config.listener {
+        let max = served.max_connections;
+        let listener = Listener::from_fd(served.fd, served.address, served.authkey, served.options);
         let server = server.clone();
         std::thread::Builder::new()
             .name("manager-listener".into())
-            .spawn(move || server.serve_listener(listener))
+            .spawn(move || server.serve_listener(&listener, max))
             .ok();
     }
     let mut done = server.shutdown.lock();
@@ -106,6 +127,8 @@ struct Server {
     /// Holds lent to proxies in transit: ticket -> (lender session, id).
     tickets: Mutex<HashMap<u64, (u64, ObjectId)>>,
     next_id: AtomicU64,
+    /// Remote connections being served now.
+    remote: Arc<AtomicUsize>,
     shutdown: Mutex<bool>,
     shutdown_cv: Condvar,
 }
@@ -120,6 +143,7 @@ impl Server {
             sessions: Mutex::new(HashMap::new()),
             tickets: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            remote: Arc::new(AtomicUsize::new(0)),
             shutdown: Mutex::new(false),
             shutdown_cv: Condvar::new(),
         }
@@ -145,7 +169,7 @@ impl Server {
                         continue;
                     };
                     conn.set_max_message_size(self.max_request);
-                    self.spawn_conn(Chan::Local(conn), None);
+                    self.spawn_conn(Chan::Local(conn));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => {
@@ -156,43 +180,52 @@ impl Server {
         }
     }
 
-    fn serve_listener(self: Arc<Self>, listener: Listener) {
-        let key: Arc<[u8]> = listener.authkey().into();
+    /// Serves other programs: the listener runs the handshakes beside each
+    /// other; each connection that passes gets a thread, up to `max`.
+    fn serve_listener(self: Arc<Self>, listener: &Listener, max: usize) {
         loop {
-            match listener.accept_unauthenticated() {
+            match listener.accept() {
                 Ok(conn) => {
+                    if self.remote.load(Ordering::Relaxed) >= max {
+                        // Over the limit: closed, and the client sees it.
+                        continue;
+                    }
                     conn.set_max_message_size(self.max_request);
-                    self.spawn_conn(Chan::Remote(conn), Some(key.clone()));
+                    if conn.set_send_timeout(Some(SEND_TIMEOUT)).is_err() {
+                        continue;
+                    }
+                    self.spawn_conn(Chan::Remote(conn));
                 }
-                // A connection reset before accept, or out of descriptors
-                // for a moment: keep serving.
-                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                // The socket itself failed: nobody else can come.
+                Err(_) => return,
             }
         }
     }
 
-    fn spawn_conn(self: &Arc<Self>, chan: Chan, key: Option<Arc<[u8]>>) {
+    fn spawn_conn(self: &Arc<Self>, chan: Chan) {
         let server = self.clone();
+        let remote = matches!(chan, Chan::Remote(_)).then(|| {
+            self.remote.fetch_add(1, Ordering::Relaxed);
+            RemoteSlot(self.remote.clone())
+        });
         let spawned = std::thread::Builder::new()
             .name("manager-conn".into())
             .spawn(move || {
-                if let (Chan::Remote(c), Some(key)) = (&chan, &key)
-                    && c.handshake_as_server(key).is_err()
-                {
-                    return;
-                }
+                let _slot = remote;
                 server.serve_conn(&chan);
             });
-        // Out of threads: the connection is dropped and the client sees it
-        // closed.
+        // Out of threads: the connection is dropped (with its slot) and
+        // the client sees it closed.
         drop(spawned);
     }
 
     fn serve_conn(&self, chan: &Chan) {
         let Ok(bytes) = chan.recv() else { return };
-        let Ok(Request::Hello { session }) = codec::decode::<Request>(&bytes) else {
+        let Ok(Request::Hello { session, heartbeat }) = codec::decode::<Request>(&bytes) else {
             return;
         };
+        // Only a remote client waits with a timeout for our replies.
+        let heartbeat = heartbeat.filter(|_| matches!(chan, Chan::Remote(_)));
         self.sessions.lock().entry(session).or_default().conns += 1;
         if self.reply(chan, &Ok(Reply::Len(self.uid))).is_ok() {
             while let Ok(bytes) = chan.recv() {
@@ -201,7 +234,7 @@ impl Server {
                     break;
                 };
                 let shutdown = matches!(request, Request::Shutdown);
-                let Some(result) = self.handle(session, request, chan) else {
+                let Some(result) = self.handle(session, request, chan, heartbeat) else {
                     continue;
                 };
                 let sent = self.reply(chan, &result);
@@ -261,7 +294,16 @@ impl Server {
         self.decref_all(gone);
     }
 
-    fn handle(&self, session: u64, request: Request, chan: &Chan) -> Option<WireResult> {
+    fn handle(
+        &self,
+        session: u64,
+        request: Request,
+        chan: &Chan,
+        heartbeat: Option<Duration>,
+    ) -> Option<WireResult> {
+        if let Err(e) = self.check_refs(session, &request) {
+            return Some(Err(e));
+        }
         Some(match request {
             Request::Hello { .. } => Err(WireError::Invalid("hello twice".into())),
             Request::Create { info, init } => self.create(session, info, init),
@@ -304,6 +346,8 @@ impl Server {
                             server: self,
                             session,
                             chan,
+                            beat: Cell::new(Instant::now()),
+                            heartbeat,
                         };
                         object.call(&cx, op)
                     }
@@ -334,6 +378,26 @@ impl Server {
             // Stopped by `serve_conn` once the reply is sent.
             Request::Shutdown => Ok(Reply::Unit),
         })
+    }
+
+    /// A value may name only objects its client holds: an id it does not
+    /// hold (another client's, or one not made yet) would let it give back
+    /// holds that are not its own.
+    fn check_refs(&self, session: u64, request: &Request) -> Result<(), WireError> {
+        let mut unheld = None;
+        let sessions = self.sessions.lock();
+        let refs = sessions.get(&session).map(|s| &s.refs);
+        request.for_each_ref(|id| {
+            if unheld.is_none() && !refs.is_some_and(|r| r.contains_key(&id)) {
+                unheld = Some(id);
+            }
+        });
+        match unheld {
+            Some(id) => Err(WireError::Invalid(format!(
+                "the value names managed object {id}, which this client does not hold"
+            ))),
+            None => Ok(()),
+        }
     }
 
     fn create(&self, session: u64, info: ObjectInfo, init: Init) -> WireResult {
@@ -515,14 +579,46 @@ fn gone_object(id: ObjectId) -> WireError {
     WireError::NotFound(format!("managed object {id}"))
 }
 
+/// Gives back a remote connection's place when its thread ends.
+struct RemoteSlot(Arc<AtomicUsize>);
+
+impl Drop for RemoteSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The context of one request.
 struct Cx<'a> {
     server: &'a Server,
     session: u64,
     chan: &'a Chan,
+    /// When the client last heard from us during this request.
+    beat: Cell<Instant>,
+    /// How often to tell it that the call is still waiting (none: a
+    /// local client, which has no timeout).
+    heartbeat: Option<Duration>,
 }
 
 impl Cx<'_> {
+    /// Whether the client is gone; a remote one is told, a few times per
+    /// span of its reply timeout, that its call is still waiting.
+    fn client_gone(&self) -> bool {
+        if self.chan.gone() {
+            return true;
+        }
+        if let Some(every) = self.heartbeat
+            && self.beat.get().elapsed() >= every
+        {
+            self.beat.set(Instant::now());
+            let Ok(bytes) = codec::encode(&WireResult::Ok(Reply::Waiting)) else {
+                return false;
+            };
+            return self.chan.send(&bytes).is_err();
+        }
+        false
+    }
+
     fn adopt(&self, s: Stored) -> Stored {
         self.server.adopt(s)
     }
@@ -641,7 +737,7 @@ impl Object {
             None => now + SLICE,
         };
         self.cv.wait_until(guard, until);
-        if MutexGuard::unlocked(guard, || cx.chan.gone()) {
+        if MutexGuard::unlocked(guard, || cx.client_gone()) {
             return Err(WireError::Closed);
         }
         Ok(true)
@@ -1259,4 +1355,99 @@ fn try_take(state: &mut State, who: Holder) -> bool {
 
 fn unsupported(info: &ObjectInfo) -> WireError {
     WireError::Invalid(format!("not an operation of a {:?}", info.kind))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use multiproc_channel::Pipe;
+
+    fn info(kind: Kind) -> ObjectInfo {
+        ObjectInfo {
+            kind,
+            type_name: "u8".into(),
+        }
+    }
+
+    impl Server {
+        fn handle_test(&self, session: u64, request: Request, chan: &Chan) -> Option<WireResult> {
+            self.handle(session, request, chan, None)
+        }
+    }
+
+    fn created(result: Option<WireResult>) -> ObjectId {
+        match result {
+            Some(Ok(Reply::Created(id))) => id,
+            other => panic!("expected Created, got {other:?}"),
+        }
+    }
+
+    /// A client that names an object it does not hold (here one not made
+    /// yet, whose id is easy to guess) cannot later give back a hold that
+    /// is not its own.
+    #[test]
+    fn a_client_cannot_release_what_it_does_not_hold() {
+        let server = Server::new(1, MAX_REQUEST);
+        let (chan, _other) = Pipe::new().unwrap();
+        let chan = Chan::Local(chan);
+        let (attacker, victim) = (10, 20);
+        for session in [attacker, victim] {
+            server.sessions.lock().entry(session).or_default().conns += 1;
+        }
+        let list = created(server.handle_test(
+            attacker,
+            Request::Create {
+                info: info(Kind::List),
+                init: Init::List(Vec::new()),
+            },
+            &chan,
+        ));
+        let guess = server.next_id.load(Ordering::Relaxed);
+        let forged = Stored {
+            bytes: Vec::new(),
+            refs: vec![guess],
+        };
+        match server.handle_test(attacker, Request::Call(list, Op::Push(forged)), &chan) {
+            Some(Err(WireError::Invalid(why))) => assert!(why.contains("does not hold"), "{why}"),
+            other => panic!("the forged value was taken: {other:?}"),
+        }
+        let theirs = created(server.handle_test(
+            victim,
+            Request::Create {
+                info: info(Kind::Event),
+                init: Init::Event,
+            },
+            &chan,
+        ));
+        assert_eq!(theirs, guess);
+        // The attacker empties its list and ends its session.
+        assert!(matches!(
+            server.handle_test(attacker, Request::Call(list, Op::Clear), &chan),
+            Some(Ok(_))
+        ));
+        server.end_conn(attacker);
+        assert!(matches!(
+            server.handle_test(victim, Request::Call(theirs, Op::EventIsSet), &chan),
+            Some(Ok(Reply::Bool(false)))
+        ));
+        // A value naming what its client does hold is taken as before.
+        let own = Stored {
+            bytes: Vec::new(),
+            refs: vec![theirs],
+        };
+        let vlist = created(server.handle_test(
+            victim,
+            Request::Create {
+                info: info(Kind::List),
+                init: Init::List(vec![own]),
+            },
+            &chan,
+        ));
+        assert!(matches!(
+            server.handle_test(victim, Request::Call(vlist, Op::Len), &chan),
+            Some(Ok(Reply::Len(1)))
+        ));
+    }
 }

@@ -76,6 +76,9 @@ pub(crate) enum Request {
     /// First on every connection: the client's session.
     Hello {
         session: u64,
+        /// How often a waiting call should say it is still waiting (a
+        /// remote client's reply timeout allows for a few such words).
+        heartbeat: Option<Duration>,
     },
     Create {
         info: ObjectInfo,
@@ -98,6 +101,35 @@ pub(crate) enum Request {
     /// How many objects the server holds.
     Count,
     Shutdown,
+}
+
+impl Request {
+    /// Calls `f` with each managed object the request's values name.
+    pub(crate) fn for_each_ref(&self, mut f: impl FnMut(ObjectId)) {
+        let mut each = |s: &Stored| s.refs.iter().copied().for_each(&mut f);
+        match self {
+            Request::Create { init, .. } => match init {
+                Init::List(items) => items.iter().for_each(&mut each),
+                Init::Dict(items) => items.iter().for_each(|(_, v)| each(v)),
+                Init::Value(v) => each(v),
+                _ => {}
+            },
+            Request::Call(_, op) => match op {
+                Op::Set(_, v)
+                | Op::Push(v)
+                | Op::Insert(_, v)
+                | Op::DictInsert(_, v)
+                | Op::DictSetDefault(_, v)
+                | Op::NsSet(_, v)
+                | Op::ValueSet(v)
+                | Op::Put(v, _) => each(v),
+                Op::Extend(items) | Op::SetRange(_, items) => items.iter().for_each(&mut each),
+                Op::DictUpdate(items) => items.iter().for_each(|(_, v)| each(v)),
+                _ => {}
+            },
+            _ => {}
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -223,6 +255,10 @@ pub(crate) enum Reply {
         broken: bool,
     },
     Bytes(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Not a reply: sent to a remote client, a few times per span of its
+    /// reply timeout, while its call waits (a queue's get), so that it can
+    /// tell a waiting server from a silent one.
+    Waiting,
 }
 
 /// Why a sort's order was refused (see [`WireError::Changed`]).

@@ -238,6 +238,17 @@ pub enum Error {
         /// The error's message.
         message: String,
     },
+
+    /// A Python peer sent an exception instead of a value (for example
+    /// `queue.Empty` or `KeyError('x')`): its class, as `module.Name`
+    /// (`_queue.Empty`, `builtins.KeyError`), and its arguments as text.
+    #[error("Python raised {class}: {message}")]
+    Python {
+        /// The exception's class, as `module.Name`.
+        class: String,
+        /// The exception's arguments, as Python's `str(exc)` shows them.
+        message: String,
+    },
 }
 
 /// " (killed by SIGKILL)" or " (exited with code 3)", for `WorkerDied`.

@@ -297,3 +297,74 @@ macro_rules! each_start_method {
         }
     };
 }
+
+/// A CPython interpreter of this machine: `python3` as found on `PATH`,
+/// or one that pyenv has, chosen by `PYENV_VERSION`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Python {
+    /// The `PYENV_VERSION` that selects it (`None`: the default `python3`).
+    pub pyenv_version: Option<String>,
+    /// Its version, as `sys.version_info` gives it: `"3.11.7"`.
+    pub version: String,
+}
+
+impl Python {
+    /// A `python3` command that runs this interpreter.
+    pub fn command(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new("python3");
+        if let Some(v) = &self.pyenv_version {
+            cmd.env("PYENV_VERSION", v);
+        }
+        cmd
+    }
+}
+
+/// Every distinct CPython 3.x on this machine: the default `python3`, and
+/// each 3.x version pyenv has. Empty when there is none, after a line on
+/// stderr saying so, so that a test can skip and tell why.
+pub fn cpythons() -> Vec<Python> {
+    fn version_of(pyenv_version: Option<&str>) -> Option<String> {
+        let mut cmd = std::process::Command::new("python3");
+        if let Some(v) = pyenv_version {
+            cmd.env("PYENV_VERSION", v);
+        }
+        let child = cmd
+            .args(["-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let out = output_within(child, Duration::from_secs(30));
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+    let mut found: Vec<Python> = Vec::new();
+    let mut add = |pyenv_version: Option<String>| {
+        if let Some(version) = version_of(pyenv_version.as_deref())
+            && !found.iter().any(|p| p.version == version)
+        {
+            found.push(Python {
+                pyenv_version,
+                version,
+            });
+        }
+    };
+    add(None);
+    let pyenv = std::process::Command::new("pyenv")
+        .args(["versions", "--bare"])
+        .stderr(std::process::Stdio::null())
+        .output();
+    if let Ok(out) = pyenv {
+        for v in String::from_utf8_lossy(&out.stdout).lines() {
+            let v = v.trim();
+            if v.starts_with("3.") && v.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+                add(Some(v.to_string()));
+            }
+        }
+    }
+    if found.is_empty() {
+        eprintln!("no CPython found (neither python3 nor pyenv): skipping the CPython checks");
+    }
+    found
+}

@@ -85,11 +85,13 @@ pub use multiproc_pool::{
 };
 
 /// Connections between programs over TCP or a Unix socket, authenticated
-/// with a shared key. Python: `multiprocessing.connection`.
+/// with a shared key, on CPython's wire: either end may be a Python
+/// program. Python: `multiprocessing.connection`.
 pub mod connection {
     #[doc(inline)]
     pub use multiproc_manager::{
-        Address, Client, DEFAULT_MAX_SOCKET_MESSAGE, Listener, SocketConnection,
+        Address, Client, ClientOptions, DEFAULT_MAX_SOCKET_MESSAGE, Listener, ListenerOptions,
+        SocketConnection,
     };
 }
 

@@ -111,7 +111,7 @@ pub use value::{ArrayProxy, ValueProxy};
 
 impl ProxyRef {
     fn put<T: Serialize + ?Sized>(&self, value: &T) -> Result<Stored> {
-        store(self.conn.uid, value)
+        store(&self.conn, value)
     }
 
     fn get<T: DeserializeOwned>(&self, s: Stored) -> Result<T> {
