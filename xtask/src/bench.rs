@@ -256,6 +256,14 @@ const CASES: &[Case] = &[
         goal: "(no CPython case; CPython's manager always uses a socket)",
         rival: None,
     },
+    Case {
+        criterion: "wire/rtt_with_cpython_listener",
+        python: Some("wire_tcp_rtt_us"),
+        metric: Metric::Micros,
+        what: "TCP round trip of 16 bytes, our Client to a CPython Listener (CPython: a CPython Client to the same)",
+        goal: "(interop: no slower than CPython to CPython)",
+        rival: Some(("our Client to our Listener", "wire/rtt_rust_to_rust")),
+    },
 ];
 
 pub(crate) fn run(root: &Path, extra: &[String]) -> bool {
@@ -337,7 +345,11 @@ fn value(root: &Path, metric: Metric, id: &str) -> Option<f64> {
 
 /// Cases of `benches/python_extra.py`: work the shared baseline has no
 /// case for, measured the same way.
-const EXTRA_PYTHON: &[&str] = &["pool_apply_async_rtt_us", "pool_apply_1GiB_bytes_ms"];
+const EXTRA_PYTHON: &[&str] = &[
+    "pool_apply_async_rtt_us",
+    "pool_apply_1GiB_bytes_ms",
+    "wire_tcp_rtt_us",
+];
 
 fn baseline_script(root: &Path) -> PathBuf {
     root.join("../shared/bench/python_baseline.py")
