@@ -156,9 +156,12 @@ impl SocketConnection {
     }
 
     /// This connection, with `send`/`recv` carrying pickles: what a Python
-    /// peer's `Connection.send`/`recv` use. Plain data maps both ways
-    /// (None, bool, int, float, str, bytes, list, tuple, dict, set); a
-    /// Python exception received is [`Error::Python`] with its class.
+    /// peer's `Connection.send`/`recv` use. Plain data maps both ways:
+    /// None, bool, 64-bit ints, float, str, bytes (as
+    /// `serde_bytes::ByteBuf`), lists, tuples, dicts (maps and structs);
+    /// a Python set reads into any sequence. A Python exception received
+    /// is [`Error::Python`] with its class; any other class instance is
+    /// refused, never executed.
     #[must_use]
     pub fn with_pickle(mut self) -> SocketConnection {
         self.pickle = true;
