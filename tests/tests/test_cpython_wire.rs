@@ -233,6 +233,12 @@ fn a_wrong_key_is_refused_each_way() {
             listener.accept_timeout(Duration::from_millis(100)),
             Err(mp::Error::Timeout)
         ));
+        assert_eq!(
+            listener.refused(),
+            1,
+            "CPython {}: the peer was not counted",
+            python.version
+        );
         // Our client with the wrong key to a CPython listener.
         let mut child = peer(&python, "server", "127.0.0.1:0", "right");
         let mut out = BufReader::new(child.stdout.take().unwrap());

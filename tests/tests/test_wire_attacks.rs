@@ -272,6 +272,18 @@ fn served(options: ListenerOptions) -> mp::Manager {
         .unwrap()
 }
 
+/// The resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 fn manager_serves_within_a_second(address: &Address) {
     let address = address.clone();
     let took = within(LIMIT, move || {
@@ -293,7 +305,7 @@ fn a_served_manager_survives_every_attack_and_returns_to_its_baseline() {
     let address = m.address().unwrap().clone();
     let pid = m.pid().unwrap();
     manager_serves_within_a_second(&address);
-    let (threads, fds) = (threads_of(pid), fds_of(pid));
+    let (threads, fds, rss) = (threads_of(pid), fds_of(pid), rss_kib(pid));
 
     // Silent connections and drips, all at once.
     let mut silent: Vec<TcpStream> = (0..200)
@@ -336,7 +348,68 @@ fn a_served_manager_survives_every_attack_and_returns_to_its_baseline() {
         threads_of(pid),
         fds_of(pid)
     );
+    // Thread stacks and buffers are given back (allocator caches aside).
+    assert!(
+        rss_kib(pid) < rss + 16 * 1024,
+        "server memory {rss} KiB -> {} KiB",
+        rss_kib(pid)
+    );
     manager_serves_within_a_second(&address);
+}
+
+#[test]
+fn a_served_manager_serves_at_most_max_connections() {
+    let m = mp::Manager::builder()
+        .serve_on("127.0.0.1:0".parse().unwrap(), KEY)
+        .max_connections(4)
+        .start()
+        .unwrap();
+    let address = m.address().unwrap().clone();
+    // Each remote session holds two connections once it has made a call:
+    // one that keeps the session, one for calls.
+    let a = mp::Manager::connect(&address, KEY).unwrap();
+    let la = a.list([1u8]).unwrap();
+    let b = mp::Manager::connect(&address, KEY).unwrap();
+    let lb = b.list([2u8]).unwrap();
+    // The fifth passes the handshake and is closed at once.
+    assert!(matches!(
+        mp::Manager::connect(&address, KEY),
+        Err(mp::Error::Closed | mp::Error::Io(_))
+    ));
+    assert_eq!(
+        (la.to_vec().unwrap(), lb.to_vec().unwrap()),
+        (vec![1], vec![2])
+    );
+    drop((la, lb, a, b));
+    // Their places are given back.
+    assert!(wait_until(Duration::from_secs(5), || mp::Manager::connect(
+        &address, KEY
+    )
+    .is_ok()));
+}
+
+#[test]
+fn a_remote_client_can_raise_its_message_limit() {
+    let m = mp::Manager::builder()
+        .serve_on("127.0.0.1:0".parse().unwrap(), KEY)
+        .start()
+        .unwrap();
+    let address = m.address().unwrap().clone();
+    let big = serde_bytes::ByteBuf::from(vec![7u8; 70 << 20]);
+    // With the default limit (64 MiB) it can store the value but its
+    // reply is refused, and says why.
+    let small = mp::Manager::connect(&address, KEY).unwrap();
+    let l = small.list([big.clone()]).unwrap();
+    assert!(matches!(
+        l.get(0),
+        Err(mp::Error::MessageTooLarge { max, .. }) if max == mp::connection::DEFAULT_MAX_SOCKET_MESSAGE
+    ));
+    small.publish("big", &l).unwrap();
+    // A client that asked for more reads it back.
+    let options = ClientOptions::new().max_message_size(128 << 20);
+    let large = mp::Manager::connect_with(&address, KEY, &options).unwrap();
+    let l: mp::ListProxy<serde_bytes::ByteBuf> = large.lookup("big").unwrap();
+    assert_eq!(l.get(0).unwrap(), big);
 }
 
 #[test]
@@ -465,4 +538,46 @@ fn unix_socket_files_are_made_for_their_owner_only() {
     assert_eq!(mode, 0o660);
     drop(l);
     assert!(!path.exists());
+}
+
+// --- Keys stay where they were given. ---
+
+const DISTINCT_KEY: &[u8] = b"a key no proxy may carry 7f3a";
+
+fn receive_remote_proxy(conn: mp::Connection, address: String, connect_first: bool) -> String {
+    let _m = connect_first
+        .then(|| mp::Manager::connect(&address.parse().unwrap(), DISTINCT_KEY).unwrap());
+    match conn.recv_timeout::<mp::ListProxy<u32>>(LIMIT) {
+        Ok(l) => format!("len {}", l.len().unwrap()),
+        Err(e) => format!("err {e}"),
+    }
+}
+
+#[test]
+fn a_remote_proxy_carries_no_key() {
+    let m = mp::Manager::builder()
+        .serve_on("127.0.0.1:0".parse().unwrap(), DISTINCT_KEY)
+        .start()
+        .unwrap();
+    let address = m.address().unwrap().clone();
+    let remote = mp::Manager::connect(&address, DISTINCT_KEY).unwrap();
+    let l = remote.list([1u32, 2, 3]).unwrap();
+    let bytes = mp::codec::encode(&l).unwrap();
+    assert!(
+        !bytes.windows(DISTINCT_KEY.len()).any(|w| w == DISTINCT_KEY),
+        "the encoded proxy holds the key"
+    );
+    for (connect_first, want) in [(false, "Manager::connect"), (true, "len 3")] {
+        let (ours, theirs) = mp::Pipe::new().unwrap();
+        let mut p = mp::Process::new(
+            receive_remote_proxy,
+            (theirs, address.to_string(), connect_first),
+        );
+        p.start().unwrap();
+        ours.send(&l).unwrap();
+        p.join_timeout(LIMIT).unwrap();
+        let got = p.take_result().unwrap();
+        assert!(got.contains(want), "connect first: {connect_first}: {got}");
+    }
+    assert_eq!(l.len().unwrap(), 3);
 }

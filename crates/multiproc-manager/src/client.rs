@@ -58,6 +58,11 @@ pub(crate) struct ClientConn {
     session: u64,
     pid: u32,
     idle: Mutex<Vec<Chan>>,
+    /// A remote session's first connection, never used for calls: the
+    /// server ends a session with its last connection, and a call's
+    /// connection is dropped when the call fails (a reply timeout, a reply
+    /// over the limit), which must not free every object the session holds.
+    _anchor: Option<Chan>,
 }
 
 /// The sessions of this process (and, after a fork, stale ones of the
@@ -94,6 +99,7 @@ impl ClientConn {
             session: random_u64()?,
             pid,
             idle: Mutex::new(Vec::new()),
+            _anchor: None,
         });
         // Open one connection now: a dead manager shows here, not later.
         let chan = conn.open()?;
@@ -132,7 +138,8 @@ impl ClientConn {
             route,
             session,
             pid: std::process::id(),
-            idle: Mutex::new(vec![chan]),
+            idle: Mutex::new(Vec::new()),
+            _anchor: Some(chan),
         });
         CONNS.lock().push(Arc::downgrade(&conn));
         Ok(conn)

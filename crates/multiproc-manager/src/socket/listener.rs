@@ -92,6 +92,9 @@ struct HubState {
     stopped: bool,
     /// The socket failed for good.
     failure: Option<io::ErrorKind>,
+    /// Peers dropped: failed or timed-out handshakes, and connections
+    /// beyond the cap.
+    refused: u64,
 }
 
 #[derive(Debug)]
@@ -294,11 +297,13 @@ impl Listener {
         }
     }
 
-    /// How many connections are in the handshake now (for tests of the
-    /// limits).
-    #[doc(hidden)]
-    pub fn pending_handshakes(&self) -> usize {
-        self.hub.state.lock().pending
+    /// How many peers this listener has dropped so far: those that did
+    /// not know the key, did not finish the handshake in time, sent
+    /// something else, or came when `max_pending_handshakes` were pending.
+    /// Python's `accept` raises `AuthenticationError` for the first kind
+    /// instead; ours goes on, and counts.
+    pub fn refused(&self) -> u64 {
+        self.hub.state.lock().refused
     }
 }
 
@@ -406,6 +411,7 @@ fn admit(stream: Stream, hub: &Arc<Hub>, key: &Arc<[u8]>, options: &ListenerOpti
         let mut state = hub.state.lock();
         if state.pending + state.queue.len() >= options.max_pending {
             // Dropping the stream closes it.
+            state.refused += 1;
             return;
         }
         state.pending += 1;
@@ -419,14 +425,18 @@ fn admit(stream: Stream, hub: &Arc<Hub>, key: &Arc<[u8]>, options: &ListenerOpti
             let passed = conn.handshake_as_server(&key, timeout).is_ok();
             let mut state = hub2.state.lock();
             state.pending -= 1;
-            if passed && !state.stopped {
+            if !passed {
+                state.refused += 1;
+            } else if !state.stopped {
                 state.queue.push_back(conn);
                 hub2.ready.notify_one();
             }
         });
     if spawned.is_err() {
         // Out of threads: this connection is dropped (closed).
-        hub.state.lock().pending -= 1;
+        let mut state = hub.state.lock();
+        state.pending -= 1;
+        state.refused += 1;
     }
 }
 
