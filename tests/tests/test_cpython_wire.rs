@@ -141,11 +141,7 @@ fn peer(python: &Python, role: &str, address: &str, key: &str) -> Child {
 }
 
 /// The peer's last line, after it ended successfully.
-fn finish(
-    python: &Python,
-    child: Child,
-    earlier: Option<BufReader<std::process::ChildStdout>>,
-) -> String {
+fn finish(python: &Python, child: Child, earlier: Option<PeerOut>) -> String {
     let mut child = child;
     let rest = earlier.or_else(|| child.stdout.take().map(BufReader::new));
     let out = output_within(child, LIMIT);
@@ -160,6 +156,36 @@ fn finish(
         String::from_utf8_lossy(&out.stderr)
     );
     text.lines().last().unwrap_or("").to_string()
+}
+
+type PeerOut = BufReader<std::process::ChildStdout>;
+
+/// Starts a CPython listener at `named`, and reads the address it bound.
+fn python_listener(python: &Python, named: &str, key: &str) -> (Child, PeerOut, Address) {
+    let mut child = peer(python, "server", named, key);
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let (line, out) = within(LIMIT, move || {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        (line, out)
+    });
+    (child, out, parse_peer_address(line.trim()))
+}
+
+/// Runs our half of the exchange, then waits for the peer: a failure on
+/// the Python side shows with its stderr, before ours.
+fn exchange_with(
+    python: &Python,
+    child: Child,
+    out: Option<PeerOut>,
+    conn: SocketConnection,
+) -> String {
+    let ours = std::panic::catch_unwind(move || exchange(conn));
+    let last = finish(python, child, out);
+    if let Err(e) = ours {
+        std::panic::resume_unwind(e);
+    }
+    last
 }
 
 fn address_for_python(listener: &Listener, given: &str) -> String {
@@ -181,12 +207,7 @@ fn a_rust_listener_serves_cpython_clients() {
                 "wire key",
             );
             let conn = within(LIMIT, move || listener.accept_timeout(LIMIT).unwrap());
-            let ours = std::panic::catch_unwind(move || exchange(conn));
-            // A failure on the Python side shows here, with its stderr.
-            let last = finish(&python, child, None);
-            if let Err(e) = ours {
-                std::panic::resume_unwind(e);
-            }
+            let last = exchange_with(&python, child, None, conn);
             assert_eq!(last, "ok", "CPython {} client at {named}", python.version);
         }
     }
@@ -196,20 +217,9 @@ fn a_rust_listener_serves_cpython_clients() {
 fn a_rust_client_talks_to_cpython_listeners() {
     for python in cpythons() {
         for (_, named) in addresses("client") {
-            let mut child = peer(&python, "server", &named, "wire key");
-            let mut out = BufReader::new(child.stdout.take().unwrap());
-            let (line, out) = within(LIMIT, move || {
-                let mut line = String::new();
-                out.read_line(&mut line).unwrap();
-                (line, out)
-            });
-            let address = parse_peer_address(line.trim());
+            let (child, out, address) = python_listener(&python, &named, "wire key");
             let conn = Client::connect(&address, b"wire key").unwrap();
-            let ours = std::panic::catch_unwind(move || exchange(conn));
-            let last = finish(&python, child, Some(out));
-            if let Err(e) = ours {
-                std::panic::resume_unwind(e);
-            }
+            let last = exchange_with(&python, child, Some(out), conn);
             assert_eq!(last, "ok", "CPython {} listener at {named}", python.version);
         }
     }
@@ -240,14 +250,7 @@ fn a_wrong_key_is_refused_each_way() {
             python.version
         );
         // Our client with the wrong key to a CPython listener.
-        let mut child = peer(&python, "server", "127.0.0.1:0", "right");
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let (line, out) = within(LIMIT, move || {
-            let mut line = String::new();
-            out.read_line(&mut line).unwrap();
-            (line, out)
-        });
-        let address = parse_peer_address(line.trim());
+        let (child, out, address) = python_listener(&python, "127.0.0.1:0", "right");
         match Client::connect(&address, b"wrong") {
             Err(mp::Error::Auth(_)) => {}
             other => panic!("CPython {}: expected Auth, got {other:?}", python.version),

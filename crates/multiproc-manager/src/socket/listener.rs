@@ -184,15 +184,31 @@ impl Listener {
                 (Socket::Unix(l), address.clone(), file)
             }
         };
-        Ok(Listener {
+        Ok(Listener::new(
+            socket,
+            address,
+            authkey.into(),
+            options,
+            unlink,
+        ))
+    }
+
+    fn new(
+        socket: Socket,
+        address: Address,
+        authkey: Arc<[u8]>,
+        options: ListenerOptions,
+        unlink: Option<PathBuf>,
+    ) -> Listener {
+        Listener {
             socket: Arc::new(socket),
             address,
-            authkey: authkey.into(),
+            authkey,
             options,
             hub: Arc::default(),
             acceptor: Mutex::new(None),
             unlink,
-        })
+        }
     }
 
     /// The address this listener is bound to. Python: `Listener.address`.
@@ -286,15 +302,7 @@ impl Listener {
             ListenerFd::Tcp(fd) => Socket::Tcp(TcpListener::from(fd)),
             ListenerFd::Unix(fd) => Socket::Unix(UnixListener::from(fd)),
         };
-        Listener {
-            socket: Arc::new(socket),
-            address,
-            authkey: authkey.into(),
-            options,
-            hub: Arc::default(),
-            acceptor: Mutex::new(None),
-            unlink: None,
-        }
+        Listener::new(socket, address, authkey.into(), options, None)
     }
 
     /// How many peers this listener has dropped so far: those that did
