@@ -20,7 +20,7 @@ const KEY: &[u8] = b"bench";
 
 fn rtt(c: &mut Criterion, name: &str, conn: &SocketConnection) {
     let msg = [b'x'; 16];
-    c.bench_function(name, |bench| {
+    c.benchmark_group("wire").bench_function(name, |bench| {
         bench.iter_custom(|iters| {
             let t = Instant::now();
             for _ in 0..iters {
@@ -49,7 +49,7 @@ fn with_python_peer(c: &mut Criterion) {
     let port: u16 = port.trim().parse().expect("a port");
     let conn = Client::connect(&Address::tcp("127.0.0.1", port).expect("address"), KEY)
         .expect("connect to CPython");
-    rtt(c, "wire/rtt_with_cpython_listener", &conn);
+    rtt(c, "rtt_with_cpython_listener", &conn);
     drop(conn);
     server.wait().expect("the echo server ends");
 }
@@ -66,7 +66,7 @@ fn rust_to_rust(c: &mut Criterion) {
         }
     });
     let conn = Client::connect(&address, KEY).expect("connect");
-    rtt(c, "wire/rtt_rust_to_rust", &conn);
+    rtt(c, "rtt_rust_to_rust", &conn);
     conn.close();
     echo.join().expect("echo thread");
 }
