@@ -1105,3 +1105,19 @@ multiproc_testkit::each_start_method!(
     a_manager_served_on_a_unix_socket,
     list_slices_sort_and_dict_popitem,
 );
+
+/// A proxy dropped while every connection of its session is busy (a thread
+/// waits in a call on each) still gives its hold back.
+#[test]
+fn a_proxy_dropped_while_all_connections_wait_is_freed() {
+    let m = mp::Manager::start().unwrap();
+    let q = m.queue::<u8>().unwrap();
+    let l = m.list([1u8, 2, 3]).unwrap();
+    let before = m.number_of_objects().unwrap();
+    let waiter = std::thread::spawn(move || q.get_timeout(Duration::from_secs(3)));
+    // Let the waiter take the one idle connection.
+    std::thread::sleep(Duration::from_millis(300));
+    drop(l);
+    assert_eq!(m.number_of_objects().unwrap(), before - 1);
+    assert!(waiter.join().unwrap().is_err());
+}

@@ -581,3 +581,70 @@ fn a_remote_proxy_carries_no_key() {
     }
     assert_eq!(l.len().unwrap(), 3);
 }
+
+// --- Signals and fork. ---
+
+fn sleep_ms(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+#[test]
+fn a_child_made_by_fork_does_not_hold_up_the_listeners_drop() {
+    let listener = Listener::bind(&"127.0.0.1:0".parse().unwrap(), KEY).unwrap();
+    // Starts the acceptor thread.
+    assert!(listener.accept_timeout(Duration::from_millis(10)).is_err());
+    let mut p = mp::Process::builder(sleep_ms, (3000u64,))
+        .start_method(mp::StartMethod::Fork)
+        .build();
+    p.start().unwrap();
+    let t = Instant::now();
+    drop(listener);
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "drop waited {:?}",
+        t.elapsed()
+    );
+    p.join_timeout(LIMIT).unwrap();
+}
+
+extern "C" fn ignore_signal(_: libc::c_int) {}
+
+#[test]
+fn a_signal_is_not_a_timeout() {
+    // SAFETY: the handler does nothing, so it is async-signal-safe; the
+    // sigaction struct is zeroed and then filled as the call expects.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = ignore_signal as *const () as libc::sighandler_t;
+        // No SA_RESTART: the signal interrupts poll with EINTR.
+        assert_eq!(
+            libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()),
+            0
+        );
+    }
+    let listener = Listener::bind(&"127.0.0.1:0".parse().unwrap(), KEY).unwrap();
+    let address = listener.address().clone();
+    let server = std::thread::spawn(move || {
+        let conn = listener.accept_timeout(LIMIT).unwrap();
+        sleep_ms(400);
+        conn.send_bytes(b"late").unwrap();
+        sleep_ms(200);
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    let client = std::thread::spawn(move || {
+        // SAFETY: pthread_self has no preconditions.
+        tx.send(unsafe { libc::pthread_self() }).unwrap();
+        let c = Client::connect(&address, KEY).unwrap();
+        c.recv_bytes_timeout(Duration::from_secs(5))
+    });
+    let target = rx.recv().unwrap();
+    let start = Instant::now();
+    while !client.is_finished() && start.elapsed() < Duration::from_secs(10) {
+        // SAFETY: the thread is joinable and joined only below, so its id
+        // stays valid even after it returns.
+        unsafe { libc::pthread_kill(target, libc::SIGUSR1) };
+        sleep_ms(5);
+    }
+    assert_eq!(client.join().unwrap().unwrap(), b"late");
+    server.join().unwrap();
+}

@@ -58,11 +58,14 @@ pub(crate) struct ClientConn {
     session: u64,
     pid: u32,
     idle: Mutex<Vec<Chan>>,
+    /// Holds to give back, kept when no connection was free to say so (a
+    /// thread waits in a call on each): sent before the next request.
+    decrefs: Mutex<Vec<ObjectId>>,
     /// A remote session's first connection, never used for calls: the
     /// server ends a session with its last connection, and a call's
     /// connection is dropped when the call fails (a reply timeout, a reply
     /// over the limit), which must not free every object the session holds.
-    _anchor: Option<Chan>,
+    anchor: Option<Chan>,
 }
 
 /// The sessions of this process (and, after a fork, stale ones of the
@@ -99,7 +102,8 @@ impl ClientConn {
             session: random_u64()?,
             pid,
             idle: Mutex::new(Vec::new()),
-            _anchor: None,
+            decrefs: Mutex::new(Vec::new()),
+            anchor: None,
         });
         // Open one connection now: a dead manager shows here, not later.
         let chan = conn.open()?;
@@ -124,7 +128,7 @@ impl ClientConn {
         authkey: &[u8],
         options: &ClientOptions,
     ) -> Result<Arc<ClientConn>> {
-        let sock = SocketConnection::connect_with(address, authkey, options)?;
+        let sock = remote_socket(address, authkey, options)?;
         let session = random_u64()?;
         let chan = Chan::Remote(sock);
         let uid = hello(&chan, session, options.reply_timeout)?;
@@ -139,7 +143,8 @@ impl ClientConn {
             session,
             pid: std::process::id(),
             idle: Mutex::new(Vec::new()),
-            _anchor: Some(chan),
+            decrefs: Mutex::new(Vec::new()),
+            anchor: Some(chan),
         });
         CONNS.lock().push(Arc::downgrade(&conn));
         Ok(conn)
@@ -164,7 +169,7 @@ impl ClientConn {
                 address,
                 authkey,
                 options,
-            } => Chan::Remote(SocketConnection::connect_with(address, authkey, options)?),
+            } => Chan::Remote(remote_socket(address, authkey, options)?),
         };
         hello(&chan, self.session, self.reply_timeout())?;
         Ok(chan)
@@ -198,6 +203,7 @@ impl ClientConn {
             Some(chan) => chan,
             None => self.open()?,
         };
+        self.flush_decrefs(&chan)?;
         // On failure the connection is dropped rather than pooled: it may
         // hold half an exchange.
         let reply = exchange(&chan, &bytes, self.reply_timeout())?;
@@ -205,22 +211,64 @@ impl ClientConn {
         reply.map_err(Error::from)
     }
 
-    /// Sends a request that has no reply; failures are ignored (the
-    /// manager is gone, and with it what the request was about).
-    fn tell(&self, request: &Request) {
+    /// Gives back a hold; failures are ignored (the manager is gone, and
+    /// with it what the hold was on). With no connection free, it waits
+    /// for the next request.
+    fn decref(&self, id: ObjectId) {
         if self.pid != std::process::id() {
             return;
         }
-        let Ok(bytes) = codec::encode(request) else {
-            return;
-        };
         let idle = self.idle.lock().pop();
-        if let Some(chan) = idle
-            && chan.send(&bytes).is_ok()
-        {
-            self.idle.lock().push(chan);
+        match idle {
+            Some(chan) => {
+                self.decrefs.lock().push(id);
+                if self.flush_decrefs(&chan).is_ok() {
+                    self.idle.lock().push(chan);
+                }
+            }
+            None => self.decrefs.lock().push(id),
         }
     }
+
+    /// Sends the holds waiting to be given back (they have no reply).
+    fn flush_decrefs(&self, chan: &Chan) -> Result<()> {
+        let ids = std::mem::take(&mut *self.decrefs.lock());
+        for id in ids {
+            chan.send(&codec::encode(&Request::Decref(id))?)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ClientConn {
+    fn drop(&mut self) {
+        if self.pid != std::process::id() {
+            return;
+        }
+        // Shut the sockets down, not only closed: a child made by fork may
+        // hold copies, and the server ends the session only when every
+        // connection of it hangs up.
+        let idle = std::mem::take(&mut *self.idle.lock());
+        for chan in idle.iter().chain(self.anchor.iter()) {
+            if let Chan::Remote(c) = chan {
+                c.close();
+            }
+        }
+    }
+}
+
+/// A connection to a served manager. Its sends are bounded by the reply
+/// timeout too: a server that stopped reading fails a large request.
+fn remote_socket(
+    address: &Address,
+    authkey: &[u8],
+    options: &ClientOptions,
+) -> Result<SocketConnection> {
+    let sock = SocketConnection::connect_with(address, authkey, options)?;
+    if multiproc_process::deadline(options.reply_timeout).is_some() {
+        sock.set_send_timeout(Some(options.reply_timeout))?;
+    }
+    Ok(sock)
 }
 
 /// Sends a request and reads its reply, skipping the server's word that it
@@ -262,7 +310,7 @@ impl ProxyRef {
 
 impl Drop for ProxyRef {
     fn drop(&mut self) {
-        self.conn.tell(&Request::Decref(self.id));
+        self.conn.decref(self.id);
     }
 }
 
@@ -273,18 +321,18 @@ impl fmt::Debug for ProxyRef {
 }
 
 thread_local! {
-    /// While a value for session `session` is encoded: the ids of its
-    /// proxies (those the session holds; a proxy of another session, even
-    /// of the same manager, travels as a token to claim).
+    /// While a value for manager `uid` is encoded: the ids of its proxies
+    /// (of any session of this process with that manager; the server
+    /// counts a hold for each while the value is stored).
     static STORING: RefCell<Option<(u64, Vec<ObjectId>)>> = const { RefCell::new(None) };
     /// While a reply of this session is decoded: proxies named `Same` are
     /// already counted for it.
     static READING: RefCell<Option<Arc<ClientConn>>> = const { RefCell::new(None) };
 }
 
-/// Encodes a value to store through `conn`'s session.
+/// Encodes a value to store into `conn`'s manager.
 pub(crate) fn store<T: Serialize + ?Sized>(conn: &ClientConn, value: &T) -> Result<Stored> {
-    let outer = STORING.with(|s| s.borrow_mut().replace((conn.session, Vec::new())));
+    let outer = STORING.with(|s| s.borrow_mut().replace((conn.uid, Vec::new())));
     let bytes = codec::encode(value);
     let refs = STORING.with(|s| std::mem::replace(&mut *s.borrow_mut(), outer));
     Ok(Stored {
@@ -350,7 +398,7 @@ enum TokenRef<'a> {
 impl Serialize for ProxyRef {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         let same = STORING.with(|st| match &mut *st.borrow_mut() {
-            Some((session, refs)) if *session == self.conn.session => {
+            Some((uid, refs)) if *uid == self.conn.uid => {
                 refs.push(self.id);
                 true
             }

@@ -196,8 +196,9 @@ impl Server {
                     }
                     self.spawn_conn(Chan::Remote(conn));
                 }
-                // The socket itself failed: nobody else can come.
-                Err(_) => return,
+                // The socket failed, or a thread could not be made: try
+                // again later rather than stop serving other programs.
+                Err(_) => std::thread::sleep(Duration::from_secs(1)),
             }
         }
     }
@@ -234,6 +235,12 @@ impl Server {
                     break;
                 };
                 let shutdown = matches!(request, Request::Shutdown);
+                let took = match &request {
+                    Request::Call(id, Op::Acquire(who, _) | Op::CondWait(who, _)) => {
+                        Some((*id, *who))
+                    }
+                    _ => None,
+                };
                 let Some(result) = self.handle(session, request, chan, heartbeat) else {
                     continue;
                 };
@@ -243,6 +250,13 @@ impl Server {
                     self.stop();
                 }
                 if sent.is_err() {
+                    // The client gave up on this call (its reply timeout)
+                    // or is gone: a lock it took here it never learned of,
+                    // and its session may live on.
+                    if let (Some((id, who)), Ok(_)) = (took, &result) {
+                        let _ =
+                            self.handle(session, Request::Call(id, Op::Release(who)), chan, None);
+                    }
                     break;
                 }
             }
@@ -301,7 +315,7 @@ impl Server {
         chan: &Chan,
         heartbeat: Option<Duration>,
     ) -> Option<WireResult> {
-        if let Err(e) = self.check_refs(session, &request) {
+        if let Err(e) = self.check_refs(&request) {
             return Some(Err(e));
         }
         Some(match request {
@@ -311,7 +325,11 @@ impl Server {
                 if !self.incref(id) {
                     return Some(Err(gone_object(id)));
                 }
-                let ticket = self.next_id.fetch_add(1, Ordering::Relaxed);
+                // Unguessable: a ticket stands for a hold, and another
+                // client that named it could take the hold or give it back.
+                let Ok(ticket) = random_ticket() else {
+                    return Some(Err(WireError::Invalid("no randomness for a ticket".into())));
+                };
                 self.tickets.lock().insert(ticket, (session, id));
                 Ok(Reply::Len(ticket))
             }
@@ -380,21 +398,22 @@ impl Server {
         })
     }
 
-    /// A value may name only objects its client holds: an id it does not
-    /// hold (another client's, or one not made yet) would let it give back
-    /// holds that are not its own.
-    fn check_refs(&self, session: u64, request: &Request) -> Result<(), WireError> {
-        let mut unheld = None;
-        let sessions = self.sessions.lock();
-        let refs = sessions.get(&session).map(|s| &s.refs);
+    /// A value may name only objects that exist. The server counts a hold
+    /// for each one a container takes and gives it back when the value
+    /// leaves; an id that does not exist yet (ids are sequential, so easy
+    /// to guess) would be given back without having been taken, and free
+    /// whatever object later gets that id.
+    fn check_refs(&self, request: &Request) -> Result<(), WireError> {
+        let mut missing = None;
+        let objects = self.objects.lock();
         request.for_each_ref(|id| {
-            if unheld.is_none() && !refs.is_some_and(|r| r.contains_key(&id)) {
-                unheld = Some(id);
+            if missing.is_none() && !objects.contains_key(&id) {
+                missing = Some(id);
             }
         });
-        match unheld {
+        match missing {
             Some(id) => Err(WireError::Invalid(format!(
-                "the value names managed object {id}, which this client does not hold"
+                "the value names managed object {id}, which does not exist"
             ))),
             None => Ok(()),
         }
@@ -544,13 +563,17 @@ impl Server {
     }
 
     /// Takes a value into a container: its proxies now hold their objects.
-    fn adopt(&self, stored: Stored) -> Stored {
+    /// An object gone meanwhile is dropped from its refs, so that what the
+    /// value gives back later is exactly what it took.
+    fn adopt(&self, mut stored: Stored) -> Stored {
         let mut objects = self.objects.lock();
-        for id in &stored.refs {
-            if let Some(slot) = objects.get_mut(id) {
+        stored.refs.retain(|id| match objects.get_mut(id) {
+            Some(slot) => {
                 slot.count += 1;
+                true
             }
-        }
+            None => false,
+        });
         stored
     }
 
@@ -573,6 +596,12 @@ impl Server {
         }
         stored.clone()
     }
+}
+
+fn random_ticket() -> std::result::Result<u64, getrandom::Error> {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b)?;
+    Ok(u64::from_le_bytes(b))
 }
 
 fn gone_object(id: ObjectId) -> WireError {
@@ -731,10 +760,14 @@ impl Object {
         deadline: Option<Instant>,
     ) -> Result<bool, WireError> {
         let now = Instant::now();
+        // A remote client that allows little silence is told more often.
+        let slice = cx
+            .heartbeat
+            .map_or(SLICE, |h| h.clamp(Duration::from_millis(1), SLICE));
         let until = match deadline {
             Some(d) if d <= now => return Ok(false),
-            Some(d) => d.min(now + SLICE),
-            None => now + SLICE,
+            Some(d) => d.min(now + slice),
+            None => now + slice,
         };
         self.cv.wait_until(guard, until);
         if MutexGuard::unlocked(guard, || cx.client_gone()) {
@@ -1384,9 +1417,9 @@ mod tests {
         }
     }
 
-    /// A client that names an object it does not hold (here one not made
-    /// yet, whose id is easy to guess) cannot later give back a hold that
-    /// is not its own.
+    /// A client that names an object in a value (here one not made yet,
+    /// whose id is easy to guess, then another client's) cannot later give
+    /// back a hold that is not its own.
     #[test]
     fn a_client_cannot_release_what_it_does_not_hold() {
         let server = Server::new(1, MAX_REQUEST);
@@ -1410,7 +1443,7 @@ mod tests {
             refs: vec![guess],
         };
         match server.handle_test(attacker, Request::Call(list, Op::Push(forged)), &chan) {
-            Some(Err(WireError::Invalid(why))) => assert!(why.contains("does not hold"), "{why}"),
+            Some(Err(WireError::Invalid(why))) => assert!(why.contains("does not exist"), "{why}"),
             other => panic!("the forged value was taken: {other:?}"),
         }
         let theirs = created(server.handle_test(
@@ -1422,6 +1455,15 @@ mod tests {
             &chan,
         ));
         assert_eq!(theirs, guess);
+        // Naming it now that it exists counts a hold for the list.
+        let named = Stored {
+            bytes: Vec::new(),
+            refs: vec![theirs, theirs],
+        };
+        assert!(matches!(
+            server.handle_test(attacker, Request::Call(list, Op::Push(named)), &chan),
+            Some(Ok(_))
+        ));
         // The attacker empties its list and ends its session.
         assert!(matches!(
             server.handle_test(attacker, Request::Call(list, Op::Clear), &chan),

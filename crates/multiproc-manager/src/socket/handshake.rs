@@ -9,7 +9,8 @@
 //! older send a bare 20-byte nonce and answer any challenge with a raw
 //! 16-byte HMAC-MD5. We challenge as 3.12 does and, as 3.12 does, accept
 //! the legacy MD5 answer, so that 3.11 peers can connect; we answer both
-//! kinds. A challenge under 20 bytes is refused. Digests are compared in
+//! kinds, and a challenge in any digest CPython allows (md5, sha256,
+//! sha384, sha3_256, sha3_384). A challenge under 20 bytes is refused. Digests are compared in
 //! constant time.
 
 use std::io;
@@ -19,6 +20,7 @@ use hmac::{Hmac, Mac};
 use md5::Md5;
 use multiproc_process::{Error, Result};
 use sha2::{Sha256, Sha384};
+use sha3::{Sha3_256, Sha3_384};
 
 use super::SocketConnection;
 use super::stream::Pace;
@@ -144,9 +146,17 @@ fn respond(authkey: &[u8], challenge: &[u8]) -> Result<Vec<u8>> {
             .finalize()
             .into_bytes()
             .to_vec(),
+        b"sha3_256" => mac::<Hmac<Sha3_256>>(authkey, message)
+            .finalize()
+            .into_bytes()
+            .to_vec(),
+        b"sha3_384" => mac::<Hmac<Sha3_384>>(authkey, message)
+            .finalize()
+            .into_bytes()
+            .to_vec(),
         other => {
             return Err(auth(format!(
-                "the other side asks for digest {}, which is not supported (md5, sha256, sha384 are)",
+                "the other side asks for digest {}, which CPython does not allow either",
                 String::from_utf8_lossy(other)
             )));
         }
@@ -174,6 +184,31 @@ mod tests {
         let mut m = mac::<Hmac<Sha256>>(b"key", &c[CHALLENGE.len()..]);
         m.update(b"");
         assert_eq!(&r[8..], &m.finalize().into_bytes()[..]);
+        // The other digests CPython allows, checked against Python's
+        // `hmac.new(b"key", message, name).hexdigest()`.
+        for (name, want) in [
+            (
+                "sha3_256",
+                "97886b8896d340246e5971599e7517605b370c89478f8d1750e3ad5d6ce0844f",
+            ),
+            (
+                "sha384",
+                "9503d25c58b2c162781fef7ca132702e9cded04a747306832bb9a874b8c3572a\
+                 589bca2e8925e66fcde4869a427ae425",
+            ),
+        ] {
+            let mut c = CHALLENGE.to_vec();
+            c.extend_from_slice(format!("{{{name}}}").as_bytes());
+            c.extend_from_slice(&[7u8; 40]);
+            let r = respond(b"key", &c).unwrap();
+            let prefix = format!("{{{name}}}");
+            assert!(r.starts_with(prefix.as_bytes()));
+            let hex: String = r[prefix.len()..]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            assert_eq!(hex, want, "{name}");
+        }
         // A 3.11 challenge: 20 bare bytes, a raw MD5 answer.
         let mut legacy = CHALLENGE.to_vec();
         legacy.extend_from_slice(&[9u8; 20]);

@@ -9,7 +9,7 @@
 //! queue) exist at once: one beyond that is closed as soon as it arrives,
 //! as OpenSSH's `MaxStartups` does.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::TcpListener;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -30,6 +30,10 @@ use crate::address::{Address, abstract_name};
 
 /// The stack of a handshake thread: it only hashes a few hundred bytes.
 const HANDSHAKE_STACK: usize = 128 << 10;
+
+/// The most connections taken off the socket between two looks at the
+/// stop signal.
+const ACCEPT_BURST: usize = 64;
 
 /// The kernel's queue of connections not yet taken (capped by the
 /// system's `somaxconn`). A burst of connections beyond it loses SYNs,
@@ -86,8 +90,9 @@ struct Hub {
 struct HubState {
     /// Authenticated, waiting for `accept`.
     queue: VecDeque<SocketConnection>,
-    /// In the handshake now.
-    pending: usize,
+    /// In the handshake now, by number: the listener's drop closes them.
+    pending: HashMap<u64, Arc<SocketConnection>>,
+    next: u64,
     /// The listener is gone: handshakes still running drop what they get.
     stopped: bool,
     /// The socket failed for good.
@@ -139,6 +144,9 @@ pub struct Listener {
     acceptor: Mutex<Option<Acceptor>>,
     /// The socket file this listener created, removed on drop.
     unlink: Option<PathBuf>,
+    /// The process that made it: a child made by fork has a copy of the
+    /// value, but neither its acceptor thread nor its socket file.
+    pid: u32,
 }
 
 impl Listener {
@@ -208,6 +216,7 @@ impl Listener {
             hub: Arc::default(),
             acceptor: Mutex::new(None),
             unlink,
+            pid: std::process::id(),
         }
     }
 
@@ -313,6 +322,12 @@ impl Listener {
     pub fn refused(&self) -> u64 {
         self.hub.state.lock().refused
     }
+
+    /// How many connections are in the handshake now.
+    #[doc(hidden)]
+    pub fn pending_handshakes(&self) -> usize {
+        self.hub.state.lock().pending.len()
+    }
 }
 
 /// Binds a Unix socket and sets its file's mode before it listens, so
@@ -365,30 +380,26 @@ fn accept_loop(
         if ready[1] {
             return;
         }
-        // Take every connection waiting, so that a burst does not fill
-        // the kernel's backlog while we poll again.
-        loop {
+        // Take the connections waiting, so that a burst does not fill the
+        // kernel's backlog while we poll again; a bounded number, so that
+        // a flood cannot keep us from seeing the stop.
+        for _ in 0..ACCEPT_BURST {
             match socket.accept() {
                 Ok(stream) => admit(stream, hub, key, options),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => match e.raw_os_error() {
-                    // Nothing more for now.
-                    _ if e.kind() == io::ErrorKind::WouldBlock => break,
-                    // A connection reset before it was taken.
-                    Some(libc_errno::ECONNABORTED | libc_errno::EINTR | libc_errno::EPROTO) => {}
-                    // Out of descriptors or memory for a moment: wait for
-                    // some to be given back.
-                    Some(
-                        libc_errno::EMFILE
-                        | libc_errno::ENFILE
-                        | libc_errno::ENOBUFS
-                        | libc_errno::ENOMEM,
-                    ) => {
-                        std::thread::sleep(Duration::from_millis(10));
-                        break;
-                    }
-                    _ => {
+                    // The socket itself is unusable.
+                    Some(errno::EBADF | errno::EINVAL | errno::ENOTSOCK) => {
                         fail(hub, e.kind());
                         return;
+                    }
+                    // Anything else is about one connection (reset, a
+                    // network error, a signal) or passes (out of
+                    // descriptors or memory): accept(2) says to go on.
+                    // Wait a little, for descriptors to be given back.
+                    _ => {
+                        std::thread::sleep(Duration::from_millis(10));
+                        break;
                     }
                 },
             }
@@ -396,15 +407,11 @@ fn accept_loop(
     }
 }
 
-/// The error numbers the acceptor tells apart.
-mod libc_errno {
-    pub(super) const EINTR: i32 = rustix::io::Errno::INTR.raw_os_error();
-    pub(super) const ECONNABORTED: i32 = rustix::io::Errno::CONNABORTED.raw_os_error();
-    pub(super) const EPROTO: i32 = rustix::io::Errno::PROTO.raw_os_error();
-    pub(super) const EMFILE: i32 = rustix::io::Errno::MFILE.raw_os_error();
-    pub(super) const ENFILE: i32 = rustix::io::Errno::NFILE.raw_os_error();
-    pub(super) const ENOBUFS: i32 = rustix::io::Errno::NOBUFS.raw_os_error();
-    pub(super) const ENOMEM: i32 = rustix::io::Errno::NOMEM.raw_os_error();
+/// The error numbers that end the acceptor.
+mod errno {
+    pub(super) const EBADF: i32 = rustix::io::Errno::BADF.raw_os_error();
+    pub(super) const EINVAL: i32 = rustix::io::Errno::INVAL.raw_os_error();
+    pub(super) const ENOTSOCK: i32 = rustix::io::Errno::NOTSOCK.raw_os_error();
 }
 
 fn fail(hub: &Hub, kind: io::ErrorKind) {
@@ -415,48 +422,67 @@ fn fail(hub: &Hub, kind: io::ErrorKind) {
 /// Starts the handshake of a new connection, or closes it at once when
 /// too many are pending.
 fn admit(stream: Stream, hub: &Arc<Hub>, key: &Arc<[u8]>, options: &ListenerOptions) {
-    {
+    let conn = Arc::new(SocketConnection::new(stream));
+    let number = {
         let mut state = hub.state.lock();
-        if state.pending + state.queue.len() >= options.max_pending {
-            // Dropping the stream closes it.
+        if state.pending.len() + state.queue.len() >= options.max_pending {
+            // Dropping it closes it.
             state.refused += 1;
             return;
         }
-        state.pending += 1;
-    }
+        state.next += 1;
+        let number = state.next;
+        state.pending.insert(number, conn.clone());
+        number
+    };
     let (hub2, key, timeout) = (hub.clone(), key.clone(), options.handshake_timeout);
     let spawned = std::thread::Builder::new()
         .name("listener-handshake".into())
         .stack_size(HANDSHAKE_STACK)
         .spawn(move || {
-            let conn = SocketConnection::new(stream);
             let passed = conn.handshake_as_server(&key, timeout).is_ok();
             let mut state = hub2.state.lock();
-            state.pending -= 1;
-            if !passed {
-                state.refused += 1;
-            } else if !state.stopped {
-                state.queue.push_back(conn);
-                hub2.ready.notify_one();
+            state.pending.remove(&number);
+            // The only holder now that it left `pending`.
+            match Arc::try_unwrap(conn) {
+                Ok(conn) if passed && !state.stopped => {
+                    state.queue.push_back(conn);
+                    hub2.ready.notify_one();
+                }
+                _ => state.refused += 1,
             }
         });
     if spawned.is_err() {
         // Out of threads: this connection is dropped (closed).
         let mut state = hub.state.lock();
-        state.pending -= 1;
+        state.pending.remove(&number);
         state.refused += 1;
     }
 }
 
 impl Drop for Listener {
     fn drop(&mut self) {
+        if std::process::id() != self.pid {
+            // A copy made by fork: the acceptor and the file are the
+            // parent's. Its descriptors close with the value.
+            if let Some(acceptor) = self.acceptor.get_mut().take() {
+                std::mem::forget(acceptor.thread);
+            }
+            return;
+        }
         {
             let mut state = self.hub.state.lock();
             state.stopped = true;
             state.queue.clear();
+            // Handshakes in flight end now, not at their deadline.
+            for conn in state.pending.values() {
+                conn.close();
+            }
         }
         if let Some(acceptor) = self.acceptor.get_mut().take() {
-            drop(acceptor.stop);
+            // A shutdown, not only a close: a child made by fork may hold
+            // a copy of this end, and would keep it from hanging up.
+            let _ = acceptor.stop.shutdown(std::net::Shutdown::Both);
             // It returns as soon as it sees the stop.
             let _ = acceptor.thread.join();
         }

@@ -320,12 +320,16 @@ impl SocketConnection {
         if self.broken.load(Ordering::Relaxed) {
             return Err(Error::Closed);
         }
-        let _r = self.read.lock();
+        let _r = match head {
+            // Another thread may be receiving: wait for it no longer than
+            // for the message.
+            Pace::Until(d) => self.read.try_lock_until(d).ok_or(Error::Timeout)?,
+            _ => self.read.lock(),
+        };
         if let Pace::Until(d) = head {
             // Nothing consumed yet: a timeout here leaves the connection
             // as it was.
-            let left = d.saturating_duration_since(Instant::now());
-            if !fdio::poll_readable(&[self.stream.as_fd()], Some(left))?[0] {
+            if !self.stream.readable_by(d)? {
                 return Err(Error::Timeout);
             }
         }

@@ -78,18 +78,33 @@ impl Stream {
         Ok(Stream::Unix(s))
     }
 
+    /// Whether the socket becomes readable by `deadline`. A signal that
+    /// cuts the wait short does not count as the deadline (`poll` reports
+    /// nothing ready then).
+    pub(crate) fn readable_by(&self, deadline: Instant) -> io::Result<bool> {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            if fdio::poll_readable(&[self.as_fd()], Some(left))?[0] {
+                return Ok(true);
+            }
+        }
+    }
+
     /// Fills `buf`, at the pace `pace` allows.
     pub(crate) fn read_exact(&self, buf: &mut [u8], pace: Pace) -> io::Result<()> {
         let mut filled = 0;
         let mut last = Instant::now();
         while filled < buf.len() {
-            let wait = match pace {
+            let by = match pace {
                 Pace::Forever => None,
-                Pace::Until(d) => Some(d.saturating_duration_since(Instant::now())),
-                Pace::Idle(t) => Some(t.saturating_sub(last.elapsed())),
+                Pace::Until(d) => Some(d),
+                Pace::Idle(t) => Some(last + t),
             };
-            if let Some(wait) = wait
-                && (wait.is_zero() || !fdio::poll_readable(&[self.as_fd()], Some(wait))?[0])
+            if let Some(by) = by
+                && !self.readable_by(by)?
             {
                 return Err(io::ErrorKind::TimedOut.into());
             }
