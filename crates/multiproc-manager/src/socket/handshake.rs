@@ -48,6 +48,11 @@ fn mac<M: Mac + KeyInit>(authkey: &[u8], message: &[u8]) -> M {
     mac
 }
 
+/// The HMAC of `message` under `authkey`, as bytes.
+fn digest<M: Mac + KeyInit>(authkey: &[u8], message: &[u8]) -> Vec<u8> {
+    mac::<M>(authkey, message).finalize().into_bytes().to_vec()
+}
+
 fn auth(why: impl Into<String>) -> Error {
     Error::Auth(why.into())
 }
@@ -117,12 +122,9 @@ fn respond(authkey: &[u8], challenge: &[u8]) -> Result<Vec<u8>> {
             message.len()
         )));
     }
-    if message.len() == MIN_CHALLENGE || message.len() == MD5_LEN {
+    if message.len() == MIN_CHALLENGE {
         // A legacy challenge (CPython 3.11 and older): a raw HMAC-MD5.
-        return Ok(mac::<Hmac<Md5>>(authkey, message)
-            .finalize()
-            .into_bytes()
-            .to_vec());
+        return Ok(digest::<Hmac<Md5>>(authkey, message));
     }
     let name = message
         .strip_prefix(b"{")
@@ -134,26 +136,11 @@ fn respond(authkey: &[u8], challenge: &[u8]) -> Result<Vec<u8>> {
         })
         .ok_or_else(|| auth("the other side's challenge names no digest"))?;
     let digest = match name {
-        b"sha256" => mac::<Hmac<Sha256>>(authkey, message)
-            .finalize()
-            .into_bytes()
-            .to_vec(),
-        b"sha384" => mac::<Hmac<Sha384>>(authkey, message)
-            .finalize()
-            .into_bytes()
-            .to_vec(),
-        b"md5" => mac::<Hmac<Md5>>(authkey, message)
-            .finalize()
-            .into_bytes()
-            .to_vec(),
-        b"sha3_256" => mac::<Hmac<Sha3_256>>(authkey, message)
-            .finalize()
-            .into_bytes()
-            .to_vec(),
-        b"sha3_384" => mac::<Hmac<Sha3_384>>(authkey, message)
-            .finalize()
-            .into_bytes()
-            .to_vec(),
+        b"sha256" => digest::<Hmac<Sha256>>(authkey, message),
+        b"sha384" => digest::<Hmac<Sha384>>(authkey, message),
+        b"md5" => digest::<Hmac<Md5>>(authkey, message),
+        b"sha3_256" => digest::<Hmac<Sha3_256>>(authkey, message),
+        b"sha3_384" => digest::<Hmac<Sha3_384>>(authkey, message),
         other => {
             return Err(auth(format!(
                 "the other side asks for digest {}, which CPython does not allow either",
