@@ -27,6 +27,12 @@ pub(crate) enum Failure {
     Failed(String),
     /// Something did not encode; why.
     Encode(String),
+    /// The task ran past its time limit; its worker was killed.
+    TimedOut(std::time::Duration),
+    /// The task was cancelled (a running one by killing its worker).
+    Cancelled,
+    /// Strict mode lost a worker: why.
+    Broken(String),
     /// The worker died before it took the task, which can go to another.
     NeverTaken {
         pid: u32,
@@ -69,6 +75,9 @@ impl Failure {
                 message: message.clone(),
             },
             Failure::Closed => Error::Closed,
+            Failure::TimedOut(after) => Error::TaskTimedOut { after: *after },
+            Failure::Cancelled => Error::Cancelled,
+            Failure::Broken(why) => Error::BrokenPool { why: why.clone() },
             Failure::Failed(why) => Error::Decode(why.clone()),
             Failure::Encode(why) => Error::Encode(why.clone()),
         }

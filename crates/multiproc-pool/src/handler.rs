@@ -6,10 +6,11 @@
 //! job with [`Error::WorkerDied`] naming the signal, and starts a new worker
 //! for the next job. So a killed worker costs one task, never a hang.
 
+use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use multiproc_channel::{Connection, Pipe};
@@ -37,10 +38,26 @@ pub(crate) struct Shared {
     started: AtomicU64,
 }
 
-struct Worker {
+pub(crate) struct Worker {
     process: Arc<Process<()>>,
     conn: Connection,
     tasks: u64,
+}
+
+/// What may cut a task short while its worker runs it: a time limit, and
+/// a descriptor that becomes readable when a task is to be cancelled.
+/// `cancelled` is called when it does: it empties the descriptor and says
+/// whether the task is this one.
+pub(crate) struct Watch<'a> {
+    pub(crate) deadline: Option<(Instant, Duration)>,
+    pub(crate) wake: Option<BorrowedFd<'a>>,
+    pub(crate) cancelled: &'a dyn Fn() -> bool,
+}
+
+/// Why a watched wait for a reply ended without one.
+enum Cut {
+    TimedOut(Duration),
+    Cancelled,
 }
 
 impl Shared {
@@ -70,7 +87,7 @@ impl Shared {
         self.terminated.store(true, Ordering::SeqCst);
     }
 
-    fn start_worker(&self, slot: usize) -> Result<Worker> {
+    pub(crate) fn start_worker(&self, slot: usize) -> Result<Worker> {
         let (mine, theirs) = Pipe::new()?;
         let n = self.started.fetch_add(1, Ordering::Relaxed) + 1;
         let start = WorkerStart {
@@ -99,7 +116,7 @@ impl Shared {
 
     /// Ends a worker that is done (or gone): ask it to stop, close its
     /// pipe, reap it.
-    fn retire(&self, slot: usize, worker: Worker) {
+    pub(crate) fn retire(&self, slot: usize, worker: Worker) {
         // An empty message: a task is never empty (it starts with its
         // function). A dead worker's pipe refuses it, which is fine.
         let _ = worker.conn.send_bytes(&[]);
@@ -149,26 +166,51 @@ impl Shared {
     /// waits for its reply. A worker that died before it took the message
     /// (between the check that it lives and the send) cost no task: the
     /// message goes, once, to the worker that replaces it.
-    fn exchange(&self, slot: usize, worker: &mut Option<Worker>, message: &Message) -> Piece {
-        match self.exchange_once(slot, worker, message) {
-            Err(Failure::NeverTaken { .. }) => match self.exchange_once(slot, worker, message) {
-                // Two in a row: report the second.
-                Err(Failure::NeverTaken {
-                    pid,
-                    signal,
-                    exitcode,
-                }) => Err(Failure::WorkerDied {
-                    pid,
-                    signal,
-                    exitcode,
-                }),
-                other => other,
-            },
+    pub(crate) fn exchange(
+        &self,
+        slot: usize,
+        worker: &mut Option<Worker>,
+        message: &Message,
+    ) -> Piece {
+        self.exchange_watched(slot, worker, message, None)
+    }
+
+    /// As [`exchange`](Self::exchange), ending the task early, by killing
+    /// its worker, when `watch` says so.
+    pub(crate) fn exchange_watched(
+        &self,
+        slot: usize,
+        worker: &mut Option<Worker>,
+        message: &Message,
+        watch: Option<&Watch<'_>>,
+    ) -> Piece {
+        match self.exchange_once(slot, worker, message, watch) {
+            Err(Failure::NeverTaken { .. }) => {
+                match self.exchange_once(slot, worker, message, watch) {
+                    // Two in a row: report the second.
+                    Err(Failure::NeverTaken {
+                        pid,
+                        signal,
+                        exitcode,
+                    }) => Err(Failure::WorkerDied {
+                        pid,
+                        signal,
+                        exitcode,
+                    }),
+                    other => other,
+                }
+            }
             other => other,
         }
     }
 
-    fn exchange_once(&self, slot: usize, worker: &mut Option<Worker>, message: &Message) -> Piece {
+    fn exchange_once(
+        &self,
+        slot: usize,
+        worker: &mut Option<Worker>,
+        message: &Message,
+        watch: Option<&Watch<'_>>,
+    ) -> Piece {
         if worker.as_ref().is_some_and(|w| !w.process.is_alive()) {
             // Died while idle: its death cost no task.
             if let Some(w) = worker.take() {
@@ -191,6 +233,21 @@ impl Shared {
             .collect::<std::io::Result<Vec<_>>>()
             .map_err(|e| Failure::Encode(format!("cannot hand over a descriptor: {e}")))?;
         let sent = w.conn.send_bytes_with_fds(&message.bytes, fds).is_ok();
+        if sent
+            && let Some(watch) = watch
+            && let Err(cut) = wait_reply(&w.conn, watch)
+        {
+            // Cut short: the worker is killed, and replaced for the next
+            // task. The task's end is told before the reaping.
+            let _ = w.process.kill();
+            if let Some(w) = worker.take() {
+                self.retire(slot, w);
+            }
+            return Err(match cut {
+                Cut::TimedOut(after) => Failure::TimedOut(after),
+                Cut::Cancelled => Failure::Cancelled,
+            });
+        }
         let mut bytes = Vec::new();
         let reply = if sent {
             w.conn
@@ -245,6 +302,43 @@ impl Shared {
                     })
                 }
             }
+        }
+    }
+}
+
+/// Waits until a reply can be read (or the worker is gone, which the read
+/// then tells), or until `watch` cuts the task short.
+fn wait_reply(conn: &Connection, watch: &Watch<'_>) -> std::result::Result<(), Cut> {
+    loop {
+        let left = match watch.deadline {
+            Some((at, limit)) => {
+                let left = at.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return if conn.poll(Some(Duration::ZERO)).unwrap_or(true) {
+                        Ok(())
+                    } else {
+                        Err(Cut::TimedOut(limit))
+                    };
+                }
+                Some(left)
+            }
+            None => None,
+        };
+        let ready = match watch.wake {
+            Some(fd) => multiproc_channel::wait(&[conn, &fd], left).unwrap_or_else(|_| vec![0]),
+            None => {
+                if conn.poll(left).unwrap_or(true) {
+                    vec![0]
+                } else {
+                    Vec::new()
+                }
+            }
+        };
+        if ready.contains(&0) {
+            return Ok(());
+        }
+        if (watch.cancelled)() {
+            return Err(Cut::Cancelled);
         }
     }
 }

@@ -25,6 +25,7 @@
 
 #![forbid(unsafe_code)]
 
+mod executor;
 mod group;
 mod handler;
 mod imap;
@@ -35,6 +36,12 @@ mod result;
 mod thread;
 mod worker;
 
+pub use executor::{Executor, ExecutorBuilder, ExecutorMap, TaskFuture};
+/// Waiting for many [`TaskFuture`]s at once. Python: the functions of
+/// `concurrent.futures`.
+pub mod futures {
+    pub use crate::executor::{AsCompleted, ReturnWhen, Waited, as_completed, wait};
+}
 pub use imap::{IMap, IMapUnordered};
 pub use pool::{Pool, PoolBuilder};
 pub use result::AsyncResult;

@@ -239,6 +239,29 @@ pub enum Error {
         message: String,
     },
 
+    /// An executor's task ran past its time limit: its worker was killed
+    /// (and replaced). Python has no twin; Pebble's `TimeoutError` is the
+    /// nearest.
+    #[error("task timed out after {after:?}; its worker was killed")]
+    TaskTimedOut {
+        /// The limit it ran past.
+        after: std::time::Duration,
+    },
+
+    /// The task was cancelled before it finished (a running one by
+    /// killing its worker). Python: `concurrent.futures.CancelledError`.
+    #[error("the task was cancelled")]
+    Cancelled,
+
+    /// An executor in strict mode lost a worker: every pending task fails
+    /// with this, and it takes no more. Python:
+    /// `concurrent.futures.process.BrokenProcessPool`.
+    #[error("the executor is broken: a worker died ({why})")]
+    BrokenPool {
+        /// How the worker died.
+        why: String,
+    },
+
     /// A Python peer sent an exception instead of a value (for example
     /// `queue.Empty` or `KeyError('x')`): its class, as `module.Name`
     /// (`_queue.Empty`, `builtins.KeyError`), and its arguments as text.

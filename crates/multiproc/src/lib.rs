@@ -81,8 +81,16 @@ pub use multiproc_manager::{
 
 #[doc(inline)]
 pub use multiproc_pool::{
-    AsyncResult, IMap, IMapUnordered, Pool, PoolBuilder, ThreadIMap, ThreadPool, ThreadResult,
+    AsyncResult, Executor, ExecutorBuilder, ExecutorMap, IMap, IMapUnordered, Pool, PoolBuilder,
+    TaskFuture, ThreadIMap, ThreadPool, ThreadResult,
 };
+
+/// Waiting for many [`TaskFuture`]s at once. Python: `concurrent.futures`'s
+/// `as_completed` and `wait`.
+pub mod futures {
+    #[doc(inline)]
+    pub use multiproc_pool::futures::{AsCompleted, ReturnWhen, Waited, as_completed, wait};
+}
 
 /// Connections between programs over TCP or a Unix socket, authenticated
 /// with a shared key, on CPython's wire: either end may be a Python

@@ -1,0 +1,273 @@
+//! A submitted task and the caller's handle to it, [`TaskFuture`]:
+//! Python's `concurrent.futures.Future`.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use multiproc_process::{Error, Result};
+use parking_lot::{Condvar, Mutex, MutexGuard};
+use serde::de::DeserializeOwned;
+
+use super::Core;
+use crate::group::{Failure, Piece};
+use crate::message::Message;
+
+/// Where a task is.
+pub(crate) enum TaskState {
+    Queued,
+    /// On the worker of this slot.
+    Running(usize),
+    /// Its worker's reply, or why there is none (`Failure::Cancelled` for
+    /// a cancelled task).
+    Done(Piece),
+}
+
+/// A submitted task, shared by its futures and the executor.
+pub(crate) struct Task {
+    pub(crate) state: Mutex<TaskState>,
+    done: Condvar,
+    /// The task message, taken by the runner that sends it.
+    pub(crate) input: Mutex<Option<Message>>,
+    /// Its own time limit, if it has one.
+    pub(crate) limit: Option<Duration>,
+    /// Set by `cancel` on a running task; its runner then kills the worker.
+    pub(crate) cancel_requested: AtomicBool,
+    /// Called once, when it is done (callbacks, `as_completed`).
+    on_done: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
+    core: Weak<Core>,
+}
+
+impl Task {
+    pub(crate) fn new(input: Message, limit: Option<Duration>, core: Weak<Core>) -> Task {
+        Task {
+            state: Mutex::new(TaskState::Queued),
+            done: Condvar::new(),
+            input: Mutex::new(Some(input)),
+            limit,
+            cancel_requested: AtomicBool::new(false),
+            on_done: Mutex::new(Vec::new()),
+            core,
+        }
+    }
+
+    /// Records the end of the task (the first end wins), wakes whoever
+    /// waits, and runs what waits for it.
+    pub(crate) fn finish(&self, piece: Piece) {
+        self.finish_locked(self.state.lock(), piece);
+    }
+
+    /// As [`finish`](Self::finish), the state already locked (so that
+    /// nothing can change it between a look and the end).
+    fn finish_locked(&self, mut state: MutexGuard<'_, TaskState>, piece: Piece) {
+        if matches!(*state, TaskState::Done(_)) {
+            return;
+        }
+        *state = TaskState::Done(piece);
+        self.done.notify_all();
+        drop(state);
+        self.input.lock().take();
+        let callbacks = std::mem::take(&mut *self.on_done.lock());
+        for f in callbacks {
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
+                eprintln!("multiproc: a task future's done callback panicked");
+            }
+        }
+    }
+
+    /// Calls `f` when the task is done (at once if it is).
+    pub(crate) fn when_done(&self, f: Box<dyn FnOnce() + Send>) {
+        {
+            let state = self.state.lock();
+            if !matches!(*state, TaskState::Done(_)) {
+                self.on_done.lock().push(f);
+                return;
+            }
+        }
+        f();
+    }
+
+    pub(crate) fn is_done(&self) -> bool {
+        matches!(*self.state.lock(), TaskState::Done(_))
+    }
+
+    /// Waits until the task is done, at most `timeout` (`None`: as long as
+    /// it takes); whether it is.
+    pub(crate) fn wait(&self, timeout: Option<Duration>) -> bool {
+        let deadline = timeout.and_then(multiproc_process::deadline);
+        let mut state = self.state.lock();
+        while !matches!(*state, TaskState::Done(_)) {
+            match deadline {
+                Some(d) => {
+                    if self.done.wait_until(&mut state, d).timed_out() {
+                        return matches!(*state, TaskState::Done(_));
+                    }
+                }
+                None => self.done.wait(&mut state),
+            }
+        }
+        true
+    }
+
+    /// Whether it was cancelled, or failed.
+    fn failure(&self) -> Option<Failure> {
+        match &*self.state.lock() {
+            TaskState::Done(Err(f)) => Some(f.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// The result of a task submitted to an [`Executor`](super::Executor),
+/// when it comes. Python: `concurrent.futures.Future`.
+///
+/// Named so as not to clash with [`std::future::Future`]. Clones share the
+/// task: any of them can wait for it, read it or cancel it.
+pub struct TaskFuture<R> {
+    pub(crate) task: Arc<Task>,
+    _result: PhantomData<fn() -> R>,
+}
+
+impl<R> Clone for TaskFuture<R> {
+    fn clone(&self) -> TaskFuture<R> {
+        TaskFuture::of(self.task.clone())
+    }
+}
+
+impl<R> fmt::Debug for TaskFuture<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &*self.task.state.lock() {
+            TaskState::Queued => "queued",
+            TaskState::Running(_) => "running",
+            TaskState::Done(Ok(_)) => "finished",
+            TaskState::Done(Err(Failure::Cancelled)) => "cancelled",
+            TaskState::Done(Err(_)) => "failed",
+        };
+        write!(f, "TaskFuture({state})")
+    }
+}
+
+impl<R> TaskFuture<R> {
+    pub(crate) fn of(task: Arc<Task>) -> TaskFuture<R> {
+        TaskFuture {
+            task,
+            _result: PhantomData,
+        }
+    }
+
+    /// Whether it finished, failed or was cancelled. Python: `done()`.
+    pub fn done(&self) -> bool {
+        self.task.is_done()
+    }
+
+    /// Whether a worker runs it now. Python: `running()`.
+    pub fn running(&self) -> bool {
+        matches!(*self.task.state.lock(), TaskState::Running(_))
+    }
+
+    /// Whether it was cancelled. Python: `cancelled()`.
+    pub fn cancelled(&self) -> bool {
+        matches!(
+            *self.task.state.lock(),
+            TaskState::Done(Err(Failure::Cancelled))
+        )
+    }
+
+    /// Cancels it. A queued task is taken off the queue and never runs. A
+    /// running one is stopped by killing its worker (which is replaced) if
+    /// the executor was built with `cancel_running(true)`; otherwise it
+    /// runs on. Returns whether it is (or will be) cancelled. Python:
+    /// `cancel()`, which cannot stop a running task.
+    pub fn cancel(&self) -> bool {
+        let state = self.task.state.lock();
+        match &*state {
+            TaskState::Queued => {
+                self.task.finish_locked(state, Err(Failure::Cancelled));
+                true
+            }
+            TaskState::Running(slot) => {
+                let slot = *slot;
+                let Some(core) = self.task.core.upgrade() else {
+                    return false;
+                };
+                if !core.cancel_running {
+                    return false;
+                }
+                self.task.cancel_requested.store(true, Ordering::SeqCst);
+                drop(state);
+                core.wake(slot);
+                true
+            }
+            TaskState::Done(Err(Failure::Cancelled)) => true,
+            TaskState::Done(_) => false,
+        }
+    }
+
+    /// Whether it is done and did not succeed (failed or cancelled).
+    pub(crate) fn task_failed(&self) -> bool {
+        matches!(*self.task.state.lock(), TaskState::Done(Err(_)))
+    }
+
+    /// Waits at most `timeout` for it to be done; whether it is.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.task.wait(Some(timeout))
+    }
+
+    /// The error it ended with, waiting for its end: `None` if it
+    /// succeeded. Python: `exception()`.
+    pub fn exception(&self) -> Option<Error> {
+        self.task.wait(None);
+        self.task.failure().map(|f| f.to_error())
+    }
+
+    /// Calls `f` with this future once it is done, at once if it is (on
+    /// the executor's thread that finished it, otherwise; keep it short: a
+    /// panic in it is reported on stderr and harms nothing else). Python:
+    /// `add_done_callback(fn)`.
+    pub fn add_done_callback(&self, f: impl FnOnce(&TaskFuture<R>) + Send + 'static)
+    where
+        R: 'static,
+    {
+        let me = TaskFuture::<R>::of(self.task.clone());
+        self.task.when_done(Box::new(move || f(&me)));
+    }
+}
+
+impl<R: DeserializeOwned> TaskFuture<R> {
+    /// Waits for the task and gives its result (each call decodes it
+    /// again, so it may be read more than once). Python: `result()`.
+    ///
+    /// # Errors
+    ///
+    /// What the task ended with: [`Error::TaskPanicked`],
+    /// [`Error::TaskFailed`], [`Error::WorkerDied`],
+    /// [`Error::TaskTimedOut`], [`Error::Cancelled`],
+    /// [`Error::BrokenPool`], [`Error::Closed`] (the executor was dropped).
+    pub fn result(&self) -> Result<R> {
+        self.task.wait(None);
+        self.read()
+    }
+
+    /// As [`result`](Self::result), waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] if it is not done by then, and as
+    /// [`result`](Self::result).
+    pub fn result_timeout(&self, timeout: Duration) -> Result<R> {
+        if !self.task.wait(Some(timeout)) {
+            return Err(Error::Timeout);
+        }
+        self.read()
+    }
+
+    fn read(&self) -> Result<R> {
+        match &*self.task.state.lock() {
+            TaskState::Done(Ok(reply)) => reply.decode(),
+            TaskState::Done(Err(f)) => Err(f.to_error()),
+            _ => Err(Error::Timeout),
+        }
+    }
+}

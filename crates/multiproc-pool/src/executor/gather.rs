@@ -1,0 +1,153 @@
+//! Waiting for many futures at once: Python's
+//! `concurrent.futures.as_completed` and `concurrent.futures.wait`.
+
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use multiproc_process::{Error, Result};
+
+use super::future::TaskFuture;
+
+/// Tells `tx` the index of each future as it is done.
+fn watch<R>(futures: &[TaskFuture<R>]) -> Receiver<usize> {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    for (i, f) in futures.iter().enumerate() {
+        let tx = tx.clone();
+        f.task.when_done(Box::new(move || {
+            // The receiver may be gone: nobody waits any more.
+            let _ = tx.send(i);
+        }));
+    }
+    rx
+}
+
+/// The futures in the order they are done, waiting at most `timeout` in
+/// all (`None`: as long as it takes). Python:
+/// `concurrent.futures.as_completed(fs, timeout)`.
+///
+/// Each item is a future that is done; past the timeout, one
+/// `Err(Error::Timeout)` and then the end, as Python raises `TimeoutError`.
+///
+/// ```
+/// use multiproc as mp;
+///
+/// fn square(n: u64) -> u64 {
+///     n * n
+/// }
+///
+/// # fn main() -> mp::Result<()> {
+/// let ex = mp::Executor::builder().workers(2).build()?;
+/// let futures = (1..=4u64)
+///     .map(|n| ex.submit(square, (n,)))
+///     .collect::<mp::Result<Vec<_>>>()?;
+/// let mut total = 0;
+/// for f in mp::futures::as_completed(&futures, None) {
+///     total += f?.result()?;
+/// }
+/// assert_eq!(total, 1 + 4 + 9 + 16);
+/// # Ok(())
+/// # }
+/// ```
+pub fn as_completed<R>(futures: &[TaskFuture<R>], timeout: Option<Duration>) -> AsCompleted<'_, R> {
+    AsCompleted {
+        futures,
+        done: watch(futures),
+        deadline: timeout.and_then(multiproc_process::deadline),
+        left: futures.len(),
+    }
+}
+
+/// The iterator of [`as_completed`].
+#[derive(Debug)]
+pub struct AsCompleted<'a, R> {
+    futures: &'a [TaskFuture<R>],
+    done: Receiver<usize>,
+    deadline: Option<Instant>,
+    left: usize,
+}
+
+impl<'a, R> Iterator for AsCompleted<'a, R> {
+    type Item = Result<&'a TaskFuture<R>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        let got = match self.deadline {
+            Some(d) => self.done.recv_deadline(d),
+            None => self.done.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match got {
+            Ok(i) => {
+                self.left -= 1;
+                Some(Ok(&self.futures[i]))
+            }
+            Err(_) => {
+                self.left = 0;
+                Some(Err(Error::Timeout))
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(self.left))
+    }
+}
+
+/// When [`wait`] returns. Python: `FIRST_COMPLETED`, `FIRST_EXCEPTION`,
+/// `ALL_COMPLETED`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReturnWhen {
+    /// As soon as one is done.
+    FirstCompleted,
+    /// As soon as one fails (or is cancelled), or when all are done.
+    FirstException,
+    /// When all are done.
+    AllCompleted,
+}
+
+/// What [`wait`] found: the indexes of the futures done, and of those not.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Waited {
+    /// Indexes of the futures done, in the order they were given.
+    pub done: Vec<usize>,
+    /// Indexes of the others.
+    pub not_done: Vec<usize>,
+}
+
+/// Waits for the futures until `when` is met or `timeout` passes, and
+/// tells which are done. Python: `concurrent.futures.wait(fs, timeout,
+/// return_when)`, which gives two sets of futures; here, two lists of
+/// indexes into `futures`. (`mp::wait` is `multiprocessing.connection.wait`.)
+pub fn wait<R>(futures: &[TaskFuture<R>], timeout: Option<Duration>, when: ReturnWhen) -> Waited {
+    let done = watch(futures);
+    let deadline = timeout.and_then(multiproc_process::deadline);
+    let mut seen = 0;
+    let met = |i: usize, seen: usize| match when {
+        ReturnWhen::FirstCompleted => true,
+        ReturnWhen::FirstException => futures[i].task_failed() || seen == futures.len(),
+        ReturnWhen::AllCompleted => seen == futures.len(),
+    };
+    if !futures.is_empty() {
+        loop {
+            let got = match deadline {
+                Some(d) => done.recv_deadline(d).ok(),
+                None => done.recv().ok(),
+            };
+            let Some(i) = got else { break };
+            seen += 1;
+            if met(i, seen) {
+                break;
+            }
+        }
+    }
+    let mut out = Waited::default();
+    for (i, f) in futures.iter().enumerate() {
+        if f.done() {
+            out.done.push(i);
+        } else {
+            out.not_done.push(i);
+        }
+    }
+    out
+}
