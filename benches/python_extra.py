@@ -58,10 +58,33 @@ def bench_wire_rtt(n):
     server.wait(timeout=10)
     return took
 
+def _noop(n): return n
+
+def bench_executor_rtt(n):
+    from concurrent.futures import ProcessPoolExecutor
+    with ProcessPoolExecutor() as ex:
+        ex.submit(_noop, 1).result()
+        t = time.perf_counter()
+        for i in range(n):
+            ex.submit(_noop, i).result()
+        return (time.perf_counter() - t) / n * 1e6
+
+def bench_executor_as_completed(n):
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    with ProcessPoolExecutor() as ex:
+        ex.submit(_noop, 1).result()
+        t = time.perf_counter()
+        futures = [ex.submit(_noop, i) for i in range(n)]
+        total = sum(f.result() for f in as_completed(futures))
+        assert total == n * (n - 1) // 2
+        return n / (time.perf_counter() - t)
+
 CASES = {
     "pool_apply_async_rtt_us": lambda: bench_apply_async_rtt(5000),
     "pool_apply_1GiB_bytes_ms": lambda: bench_apply_1gib_bytes(3),
     "wire_tcp_rtt_us": lambda: bench_wire_rtt(20000),
+    "executor_submit_rtt_us": lambda: bench_executor_rtt(3000),
+    "executor_as_completed_per_s": lambda: bench_executor_as_completed(100000),
 }
 
 if __name__ == "__main__":

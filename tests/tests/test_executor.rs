@@ -362,6 +362,44 @@ fn dropping_it_leaves_no_process_behind(ctx: mp::Context) {
     assert!(queued.cancelled());
 }
 
+/// Puts `n` on the queue, except that task 300 kills its own worker.
+fn report_or_die(n: u64, seen: mp::Queue<u64>) -> u64 {
+    if n == 300 {
+        rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL)
+            .unwrap();
+    }
+    seen.put(n).unwrap();
+    n
+}
+
+/// Many tiny tasks go to a worker ahead of their replies; a worker that
+/// dies among them fails exactly its task, and every other task runs
+/// exactly once.
+fn a_death_among_tasks_sent_ahead_costs_one_task(ctx: mp::Context) {
+    let ex = executor(&ctx, 2).build().unwrap();
+    let seen = mp::Queue::<u64>::new().unwrap();
+    let futures: Vec<_> = (0..1000u64)
+        .map(|n| ex.submit(report_or_die, (n, seen.clone())).unwrap())
+        .collect();
+    for (n, f) in (0..1000u64).zip(&futures) {
+        match f.result_timeout(LIMIT) {
+            Ok(v) => assert_eq!(v, n),
+            Err(mp::Error::WorkerDied { signal, .. }) => {
+                assert_eq!((n, signal), (300, Some(9)));
+            }
+            Err(e) => panic!("task {n}: {e}"),
+        }
+    }
+    let mut got: Vec<u64> = (0..999).map(|_| seen.get_timeout(LIMIT).unwrap()).collect();
+    assert!(
+        seen.get_timeout(Duration::from_millis(100)).is_err(),
+        "a task ran twice"
+    );
+    got.sort_unstable();
+    let want: Vec<u64> = (0..1000u64).filter(|&n| n != 300).collect();
+    assert_eq!(got, want);
+}
+
 multiproc_testkit::each_start_method!(
     results_equal_the_serial_ones,
     as_completed_follows_completion_order,
@@ -373,4 +411,5 @@ multiproc_testkit::each_start_method!(
     strict_mode_breaks_on_a_death,
     shutdown_with_and_without_cancelling,
     dropping_it_leaves_no_process_behind,
+    a_death_among_tasks_sent_ahead_costs_one_task,
 );

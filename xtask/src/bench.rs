@@ -257,6 +257,32 @@ const CASES: &[Case] = &[
         rival: None,
     },
     Case {
+        criterion: "executor/submit_result_rtt",
+        python: Some("executor_submit_rtt_us"),
+        metric: Metric::Micros,
+        what: "Executor submit(...).result() round trip of a no-op (CPython: ProcessPoolExecutor)",
+        goal: "at most 5 us",
+        rival: Some(("rayon, threads", "executor/rayon_spawn_rtt")),
+    },
+    Case {
+        criterion: "executor/as_completed_100k",
+        python: Some("executor_as_completed_per_s"),
+        metric: Metric::PerSecond {
+            per_iter: 100_000.0,
+        },
+        what: "100,000 no-op submits gathered with as_completed",
+        goal: "at least 500 k tasks/s",
+        rival: None,
+    },
+    Case {
+        criterion: "executor/kill_after_deadline",
+        python: None,
+        metric: Metric::Millis,
+        what: "a task past its time limit: from the deadline to its future's end (worker killed)",
+        goal: "median under 5 ms (no CPython case: its executor cannot kill a task)",
+        rival: None,
+    },
+    Case {
         criterion: "wire/rtt_with_cpython_listener",
         python: Some("wire_tcp_rtt_us"),
         metric: Metric::Micros,
@@ -349,6 +375,8 @@ const EXTRA_PYTHON: &[&str] = &[
     "pool_apply_async_rtt_us",
     "pool_apply_1GiB_bytes_ms",
     "wire_tcp_rtt_us",
+    "executor_submit_rtt_us",
+    "executor_as_completed_per_s",
 ];
 
 fn baseline_script(root: &Path) -> PathBuf {

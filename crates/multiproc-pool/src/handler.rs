@@ -211,28 +211,11 @@ impl Shared {
         message: &Message,
         watch: Option<&Watch<'_>>,
     ) -> Piece {
-        if worker.as_ref().is_some_and(|w| !w.process.is_alive()) {
-            // Died while idle: its death cost no task.
-            if let Some(w) = worker.take() {
-                self.retire(slot, w);
-            }
-        }
-        if worker.is_none() {
-            *worker = Some(
-                self.start_worker(slot)
-                    .map_err(|e| Failure::Failed(format!("cannot start a worker: {e}")))?,
-            );
-        }
+        self.ensure_worker(slot, worker)?;
         let Some(w) = worker.as_mut() else {
             return Err(Failure::Closed);
         };
-        let fds = message
-            .fds
-            .iter()
-            .map(|fd| fd.try_clone())
-            .collect::<std::io::Result<Vec<_>>>()
-            .map_err(|e| Failure::Encode(format!("cannot hand over a descriptor: {e}")))?;
-        let sent = w.conn.send_bytes_with_fds(&message.bytes, fds).is_ok();
+        let sent = send(w, message)?;
         if sent
             && let Some(watch) = watch
             && let Err(cut) = wait_reply(&w.conn, watch)
@@ -258,51 +241,169 @@ impl Shared {
         };
         match reply {
             Ok(reply) => {
-                w.tasks += 1;
-                if self.max_tasks.is_some_and(|m| w.tasks >= m)
-                    && let Some(w) = worker.take()
-                {
-                    self.retire(slot, w);
-                }
-                match reply.bytes.first() {
-                    Some(&REPLY_DONE) => Ok(reply),
-                    Some(&REPLY_PANICKED) => Err(Failure::Panicked(reply.text())),
-                    Some(&REPLY_RAISED) => Err(Failure::Raised(reply.text())),
-                    Some(&REPLY_UNDECODABLE) => Err(Failure::Failed(reply.text())),
-                    Some(&REPLY_UNENCODABLE) => Err(Failure::Encode(reply.text())),
-                    _ => Err(Failure::Failed("a malformed reply from a worker".into())),
-                }
+                self.count_task(slot, worker);
+                classify(reply)
             }
             Err(_) => {
-                let Some(w) = worker.take() else {
-                    return Err(Failure::Closed);
-                };
                 // Refused (the worker's end was gone), or sent and still
                 // there: the worker never took it.
-                let never_taken = !sent || w.conn.pending_sent() > 0;
-                let pid = w.process.pid().unwrap_or(0);
-                let _ = w.process.join_timeout(REAP);
-                let code = w.process.exitcode();
-                let signal = code.filter(|c| *c < 0).map(|c| -c);
-                let exitcode = code.filter(|c| *c >= 0);
-                self.retire(slot, w);
-                if self.terminated.load(Ordering::SeqCst) {
-                    Err(Failure::Closed)
-                } else if never_taken {
-                    Err(Failure::NeverTaken {
-                        pid,
-                        signal,
-                        exitcode,
-                    })
-                } else {
-                    Err(Failure::WorkerDied {
-                        pid,
-                        signal,
-                        exitcode,
-                    })
-                }
+                let untaken = worker.as_ref().map_or(0, |w| w.conn.pending_sent());
+                let (head, _) = self.bury(slot, worker, if sent { untaken } else { 1 }, 1);
+                head
             }
         }
+    }
+
+    /// Starts the slot's worker if it has none (or a dead one, whose
+    /// death cost no task).
+    pub(crate) fn ensure_worker(
+        &self,
+        slot: usize,
+        worker: &mut Option<Worker>,
+    ) -> std::result::Result<(), Failure> {
+        if worker.as_ref().is_some_and(|w| !w.process.is_alive())
+            && let Some(w) = worker.take()
+        {
+            self.retire(slot, w);
+        }
+        if worker.is_none() {
+            *worker = Some(
+                self.start_worker(slot)
+                    .map_err(|e| Failure::Failed(format!("cannot start a worker: {e}")))?,
+            );
+        }
+        Ok(())
+    }
+
+    /// One more task done by the slot's worker; it retires at
+    /// `max_tasks_per_child`.
+    fn count_task(&self, slot: usize, worker: &mut Option<Worker>) {
+        if let Some(w) = worker.as_mut() {
+            w.tasks += 1;
+            if self.max_tasks.is_some_and(|m| w.tasks >= m)
+                && let Some(w) = worker.take()
+            {
+                self.retire(slot, w);
+            }
+        }
+    }
+
+    /// Whether tasks may be sent ahead of their replies: not when a
+    /// worker retires after a number of them.
+    pub(crate) fn pipelines(&self) -> bool {
+        self.max_tasks.is_none()
+    }
+
+    /// Sends a task to the slot's worker (started if needed) without
+    /// waiting for its reply.
+    pub(crate) fn send_ahead(
+        &self,
+        slot: usize,
+        worker: &mut Option<Worker>,
+        message: &Message,
+    ) -> std::result::Result<bool, Failure> {
+        self.ensure_worker(slot, worker)?;
+        match worker.as_ref() {
+            Some(w) => send(w, message),
+            None => Err(Failure::Closed),
+        }
+    }
+
+    /// Receives the reply of the oldest of the `in_flight` tasks sent
+    /// ahead to the slot's worker. If the worker is gone instead: the
+    /// oldest task's failure, and how many of the others it never took
+    /// (they can go to the next worker).
+    pub(crate) fn receive_ahead(
+        &self,
+        slot: usize,
+        worker: &mut Option<Worker>,
+        in_flight: usize,
+    ) -> std::result::Result<Message, (Failure, usize)> {
+        let Some(w) = worker.as_ref() else {
+            return Err((Failure::Closed, in_flight.saturating_sub(1)));
+        };
+        let mut bytes = Vec::new();
+        match w.conn.recv_bytes_into_vec_with_fds(&mut bytes) {
+            Ok(fds) => Ok(Message { bytes, fds }),
+            Err(_) => {
+                let untaken = w.conn.pending_sent().min(in_flight);
+                let (head, rest) = self.bury(slot, worker, untaken, in_flight);
+                Err((head.err().unwrap_or(Failure::Closed), rest))
+            }
+        }
+    }
+
+    /// Reaps the slot's dead worker, which had `in_flight` tasks of which
+    /// it never took `untaken` (the last ones). Gives the oldest task's
+    /// failure and how many of the others can go to another worker.
+    fn bury(
+        &self,
+        slot: usize,
+        worker: &mut Option<Worker>,
+        untaken: usize,
+        in_flight: usize,
+    ) -> (Piece, usize) {
+        let Some(w) = worker.take() else {
+            return (Err(Failure::Closed), in_flight.saturating_sub(1));
+        };
+        let pid = w.process.pid().unwrap_or(0);
+        let _ = w.process.join_timeout(REAP);
+        let code = w.process.exitcode();
+        let signal = code.filter(|c| *c < 0).map(|c| -c);
+        let exitcode = code.filter(|c| *c >= 0);
+        self.retire(slot, w);
+        let rest = in_flight.saturating_sub(1).min(untaken);
+        let head = if self.terminated.load(Ordering::SeqCst) {
+            Err(Failure::Closed)
+        } else if untaken >= in_flight {
+            Err(Failure::NeverTaken {
+                pid,
+                signal,
+                exitcode,
+            })
+        } else {
+            Err(Failure::WorkerDied {
+                pid,
+                signal,
+                exitcode,
+            })
+        };
+        (head, rest)
+    }
+
+    /// Counts a reply received ahead, and classifies it.
+    pub(crate) fn reply_ahead(
+        &self,
+        slot: usize,
+        worker: &mut Option<Worker>,
+        reply: Message,
+    ) -> Piece {
+        self.count_task(slot, worker);
+        classify(reply)
+    }
+}
+
+/// Sends a task message with duplicates of its descriptors; whether the
+/// worker's end took it.
+fn send(w: &Worker, message: &Message) -> std::result::Result<bool, Failure> {
+    let fds = message
+        .fds
+        .iter()
+        .map(|fd| fd.try_clone())
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(|e| Failure::Encode(format!("cannot hand over a descriptor: {e}")))?;
+    Ok(w.conn.send_bytes_with_fds(&message.bytes, fds).is_ok())
+}
+
+/// A worker's reply as the piece it stands for.
+fn classify(reply: Message) -> Piece {
+    match reply.bytes.first() {
+        Some(&REPLY_DONE) => Ok(reply),
+        Some(&REPLY_PANICKED) => Err(Failure::Panicked(reply.text())),
+        Some(&REPLY_RAISED) => Err(Failure::Raised(reply.text())),
+        Some(&REPLY_UNDECODABLE) => Err(Failure::Failed(reply.text())),
+        Some(&REPLY_UNENCODABLE) => Err(Failure::Encode(reply.text())),
+        _ => Err(Failure::Failed("a malformed reply from a worker".into())),
     }
 }
 

@@ -18,11 +18,13 @@ use std::collections::VecDeque;
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crossbeam_channel::{Receiver, Sender};
 use multiproc_process::{Error, Result, StartMethod, Target, TaskFn, codec};
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -37,8 +39,15 @@ use future::Task;
 /// What the executor, its runners and its futures share.
 pub(crate) struct Core {
     shared: Shared,
-    queue: Mutex<Queue>,
-    ready: Condvar,
+    /// Where tasks are submitted; `None` once shut down (the runners end
+    /// when the queue is empty).
+    jobs: Mutex<Option<Sender<Arc<Task>>>>,
+    /// The queue's far end, to empty it when the tasks are cancelled.
+    queued: Receiver<Arc<Task>>,
+    /// Strict mode lost a worker: why.
+    broken: Mutex<Option<String>>,
+    /// Runners waiting for a task now.
+    idle: AtomicUsize,
     /// Per worker slot: the writing end of its runner's cancel socket.
     wakes: Vec<UnixStream>,
     default_limit: Option<Duration>,
@@ -46,38 +55,21 @@ pub(crate) struct Core {
     broken_on_death: bool,
 }
 
-#[derive(Default)]
-struct Queue {
-    tasks: VecDeque<Arc<Task>>,
-    /// No more tasks are taken; the runners end once the queue is empty.
-    shut: bool,
-    /// Strict mode lost a worker: why.
-    broken: Option<String>,
-}
-
 impl Core {
     /// Whether it takes no more tasks.
     fn is_shut(&self) -> bool {
-        self.queue.lock().shut
+        self.jobs.lock().is_none()
     }
 
     /// Why strict mode broke the executor, if it did.
     fn broken(&self) -> Option<String> {
-        self.queue.lock().broken.clone()
+        self.broken.lock().clone()
     }
 
-    /// The next task, waiting for one; `None` once shut down and empty.
-    fn next_task(&self) -> Option<Arc<Task>> {
-        let mut q = self.queue.lock();
-        loop {
-            if let Some(t) = q.tasks.pop_front() {
-                return Some(t);
-            }
-            if q.shut {
-                return None;
-            }
-            self.ready.wait(&mut q);
-        }
+    /// Stops taking tasks, and takes those still queued out of the queue.
+    fn shut(&self) -> Vec<Arc<Task>> {
+        self.jobs.lock().take();
+        self.queued.try_iter().collect()
     }
 
     /// Tells slot `slot`'s runner that a task is to be cancelled.
@@ -90,14 +82,8 @@ impl Core {
 
     /// Strict mode: every pending task fails, and no more are taken.
     fn break_down(&self, why: &str) {
-        let pending: Vec<Arc<Task>> = {
-            let mut q = self.queue.lock();
-            q.broken.get_or_insert_with(|| why.to_string());
-            q.shut = true;
-            self.ready.notify_all();
-            q.tasks.drain(..).collect()
-        };
-        for t in pending {
+        self.broken.lock().get_or_insert_with(|| why.to_string());
+        for t in self.shut() {
             t.finish(Err(Failure::Broken(why.to_string())));
         }
         // Running ones end too: their workers are killed.
@@ -210,10 +196,13 @@ impl ExecutorBuilder {
             wakes.push(tx);
             listens.push(rx);
         }
+        let (tx, rx) = crossbeam_channel::unbounded();
         let core = Arc::new(Core {
             shared: Shared::new(self.method, initializer, self.max_tasks, n),
-            queue: Mutex::new(Queue::default()),
-            ready: Condvar::new(),
+            jobs: Mutex::new(Some(tx)),
+            queued: rx.clone(),
+            broken: Mutex::new(None),
+            idle: AtomicUsize::new(0),
             wakes,
             default_limit: self.limit,
             cancel_running: self.cancel_running,
@@ -223,10 +212,11 @@ impl ExecutorBuilder {
         for (slot, wake) in listens.into_iter().enumerate() {
             let worker = core.shared.start_worker(slot)?;
             let core2 = core.clone();
+            let rx = rx.clone();
             runners.push(
                 std::thread::Builder::new()
                     .name(format!("executor-{slot}"))
-                    .spawn(move || runner::runner(core2, slot, wake, Some(worker)))?,
+                    .spawn(move || runner::runner(core2, slot, rx, wake, Some(worker)))?,
             );
         }
         Ok(Executor {
@@ -357,17 +347,14 @@ impl Executor {
     ) -> Result<TaskFuture<R>> {
         let message = task_message(func, input)?;
         let task = Arc::new(Task::new(message, limit, Arc::downgrade(&self.core)));
-        {
-            let mut q = self.core.queue.lock();
-            if let Some(why) = &q.broken {
-                return Err(Error::BrokenPool { why: why.clone() });
-            }
-            if q.shut {
-                return Err(Error::Closed);
-            }
-            q.tasks.push_back(task.clone());
-        }
-        self.core.ready.notify_one();
+        let jobs = self.core.jobs.lock();
+        let Some(tx) = jobs.as_ref() else {
+            return Err(match self.core.broken() {
+                Some(why) => Error::BrokenPool { why },
+                None => Error::Closed,
+            });
+        };
+        tx.send(task.clone()).map_err(|_| Error::Closed)?;
         Ok(TaskFuture::of(task))
     }
 
@@ -410,18 +397,12 @@ impl Executor {
     /// cancelled; with `wait`, it returns once every task left has ended
     /// and the workers are gone. Python: `shutdown(wait, cancel_futures)`.
     pub fn shutdown(&self, wait: bool, cancel_futures: bool) {
-        let cancelled: Vec<Arc<Task>> = {
-            let mut q = self.core.queue.lock();
-            q.shut = true;
-            self.core.ready.notify_all();
-            if cancel_futures {
-                q.tasks.drain(..).collect()
-            } else {
-                Vec::new()
+        if cancel_futures {
+            for t in self.core.shut() {
+                t.finish(Err(Failure::Cancelled));
             }
-        };
-        for t in cancelled {
-            t.finish(Err(Failure::Cancelled));
+        } else {
+            self.core.jobs.lock().take();
         }
         if wait {
             let runners = std::mem::take(&mut *self.runners.lock());
