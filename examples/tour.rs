@@ -5,6 +5,8 @@
 
 use multiproc as mp;
 
+#[path = "executor.rs"]
+mod executor;
 #[path = "manager_remote.rs"]
 mod manager_remote;
 #[path = "pool_progress.rs"]
@@ -75,12 +77,15 @@ fn main() -> mp::Result<()> {
     section("counting primes on a Pool, with a progress bar over imap");
     pool_progress::main()?;
 
+    section("an executor: jobs with a time limit, hung ones killed");
+    executor::main()?;
+
     section("processes and a Pool from async code (tokio)");
     tokio_processes::main()?;
 
     println!(
         "\ntour finished: the {} seed programs, a distributed queue, a pool with progress, \
-         processes from async code",
+         an executor with time limits, processes from async code",
         8
     );
     Ok(())

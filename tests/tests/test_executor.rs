@@ -400,6 +400,57 @@ fn a_death_among_tasks_sent_ahead_costs_one_task(ctx: mp::Context) {
     assert_eq!(got, want);
 }
 
+/// The same API on threads: results, a panic failing alone, cancel of a
+/// queued task (a running one cannot be), `as_completed` and `wait`,
+/// shutdown with cancelling.
+#[test]
+fn the_thread_executor_has_the_same_api() {
+    let ex = mp::ThreadExecutor::new(2).unwrap();
+    let futures: Vec<_> = (0..20u64).map(|n| ex.submit(move || n * n).unwrap()).collect();
+    let got: Vec<u64> = futures.iter().map(|f| f.result_timeout(LIMIT).unwrap()).collect();
+    assert_eq!(got, (0..20u64).map(|n| n * n).collect::<Vec<_>>());
+    let boom = ex.submit(|| -> u64 { panic!("boom") }).unwrap();
+    assert!(matches!(boom.result_timeout(LIMIT), Err(mp::Error::TaskPanicked { message }) if message == "boom"));
+    // Two threads busy, a third task queued: cancelled, it never runs.
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let rx = Arc::new(std::sync::Mutex::new(rx));
+    let blockers: Vec<_> = (0..2)
+        .map(|_| {
+            let rx = rx.clone();
+            ex.submit(move || rx.lock().unwrap().recv_timeout(LIMIT).is_ok())
+                .unwrap()
+        })
+        .collect();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = ran.clone();
+    let queued = ex.submit(move || r.fetch_add(1, Ordering::SeqCst)).unwrap();
+    assert!(wait_until(LIMIT, || blockers.iter().all(mp::ThreadFuture::running)));
+    assert!(!blockers[0].cancel(), "a running thread task cannot be cancelled");
+    assert!(queued.cancel() && queued.cancelled());
+    tx.send(()).unwrap();
+    tx.send(()).unwrap();
+    let w = wait(&blockers, Some(LIMIT), ReturnWhen::AllCompleted);
+    assert_eq!(w.done, vec![0, 1]);
+    assert!(matches!(queued.result(), Err(mp::Error::Cancelled)));
+    assert_eq!(ran.load(Ordering::SeqCst), 0);
+    // as_completed over thread futures, in completion order.
+    let fs: Vec<_> = [300u64, 50, 150]
+        .iter()
+        .map(|&ms| ex.submit(move || sleep_ms(ms)).unwrap())
+        .collect();
+    let order: Vec<u64> = as_completed(&fs, Some(LIMIT)).map(|f| f.unwrap().result().unwrap()).collect();
+    assert_eq!(order, vec![50, 150, 300]);
+    // Shutdown cancels what is queued, lets what runs finish.
+    let slow = ex.submit(|| sleep_ms(200)).unwrap();
+    let slow2 = ex.submit(|| sleep_ms(200)).unwrap();
+    let later = ex.submit(|| 1u64).unwrap();
+    assert!(wait_until(LIMIT, || slow.running() && slow2.running()));
+    ex.shutdown(true, true);
+    assert_eq!(slow.result().unwrap(), 200);
+    assert!(later.cancelled());
+    assert!(matches!(ex.submit(|| 2u64), Err(mp::Error::Closed)));
+}
+
 multiproc_testkit::each_start_method!(
     results_equal_the_serial_ones,
     as_completed_follows_completion_order,

@@ -36,11 +36,13 @@ mod result;
 mod thread;
 mod worker;
 
-pub use executor::{Executor, ExecutorBuilder, ExecutorMap, TaskFuture};
+pub use executor::{
+    Executor, ExecutorBuilder, ExecutorMap, TaskFuture, ThreadExecutor, ThreadFuture,
+};
 /// Waiting for many [`TaskFuture`]s at once. Python: the functions of
 /// `concurrent.futures`.
 pub mod futures {
-    pub use crate::executor::{AsCompleted, ReturnWhen, Waited, as_completed, wait};
+    pub use crate::executor::{AsCompleted, Completes, ReturnWhen, Waited, as_completed, wait};
 }
 pub use imap::{IMap, IMapUnordered};
 pub use pool::{Pool, PoolBuilder};

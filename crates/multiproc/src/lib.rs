@@ -82,14 +82,16 @@ pub use multiproc_manager::{
 #[doc(inline)]
 pub use multiproc_pool::{
     AsyncResult, Executor, ExecutorBuilder, ExecutorMap, IMap, IMapUnordered, Pool, PoolBuilder,
-    TaskFuture, ThreadIMap, ThreadPool, ThreadResult,
+    TaskFuture, ThreadExecutor, ThreadFuture, ThreadIMap, ThreadPool, ThreadResult,
 };
 
 /// Waiting for many [`TaskFuture`]s at once. Python: `concurrent.futures`'s
 /// `as_completed` and `wait`.
 pub mod futures {
     #[doc(inline)]
-    pub use multiproc_pool::futures::{AsCompleted, ReturnWhen, Waited, as_completed, wait};
+    pub use multiproc_pool::futures::{
+        AsCompleted, Completes, ReturnWhen, Waited, as_completed, wait,
+    };
 }
 
 /// Connections between programs over TCP or a Unix socket, authenticated

@@ -8,12 +8,48 @@ use multiproc_process::{Error, Result};
 
 use super::future::TaskFuture;
 
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// A future [`as_completed`] and [`wait`] can wait for: a
+/// [`TaskFuture`] of the process executor, or a
+/// [`ThreadFuture`](super::ThreadFuture) of the thread one.
+pub trait Completes: sealed::Sealed {
+    /// Calls `f` once it is done (at once if it is).
+    #[doc(hidden)]
+    fn when_done(&self, f: Box<dyn FnOnce() + Send>);
+    /// Whether it is done.
+    #[doc(hidden)]
+    fn is_done(&self) -> bool;
+    /// Whether it is done and did not succeed.
+    #[doc(hidden)]
+    fn failed(&self) -> bool;
+}
+
+impl<R> sealed::Sealed for TaskFuture<R> {}
+impl<R> sealed::Sealed for super::ThreadFuture<R> {}
+
+impl<R> Completes for TaskFuture<R> {
+    fn when_done(&self, f: Box<dyn FnOnce() + Send>) {
+        self.task.when_done(f);
+    }
+
+    fn is_done(&self) -> bool {
+        self.done()
+    }
+
+    fn failed(&self) -> bool {
+        self.task_failed()
+    }
+}
+
 /// Tells `tx` the index of each future as it is done.
-fn watch<R>(futures: &[TaskFuture<R>]) -> Receiver<usize> {
+fn watch<F: Completes>(futures: &[F]) -> Receiver<usize> {
     let (tx, rx) = crossbeam_channel::unbounded();
     for (i, f) in futures.iter().enumerate() {
         let tx = tx.clone();
-        f.task.when_done(Box::new(move || {
+        f.when_done(Box::new(move || {
             // The receiver may be gone: nobody waits any more.
             let _ = tx.send(i);
         }));
@@ -48,7 +84,7 @@ fn watch<R>(futures: &[TaskFuture<R>]) -> Receiver<usize> {
 /// # Ok(())
 /// # }
 /// ```
-pub fn as_completed<R>(futures: &[TaskFuture<R>], timeout: Option<Duration>) -> AsCompleted<'_, R> {
+pub fn as_completed<F: Completes>(futures: &[F], timeout: Option<Duration>) -> AsCompleted<'_, F> {
     AsCompleted {
         futures,
         done: watch(futures),
@@ -59,15 +95,15 @@ pub fn as_completed<R>(futures: &[TaskFuture<R>], timeout: Option<Duration>) -> 
 
 /// The iterator of [`as_completed`].
 #[derive(Debug)]
-pub struct AsCompleted<'a, R> {
-    futures: &'a [TaskFuture<R>],
+pub struct AsCompleted<'a, F> {
+    futures: &'a [F],
     done: Receiver<usize>,
     deadline: Option<Instant>,
     left: usize,
 }
 
-impl<'a, R> Iterator for AsCompleted<'a, R> {
-    type Item = Result<&'a TaskFuture<R>>;
+impl<'a, F> Iterator for AsCompleted<'a, F> {
+    type Item = Result<&'a F>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.left == 0 {
@@ -119,13 +155,13 @@ pub struct Waited {
 /// tells which are done. Python: `concurrent.futures.wait(fs, timeout,
 /// return_when)`, which gives two sets of futures; here, two lists of
 /// indexes into `futures`. (`mp::wait` is `multiprocessing.connection.wait`.)
-pub fn wait<R>(futures: &[TaskFuture<R>], timeout: Option<Duration>, when: ReturnWhen) -> Waited {
+pub fn wait<F: Completes>(futures: &[F], timeout: Option<Duration>, when: ReturnWhen) -> Waited {
     let done = watch(futures);
     let deadline = timeout.and_then(multiproc_process::deadline);
     let mut seen = 0;
     let met = |i: usize, seen: usize| match when {
         ReturnWhen::FirstCompleted => true,
-        ReturnWhen::FirstException => futures[i].task_failed() || seen == futures.len(),
+        ReturnWhen::FirstException => futures[i].failed() || seen == futures.len(),
         ReturnWhen::AllCompleted => seen == futures.len(),
     };
     if !futures.is_empty() {
@@ -143,7 +179,7 @@ pub fn wait<R>(futures: &[TaskFuture<R>], timeout: Option<Duration>, when: Retur
     }
     let mut out = Waited::default();
     for (i, f) in futures.iter().enumerate() {
-        if f.done() {
+        if f.is_done() {
             out.done.push(i);
         } else {
             out.not_done.push(i);

@@ -13,6 +13,7 @@
 mod future;
 mod gather;
 mod runner;
+mod thread;
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -29,7 +30,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use future::TaskFuture;
-pub use gather::{AsCompleted, ReturnWhen, Waited, as_completed, wait};
+pub use gather::{AsCompleted, Completes, ReturnWhen, Waited, as_completed, wait};
+pub use thread::{ThreadExecutor, ThreadFuture};
 
 use crate::group::Failure;
 use crate::handler::Shared;
