@@ -400,17 +400,53 @@ fn a_death_among_tasks_sent_ahead_costs_one_task(ctx: mp::Context) {
     assert_eq!(got, want);
 }
 
+static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn remember(tag: String) {
+    let _ = TAG.set(tag);
+}
+
+fn recall() -> (String, u32) {
+    (TAG.get().cloned().unwrap_or_default(), std::process::id())
+}
+
+fn the_initializer_runs_and_workers_retire_after_their_tasks(ctx: mp::Context) {
+    let ex = executor(&ctx, 1)
+        .initializer(remember, ("ready".to_string(),))
+        .max_tasks_per_child(3)
+        .build()
+        .unwrap();
+    let got: Vec<(String, u32)> = (0..9)
+        .map(|_| {
+            ex.submit(recall, ())
+                .unwrap()
+                .result_timeout(LIMIT)
+                .unwrap()
+        })
+        .collect();
+    assert!(got.iter().all(|(t, _)| t == "ready"), "{got:?}");
+    let pids: std::collections::BTreeSet<u32> = got.iter().map(|(_, p)| *p).collect();
+    assert_eq!(pids.len(), 3, "three workers of three tasks each: {got:?}");
+}
+
 /// The same API on threads: results, a panic failing alone, cancel of a
 /// queued task (a running one cannot be), `as_completed` and `wait`,
 /// shutdown with cancelling.
 #[test]
 fn the_thread_executor_has_the_same_api() {
     let ex = mp::ThreadExecutor::new(2).unwrap();
-    let futures: Vec<_> = (0..20u64).map(|n| ex.submit(move || n * n).unwrap()).collect();
-    let got: Vec<u64> = futures.iter().map(|f| f.result_timeout(LIMIT).unwrap()).collect();
+    let futures: Vec<_> = (0..20u64)
+        .map(|n| ex.submit(move || n * n).unwrap())
+        .collect();
+    let got: Vec<u64> = futures
+        .iter()
+        .map(|f| f.result_timeout(LIMIT).unwrap())
+        .collect();
     assert_eq!(got, (0..20u64).map(|n| n * n).collect::<Vec<_>>());
     let boom = ex.submit(|| -> u64 { panic!("boom") }).unwrap();
-    assert!(matches!(boom.result_timeout(LIMIT), Err(mp::Error::TaskPanicked { message }) if message == "boom"));
+    assert!(
+        matches!(boom.result_timeout(LIMIT), Err(mp::Error::TaskPanicked { message }) if message == "boom")
+    );
     // Two threads busy, a third task queued: cancelled, it never runs.
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let rx = Arc::new(std::sync::Mutex::new(rx));
@@ -424,8 +460,13 @@ fn the_thread_executor_has_the_same_api() {
     let ran = Arc::new(AtomicUsize::new(0));
     let r = ran.clone();
     let queued = ex.submit(move || r.fetch_add(1, Ordering::SeqCst)).unwrap();
-    assert!(wait_until(LIMIT, || blockers.iter().all(mp::ThreadFuture::running)));
-    assert!(!blockers[0].cancel(), "a running thread task cannot be cancelled");
+    assert!(wait_until(LIMIT, || blockers
+        .iter()
+        .all(mp::ThreadFuture::running)));
+    assert!(
+        !blockers[0].cancel(),
+        "a running thread task cannot be cancelled"
+    );
     assert!(queued.cancel() && queued.cancelled());
     tx.send(()).unwrap();
     tx.send(()).unwrap();
@@ -438,7 +479,9 @@ fn the_thread_executor_has_the_same_api() {
         .iter()
         .map(|&ms| ex.submit(move || sleep_ms(ms)).unwrap())
         .collect();
-    let order: Vec<u64> = as_completed(&fs, Some(LIMIT)).map(|f| f.unwrap().result().unwrap()).collect();
+    let order: Vec<u64> = as_completed(&fs, Some(LIMIT))
+        .map(|f| f.unwrap().result().unwrap())
+        .collect();
     assert_eq!(order, vec![50, 150, 300]);
     // Shutdown cancels what is queued, lets what runs finish.
     let slow = ex.submit(|| sleep_ms(200)).unwrap();
@@ -463,4 +506,5 @@ multiproc_testkit::each_start_method!(
     shutdown_with_and_without_cancelling,
     dropping_it_leaves_no_process_behind,
     a_death_among_tasks_sent_ahead_costs_one_task,
+    the_initializer_runs_and_workers_retire_after_their_tasks,
 );
