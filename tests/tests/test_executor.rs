@@ -429,6 +429,40 @@ fn the_initializer_runs_and_workers_retire_after_their_tasks(ctx: mp::Context) {
     assert_eq!(pids.len(), 3, "three workers of three tasks each: {got:?}");
 }
 
+fn map_submits_at_once_and_odd_limits_are_taken_as_meant(ctx: mp::Context) {
+    let ex = executor(&ctx, 1).build().unwrap();
+    // Submitted when map is called, not at the first read.
+    let flag = mp::Event::new().unwrap();
+    let it = ex.map(set, [flag.clone()], 1, None);
+    assert!(
+        flag.wait_timeout(LIMIT),
+        "map ran nothing before its first read"
+    );
+    drop(it);
+    // Dropping the iterator cancels what it did not read.
+    let blocker = ex.submit(sleep_ms, (300u64,)).unwrap();
+    until_running(&blocker);
+    let late = mp::Event::new().unwrap();
+    drop(ex.map(set, [late.clone()], 1, None));
+    assert_eq!(blocker.result_timeout(LIMIT).unwrap(), 300);
+    assert_eq!(
+        ex.submit(square, (5u64,))
+            .unwrap()
+            .result_timeout(LIMIT)
+            .unwrap(),
+        25
+    );
+    assert!(!late.is_set(), "a chunk of a dropped map ran");
+    // A limit too large to add to a clock is no limit.
+    let f = ex
+        .submit_with_limit(sleep_ms, (50u64,), Duration::MAX)
+        .unwrap();
+    assert_eq!(f.result_timeout(LIMIT).unwrap(), 50);
+    // A callback that panics, added after the end, goes no further.
+    f.add_done_callback(|_| panic!("in a callback"));
+    assert_eq!(f.result().unwrap(), 50);
+}
+
 /// The same API on threads: results, a panic failing alone, cancel of a
 /// queued task (a running one cannot be), `as_completed` and `wait`,
 /// shutdown with cancelling.
@@ -507,4 +541,5 @@ multiproc_testkit::each_start_method!(
     dropping_it_leaves_no_process_behind,
     a_death_among_tasks_sent_ahead_costs_one_task,
     the_initializer_runs_and_workers_retire_after_their_tasks,
+    map_submits_at_once_and_odd_limits_are_taken_as_meant,
 );

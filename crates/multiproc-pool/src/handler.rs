@@ -49,7 +49,8 @@ pub(crate) struct Worker {
 /// `cancelled` is called when it does: it empties the descriptor and says
 /// whether the task is this one.
 pub(crate) struct Watch<'a> {
-    pub(crate) deadline: Option<(Instant, Duration)>,
+    /// The time limit, counted from the send.
+    pub(crate) limit: Option<Duration>,
     pub(crate) wake: Option<BorrowedFd<'a>>,
     pub(crate) cancelled: &'a dyn Fn() -> bool,
 }
@@ -216,12 +217,15 @@ impl Shared {
             return Err(Failure::Closed);
         };
         let sent = send(w, message)?;
+        let deadline = watch
+            .and_then(|w| w.limit)
+            .and_then(|l| multiproc_process::deadline(l).map(|at| (at, l)));
         if sent
             && let Some(watch) = watch
-            && let Err(cut) = wait_reply(&w.conn, watch)
+            && let Err(cut) = wait_reply(&w.conn, watch, deadline)
         {
-            // Cut short: the worker is killed, and replaced for the next
-            // task. The task's end is told before the reaping.
+            // Cut short: the worker is killed and reaped (at once, after
+            // SIGKILL), and replaced for the next task.
             let _ = w.process.kill();
             if let Some(w) = worker.take() {
                 self.retire(slot, w);
@@ -261,6 +265,10 @@ impl Shared {
         slot: usize,
         worker: &mut Option<Worker>,
     ) -> std::result::Result<(), Failure> {
+        if self.terminated.load(Ordering::SeqCst) {
+            // Ended: no new worker, and nothing more runs.
+            return Err(Failure::Closed);
+        }
         if worker.as_ref().is_some_and(|w| !w.process.is_alive())
             && let Some(w) = worker.take()
         {
@@ -294,18 +302,26 @@ impl Shared {
         self.max_tasks.is_none()
     }
 
-    /// Sends a task to the slot's worker (started if needed) without
-    /// waiting for its reply.
+    /// Sends a task to the slot's worker without waiting for its reply;
+    /// the worker is started if needed, but only when no task is in
+    /// flight (a new worker would take the place of the one the replies
+    /// are due from). False: not sent, to be sent again later.
     pub(crate) fn send_ahead(
         &self,
         slot: usize,
         worker: &mut Option<Worker>,
         message: &Message,
+        in_flight: usize,
     ) -> std::result::Result<bool, Failure> {
-        self.ensure_worker(slot, worker)?;
+        if self.terminated.load(Ordering::SeqCst) {
+            return Err(Failure::Closed);
+        }
+        if in_flight == 0 {
+            self.ensure_worker(slot, worker)?;
+        }
         match worker.as_ref() {
             Some(w) => send(w, message),
-            None => Err(Failure::Closed),
+            None => Ok(false),
         }
     }
 
@@ -384,7 +400,8 @@ impl Shared {
 }
 
 /// Sends a task message with duplicates of its descriptors; whether the
-/// worker's end took it.
+/// worker's end took it (false: the worker is gone). A message that cannot
+/// be sent at all is the task's failure, not the worker's.
 fn send(w: &Worker, message: &Message) -> std::result::Result<bool, Failure> {
     let fds = message
         .fds
@@ -392,7 +409,12 @@ fn send(w: &Worker, message: &Message) -> std::result::Result<bool, Failure> {
         .map(|fd| fd.try_clone())
         .collect::<std::io::Result<Vec<_>>>()
         .map_err(|e| Failure::Encode(format!("cannot hand over a descriptor: {e}")))?;
-    Ok(w.conn.send_bytes_with_fds(&message.bytes, fds).is_ok())
+    match w.conn.send_bytes_with_fds(&message.bytes, fds) {
+        Ok(()) => Ok(true),
+        Err(Error::Closed) => Ok(false),
+        Err(Error::Encode(why)) => Err(Failure::Encode(why)),
+        Err(e) => Err(Failure::Failed(format!("cannot send the task: {e}"))),
+    }
 }
 
 /// A worker's reply as the piece it stands for.
@@ -409,9 +431,13 @@ fn classify(reply: Message) -> Piece {
 
 /// Waits until a reply can be read (or the worker is gone, which the read
 /// then tells), or until `watch` cuts the task short.
-fn wait_reply(conn: &Connection, watch: &Watch<'_>) -> std::result::Result<(), Cut> {
+fn wait_reply(
+    conn: &Connection,
+    watch: &Watch<'_>,
+    deadline: Option<(Instant, Duration)>,
+) -> std::result::Result<(), Cut> {
     loop {
-        let left = match watch.deadline {
+        let left = match deadline {
             Some((at, limit)) => {
                 let left = at.saturating_duration_since(Instant::now());
                 if left.is_zero() {

@@ -12,6 +12,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use serde::de::DeserializeOwned;
 
 use super::Core;
+use super::callbacks::{Callback, Callbacks, call};
 use crate::group::{Failure, Piece};
 use crate::message::Message;
 
@@ -21,8 +22,9 @@ pub(crate) enum TaskState {
     /// On the worker of this slot.
     Running(usize),
     /// Its worker's reply, or why there is none (`Failure::Cancelled` for
-    /// a cancelled task).
-    Done(Piece),
+    /// a cancelled task); shared, so that a result is decoded outside the
+    /// lock.
+    Done(Arc<Piece>),
 }
 
 /// A submitted task, shared by its futures and the executor.
@@ -36,7 +38,7 @@ pub(crate) struct Task {
     /// Set by `cancel` on a running task; its runner then kills the worker.
     pub(crate) cancel_requested: AtomicBool,
     /// Called once, when it is done (callbacks, `as_completed`).
-    on_done: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
+    on_done: Mutex<Callbacks>,
     core: Weak<Core>,
 }
 
@@ -48,7 +50,7 @@ impl Task {
             input: Mutex::new(Some(input)),
             limit,
             cancel_requested: AtomicBool::new(false),
-            on_done: Mutex::new(Vec::new()),
+            on_done: Mutex::new(Callbacks::default()),
             core,
         }
     }
@@ -65,28 +67,32 @@ impl Task {
         if matches!(*state, TaskState::Done(_)) {
             return;
         }
-        *state = TaskState::Done(piece);
+        *state = TaskState::Done(Arc::new(piece));
         self.done.notify_all();
         drop(state);
         self.input.lock().take();
-        let callbacks = std::mem::take(&mut *self.on_done.lock());
+        let callbacks = self.on_done.lock().take();
         for f in callbacks {
-            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
-                eprintln!("multiproc: a task future's done callback panicked");
-            }
+            call(f);
         }
     }
 
-    /// Calls `f` when the task is done (at once if it is).
-    pub(crate) fn when_done(&self, f: Box<dyn FnOnce() + Send>) {
+    /// Calls `f` when the task is done (at once if it is); the number to
+    /// take it back with, if it waits.
+    pub(crate) fn when_done(&self, f: Callback) -> Option<u64> {
         {
             let state = self.state.lock();
             if !matches!(*state, TaskState::Done(_)) {
-                self.on_done.lock().push(f);
-                return;
+                return Some(self.on_done.lock().add(f));
             }
         }
-        f();
+        call(f);
+        None
+    }
+
+    /// Takes back a callback that has not run.
+    pub(crate) fn forget(&self, id: u64) {
+        self.on_done.lock().remove(id);
     }
 
     pub(crate) fn is_done(&self) -> bool {
@@ -114,7 +120,7 @@ impl Task {
     /// Whether it was cancelled, or failed.
     fn failure(&self) -> Option<Failure> {
         match &*self.state.lock() {
-            TaskState::Done(Err(f)) => Some(f.clone()),
+            TaskState::Done(p) => p.as_ref().as_ref().err().cloned(),
             _ => None,
         }
     }
@@ -141,9 +147,11 @@ impl<R> fmt::Debug for TaskFuture<R> {
         let state = match &*self.task.state.lock() {
             TaskState::Queued => "queued",
             TaskState::Running(_) => "running",
-            TaskState::Done(Ok(_)) => "finished",
-            TaskState::Done(Err(Failure::Cancelled)) => "cancelled",
-            TaskState::Done(Err(_)) => "failed",
+            TaskState::Done(p) => match p.as_ref() {
+                Ok(_) => "finished",
+                Err(Failure::Cancelled) => "cancelled",
+                Err(_) => "failed",
+            },
         };
         write!(f, "TaskFuture({state})")
     }
@@ -169,10 +177,7 @@ impl<R> TaskFuture<R> {
 
     /// Whether it was cancelled. Python: `cancelled()`.
     pub fn cancelled(&self) -> bool {
-        matches!(
-            *self.task.state.lock(),
-            TaskState::Done(Err(Failure::Cancelled))
-        )
+        matches!(&*self.task.state.lock(), TaskState::Done(p) if matches!(**p, Err(Failure::Cancelled)))
     }
 
     /// Cancels it. A queued task is taken off the queue and never runs. A
@@ -200,14 +205,13 @@ impl<R> TaskFuture<R> {
                 core.wake(slot);
                 true
             }
-            TaskState::Done(Err(Failure::Cancelled)) => true,
-            TaskState::Done(_) => false,
+            TaskState::Done(p) => matches!(**p, Err(Failure::Cancelled)),
         }
     }
 
     /// Whether it is done and did not succeed (failed or cancelled).
     pub(crate) fn task_failed(&self) -> bool {
-        matches!(*self.task.state.lock(), TaskState::Done(Err(_)))
+        matches!(&*self.task.state.lock(), TaskState::Done(p) if p.is_err())
     }
 
     /// Waits at most `timeout` for it to be done; whether it is.
@@ -264,10 +268,13 @@ impl<R: DeserializeOwned> TaskFuture<R> {
     }
 
     fn read(&self) -> Result<R> {
-        match &*self.task.state.lock() {
-            TaskState::Done(Ok(reply)) => reply.decode(),
-            TaskState::Done(Err(f)) => Err(f.to_error()),
-            _ => Err(Error::Timeout),
+        let piece = match &*self.task.state.lock() {
+            TaskState::Done(p) => p.clone(),
+            _ => return Err(Error::Timeout),
+        };
+        match piece.as_ref() {
+            Ok(reply) => reply.decode(),
+            Err(f) => Err(f.to_error()),
         }
     }
 }

@@ -16,9 +16,13 @@ mod sealed {
 /// [`TaskFuture`] of the process executor, or a
 /// [`ThreadFuture`](super::ThreadFuture) of the thread one.
 pub trait Completes: sealed::Sealed {
-    /// Calls `f` once it is done (at once if it is).
+    /// Calls `f` once it is done (at once if it is); a number to take it
+    /// back with, if it waits.
     #[doc(hidden)]
-    fn when_done(&self, f: Box<dyn FnOnce() + Send>);
+    fn when_done(&self, f: Box<dyn FnOnce() + Send>) -> Option<u64>;
+    /// Takes back a callback that has not run.
+    #[doc(hidden)]
+    fn forget(&self, id: u64);
     /// Whether it is done.
     #[doc(hidden)]
     fn is_done(&self) -> bool;
@@ -31,8 +35,12 @@ impl<R> sealed::Sealed for TaskFuture<R> {}
 impl<R> sealed::Sealed for super::ThreadFuture<R> {}
 
 impl<R> Completes for TaskFuture<R> {
-    fn when_done(&self, f: Box<dyn FnOnce() + Send>) {
-        self.task.when_done(f);
+    fn when_done(&self, f: Box<dyn FnOnce() + Send>) -> Option<u64> {
+        self.task.when_done(f)
+    }
+
+    fn forget(&self, id: u64) {
+        self.task.forget(id);
     }
 
     fn is_done(&self) -> bool {
@@ -44,17 +52,51 @@ impl<R> Completes for TaskFuture<R> {
     }
 }
 
-/// Tells `tx` the index of each future as it is done.
-fn watch<F: Completes>(futures: &[F]) -> Receiver<usize> {
-    let (tx, rx) = crossbeam_channel::unbounded();
-    for (i, f) in futures.iter().enumerate() {
-        let tx = tx.clone();
-        f.when_done(Box::new(move || {
-            // The receiver may be gone: nobody waits any more.
-            let _ = tx.send(i);
-        }));
+/// Watchers on some futures: the index of each, sent as it is done.
+/// Dropping it takes back the watchers that have not run, so that waiting
+/// again and again on a long task does not pile them up on it.
+struct Watch<'a, F: Completes> {
+    futures: &'a [F],
+    ids: Vec<Option<u64>>,
+    done: Receiver<usize>,
+}
+
+impl<'a, F: Completes> Watch<'a, F> {
+    fn new(futures: &'a [F]) -> Watch<'a, F> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let ids = futures
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let tx = tx.clone();
+                f.when_done(Box::new(move || {
+                    // The receiver may be gone: nobody waits any more.
+                    let _ = tx.send(i);
+                }))
+            })
+            .collect();
+        Watch {
+            futures,
+            ids,
+            done: rx,
+        }
     }
-    rx
+}
+
+impl<F: Completes> Drop for Watch<'_, F> {
+    fn drop(&mut self) {
+        for (f, id) in self.futures.iter().zip(&self.ids) {
+            if let Some(id) = id {
+                f.forget(*id);
+            }
+        }
+    }
+}
+
+impl<F: Completes> std::fmt::Debug for Watch<'_, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Watch({} futures)", self.futures.len())
+    }
 }
 
 /// The futures in the order they are done, waiting at most `timeout` in
@@ -87,7 +129,7 @@ fn watch<F: Completes>(futures: &[F]) -> Receiver<usize> {
 pub fn as_completed<F: Completes>(futures: &[F], timeout: Option<Duration>) -> AsCompleted<'_, F> {
     AsCompleted {
         futures,
-        done: watch(futures),
+        watch: Watch::new(futures),
         deadline: timeout.and_then(multiproc_process::deadline),
         left: futures.len(),
     }
@@ -95,14 +137,14 @@ pub fn as_completed<F: Completes>(futures: &[F], timeout: Option<Duration>) -> A
 
 /// The iterator of [`as_completed`].
 #[derive(Debug)]
-pub struct AsCompleted<'a, F> {
+pub struct AsCompleted<'a, F: Completes> {
     futures: &'a [F],
-    done: Receiver<usize>,
+    watch: Watch<'a, F>,
     deadline: Option<Instant>,
     left: usize,
 }
 
-impl<'a, F> Iterator for AsCompleted<'a, F> {
+impl<'a, F: Completes> Iterator for AsCompleted<'a, F> {
     type Item = Result<&'a F>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -110,8 +152,12 @@ impl<'a, F> Iterator for AsCompleted<'a, F> {
             return None;
         }
         let got = match self.deadline {
-            Some(d) => self.done.recv_deadline(d),
-            None => self.done.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(d) => self.watch.done.recv_deadline(d),
+            None => self
+                .watch
+                .done
+                .recv()
+                .map_err(|_| RecvTimeoutError::Disconnected),
         };
         match got {
             Ok(i) => {
@@ -156,7 +202,7 @@ pub struct Waited {
 /// return_when)`, which gives two sets of futures; here, two lists of
 /// indexes into `futures`. (`mp::wait` is `multiprocessing.connection.wait`.)
 pub fn wait<F: Completes>(futures: &[F], timeout: Option<Duration>, when: ReturnWhen) -> Waited {
-    let done = watch(futures);
+    let watch = Watch::new(futures);
     let deadline = timeout.and_then(multiproc_process::deadline);
     let mut seen = 0;
     let met = |i: usize, seen: usize| match when {
@@ -167,8 +213,8 @@ pub fn wait<F: Completes>(futures: &[F], timeout: Option<Duration>, when: Return
     if !futures.is_empty() {
         loop {
             let got = match deadline {
-                Some(d) => done.recv_deadline(d).ok(),
-                None => done.recv().ok(),
+                Some(d) => watch.done.recv_deadline(d).ok(),
+                None => watch.done.recv().ok(),
             };
             let Some(i) = got else { break };
             seen += 1;

@@ -10,6 +10,7 @@
 //! (SIGKILL), ends the task's future, and the next task starts a new
 //! worker; nothing else in flight is touched.
 
+mod callbacks;
 mod future;
 mod gather;
 mod runner;
@@ -210,22 +211,21 @@ impl ExecutorBuilder {
             cancel_running: self.cancel_running,
             broken_on_death: self.broken_on_death,
         });
-        let mut runners = Vec::with_capacity(n);
-        for (slot, wake) in listens.into_iter().enumerate() {
-            let worker = core.shared.start_worker(slot)?;
-            let core2 = core.clone();
-            let rx = rx.clone();
-            runners.push(
-                std::thread::Builder::new()
-                    .name(format!("executor-{slot}"))
-                    .spawn(move || runner::runner(core2, slot, rx, wake, Some(worker)))?,
-            );
-        }
-        Ok(Executor {
-            core,
-            runners: Mutex::new(runners),
+        let executor = Executor {
+            core: core.clone(),
+            runners: Mutex::new(Vec::with_capacity(n)),
             workers: n,
-        })
+        };
+        for (slot, wake) in listens.into_iter().enumerate() {
+            // On an error, dropping `executor` ends what was started.
+            let worker = core.shared.start_worker(slot)?;
+            let (core2, rx) = (core.clone(), rx.clone());
+            let runner = std::thread::Builder::new()
+                .name(format!("executor-{slot}"))
+                .spawn(move || runner::runner(core2, slot, rx, wake, Some(worker)))?;
+            executor.runners.lock().push(runner);
+        }
+        Ok(executor)
     }
 }
 
@@ -362,9 +362,10 @@ impl Executor {
 
     /// Maps `f` over `items`, `chunksize` items per task, at most
     /// `buffersize` tasks ahead of the results read (`None`: all of them at
-    /// once, as Python's `Executor.map` before 3.14). The results come in
-    /// the order of the items. Python: `executor.map(fn, items,
-    /// chunksize=, buffersize=)`.
+    /// once, as Python's `Executor.map` before 3.14). The first chunks are
+    /// submitted at once; the results come in the order of the items, and
+    /// dropping the iterator cancels the chunks not read. Python:
+    /// `executor.map(fn, items, chunksize=, buffersize=)`.
     ///
     /// # Errors
     ///
@@ -383,16 +384,20 @@ impl Executor {
         R: Serialize + DeserializeOwned,
         I: IntoIterator<Item = T>,
     {
-        ExecutorMap {
+        let mut map = ExecutorMap {
             executor: self,
             func: TaskFn::chunk(f),
             items: items.into_iter(),
             chunksize: chunksize.max(1),
             ahead: buffersize.unwrap_or(usize::MAX).max(1),
             in_flight: VecDeque::new(),
+            stopped: false,
             current: Vec::new().into_iter(),
             failed: None,
-        }
+        };
+        // Submitted now, as Python's `map` does, not at the first read.
+        map.fill();
+        map
     }
 
     /// Stops taking tasks. With `cancel_futures`, the queued ones are
@@ -408,7 +413,13 @@ impl Executor {
         }
         if wait {
             let runners = std::mem::take(&mut *self.runners.lock());
+            let me = std::thread::current().id();
             for r in runners {
+                // From a done callback, on a runner: that one cannot wait
+                // for itself; it ends once the queue is empty.
+                if r.thread().id() == me {
+                    continue;
+                }
                 // A runner that panicked has nothing left to give back.
                 let _ = r.join();
             }
@@ -435,8 +446,11 @@ pub struct ExecutorMap<'a, R, I> {
     items: I,
     chunksize: usize,
     ahead: usize,
-    /// Chunks submitted, with their lengths.
-    in_flight: VecDeque<(TaskFuture<Vec<R>>, usize)>,
+    /// Chunks submitted (or that could not be), in order, with their
+    /// lengths.
+    in_flight: VecDeque<(Result<TaskFuture<Vec<R>>>, usize)>,
+    /// A chunk could not be submitted: no more are taken from the items.
+    stopped: bool,
     current: std::vec::IntoIter<R>,
     /// A chunk that failed: its items' error, one per item left of it.
     failed: Option<(Error, usize)>,
@@ -448,9 +462,11 @@ where
     R: DeserializeOwned,
     I: Iterator<Item = T>,
 {
-    /// Submits chunks until `ahead` are in flight or the items end.
-    fn fill(&mut self) -> Result<()> {
-        while self.in_flight.len() < self.ahead {
+    /// Submits chunks until `ahead` are in flight or the items end. A
+    /// chunk that cannot be submitted takes its place in the order as its
+    /// error, and ends the submitting.
+    fn fill(&mut self) {
+        while !self.stopped && self.in_flight.len() < self.ahead {
             let chunk: Vec<(T,)> = self
                 .items
                 .by_ref()
@@ -460,10 +476,10 @@ where
             if chunk.is_empty() {
                 break;
             }
-            let f = self.executor.enqueue(self.func, &chunk, None)?;
+            let f = self.executor.enqueue(self.func, &chunk, None);
+            self.stopped = f.is_err();
             self.in_flight.push_back((f, chunk.len()));
         }
-        Ok(())
     }
 }
 
@@ -486,17 +502,28 @@ where
             if let Some(r) = self.current.next() {
                 return Some(Ok(r));
             }
-            if let Err(e) = self.fill() {
-                return Some(Err(e));
-            }
+            self.fill();
             let (f, len) = self.in_flight.pop_front()?;
-            match f.result() {
+            match f.and_then(|f| f.result()) {
                 Ok(v) => self.current = v.into_iter(),
                 Err(e) => {
                     // Every item of the chunk fails with its error.
-                    self.failed = Some((e, len - 1));
-                    return Some(Err(error_copy(&self.failed.as_ref()?.0)));
+                    let first = error_copy(&e);
+                    self.failed = Some((e, len.saturating_sub(1)));
+                    return Some(Err(first));
                 }
+            }
+        }
+    }
+}
+
+/// Dropping the iterator cancels the chunks it submitted and did not
+/// read, as Python's `map` iterator does.
+impl<R, I> Drop for ExecutorMap<'_, R, I> {
+    fn drop(&mut self) {
+        for (f, _) in &self.in_flight {
+            if let Ok(f) = f {
+                f.cancel();
             }
         }
     }

@@ -32,9 +32,22 @@ const AHEAD: usize = 16;
 /// ahead waits behind the ones before it, which must be short.
 const SHORT: Duration = Duration::from_micros(100);
 
-/// Whether nothing can cut the task short: it may be sent ahead.
+/// The largest task sent ahead: with at most [`AHEAD`] of them the ring to
+/// the worker (4 MiB) never fills, so the runner's send never waits while
+/// the worker waits for it to read a reply.
+const AHEAD_BYTES: usize = 64 << 10;
+
+/// Whether nothing can cut the task short and it is small: it may be sent
+/// ahead.
 fn plain(core: &Core, task: &Task) -> bool {
-    task.limit.or(core.default_limit).is_none() && !core.cancel_running && core.shared.pipelines()
+    task.limit.or(core.default_limit).is_none()
+        && !core.cancel_running
+        && core.shared.pipelines()
+        && task
+            .input
+            .lock()
+            .as_ref()
+            .is_some_and(|m| m.bytes.len() <= AHEAD_BYTES)
 }
 
 /// Marks a queued task as running on `slot`; false if it was cancelled.
@@ -94,7 +107,7 @@ fn run_ahead(
                 task.finish(Err(Failure::Closed));
                 continue;
             };
-            let sent = core.shared.send_ahead(slot, worker, &message);
+            let sent = core.shared.send_ahead(slot, worker, &message, flight.len());
             *task.input.lock() = Some(message);
             match sent {
                 Ok(true) => flight.push_back(task),
@@ -154,13 +167,12 @@ fn run(
         // Nothing can cut it short: the plain exchange, as a pool's.
         return core.shared.exchange(slot, worker, &message);
     };
-    drain(wake);
     let cancelled = || {
         drain(wake);
         task.cancel_requested.load(Ordering::SeqCst)
     };
     let watch = Watch {
-        deadline: limit.map(|l| (Instant::now() + l, l)),
+        limit,
         wake: core.cancel_running.then(|| wake.as_fd()),
         cancelled: &cancelled,
     };
@@ -171,6 +183,11 @@ fn run(
 /// Ends `task` with `piece`. In strict mode a worker's death then breaks
 /// the executor; a task ended by that break says so.
 fn end(core: &Core, task: &Task, piece: Piece) {
+    if task.cancel_requested.load(Ordering::SeqCst) {
+        // `cancel` said yes: whatever came back, it is cancelled.
+        task.finish(Err(Failure::Cancelled));
+        return;
+    }
     let piece = match piece {
         Err(Failure::Closed) => match core.broken() {
             Some(why) => Err(Failure::Broken(why)),
@@ -221,6 +238,9 @@ pub(crate) fn runner(
             replace(&core, slot, &mut worker);
             continue;
         }
+        // Before the claim: a cancel of this task from now on leaves its
+        // byte for the watch to see.
+        drain(&wake);
         if !claim(&task, slot) {
             // Cancelled while queued.
             continue;

@@ -13,6 +13,7 @@ use crossbeam_channel::{Receiver, Sender};
 use multiproc_process::{Error, Result};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
+use super::callbacks::{Callback, Callbacks, call};
 use super::gather::Completes;
 
 /// Where a thread task is.
@@ -43,18 +44,20 @@ impl Ended {
 struct Slot<R> {
     state: Mutex<State<R>>,
     done: Condvar,
-    on_done: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
+    on_done: Mutex<Callbacks>,
 }
 
 impl<R> Slot<R> {
     fn finish(&self, mut state: MutexGuard<'_, State<R>>, result: std::result::Result<R, Ended>) {
-        *state = State::Done(result);
+        let old = std::mem::replace(&mut *state, State::Done(result));
         self.done.notify_all();
         drop(state);
-        for f in std::mem::take(&mut *self.on_done.lock()) {
-            if std::panic::catch_unwind(AssertUnwindSafe(f)).is_err() {
-                eprintln!("multiproc: a task future's done callback panicked");
-            }
+        // A cancelled task's closure, and what it holds, is dropped
+        // outside the lock.
+        drop(old);
+        let callbacks = self.on_done.lock().take();
+        for f in callbacks {
+            call(f);
         }
     }
 
@@ -226,15 +229,19 @@ impl<R: Clone> ThreadFuture<R> {
 }
 
 impl<R> Completes for ThreadFuture<R> {
-    fn when_done(&self, f: Box<dyn FnOnce() + Send>) {
+    fn when_done(&self, f: Callback) -> Option<u64> {
         {
             let state = self.slot.state.lock();
             if !matches!(*state, State::Done(_)) {
-                self.slot.on_done.lock().push(f);
-                return;
+                return Some(self.slot.on_done.lock().add(f));
             }
         }
-        f();
+        call(f);
+        None
+    }
+
+    fn forget(&self, id: u64) {
+        self.slot.on_done.lock().remove(id);
     }
 
     fn is_done(&self) -> bool {
@@ -328,7 +335,7 @@ impl ThreadExecutor {
         let slot = Arc::new(Slot {
             state: Mutex::new(State::Queued(Box::new(f))),
             done: Condvar::new(),
-            on_done: Mutex::new(Vec::new()),
+            on_done: Mutex::new(Callbacks::default()),
         });
         let jobs = self.jobs.lock();
         let tx = jobs.as_ref().ok_or(Error::Closed)?;
@@ -348,7 +355,12 @@ impl ThreadExecutor {
             }
         }
         if wait {
+            let me = std::thread::current().id();
             for t in std::mem::take(&mut *self.threads.lock()) {
+                // From inside a task: that thread cannot wait for itself.
+                if t.thread().id() == me {
+                    continue;
+                }
                 // A thread that panicked has nothing left to give back.
                 let _ = t.join();
             }
