@@ -56,6 +56,16 @@ fn started_then_sleep(started: mp::Event, ms: u64) -> u64 {
     sleep_ms(ms)
 }
 
+/// Submits the squares of `0..n` and checks every result.
+fn assert_squares(ex: &mp::Executor, n: u64) {
+    let futures: Vec<_> = (0..n).map(|i| ex.submit(square, (i,)).unwrap()).collect();
+    let got: Vec<u64> = futures
+        .iter()
+        .map(|f| f.result_timeout(LIMIT).unwrap())
+        .collect();
+    assert_eq!(got, (0..n).map(|i| i * i).collect::<Vec<_>>());
+}
+
 /// Waits until `f` runs on a worker.
 fn until_running<R>(f: &mp::TaskFuture<R>) {
     assert!(wait_until(LIMIT, || f.running()), "the task never started");
@@ -63,16 +73,11 @@ fn until_running<R>(f: &mp::TaskFuture<R>) {
 
 fn results_equal_the_serial_ones(ctx: mp::Context) {
     let ex = executor(&ctx, 2).build().unwrap();
-    let futures: Vec<_> = (0..50u64)
-        .map(|n| ex.submit(square, (n,)).unwrap())
-        .collect();
-    let got: Vec<u64> = futures
-        .iter()
-        .map(|f| f.result_timeout(LIMIT).unwrap())
-        .collect();
-    assert_eq!(got, (0..50u64).map(|n| n * n).collect::<Vec<_>>());
+    assert_squares(&ex, 50);
     // A result can be read again.
-    assert_eq!(futures[7].result().unwrap(), 49);
+    let f = ex.submit(square, (7u64,)).unwrap();
+    assert_eq!(f.result_timeout(LIMIT).unwrap(), 49);
+    assert_eq!(f.result().unwrap(), 49);
     // map: in order, in chunks, a bounded look-ahead.
     let mapped: Vec<u64> = ex
         .map(square, 0..100u64, 7, Some(2))
@@ -240,14 +245,7 @@ fn a_task_past_its_limit_is_killed_and_the_executor_goes_on(ctx: mp::Context) {
         .submit_with_limit(sleep_ms, (400u64,), Duration::from_secs(5))
         .unwrap();
     assert_eq!(f.result_timeout(LIMIT).unwrap(), 400);
-    let futures: Vec<_> = (0..100u64)
-        .map(|n| ex.submit(square, (n,)).unwrap())
-        .collect();
-    let got: Vec<u64> = futures
-        .iter()
-        .map(|f| f.result_timeout(LIMIT).unwrap())
-        .collect();
-    assert_eq!(got, (0..100u64).map(|n| n * n).collect::<Vec<_>>());
+    assert_squares(&ex, 100);
 }
 
 fn a_worker_killed_from_outside_fails_only_its_task(ctx: mp::Context) {

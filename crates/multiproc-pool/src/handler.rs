@@ -27,6 +27,28 @@ use crate::worker::{WorkerStart, recycle, worker_main};
 /// How long a dying worker is given to be reaped.
 const REAP: Duration = Duration::from_secs(5);
 
+/// Checks a pool's or an executor's sizes (`what`: "a pool needs at least
+/// one process") and takes its initializer's encoded arguments.
+pub(crate) fn checked_setup(
+    n: usize,
+    max_tasks: Option<u64>,
+    initializer: Option<(TaskFn, Result<Vec<u8>>)>,
+    what: &str,
+) -> Result<Option<(TaskFn, Vec<u8>)>> {
+    if n == 0 {
+        return Err(Error::InvalidArgument(what.into()));
+    }
+    if max_tasks == Some(0) {
+        return Err(Error::InvalidArgument(
+            "max_tasks_per_child must be at least 1".into(),
+        ));
+    }
+    match initializer {
+        Some((f, args)) => Ok(Some((f, args?))),
+        None => Ok(None),
+    }
+}
+
 /// What the pool's threads share.
 pub(crate) struct Shared {
     method: Option<StartMethod>,

@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::group::Group;
-use crate::handler::{Shared, start_handler};
+use crate::handler::{Shared, checked_setup, start_handler};
 use crate::job::{Input, Job, decode_chunk};
 use crate::message::{task_message, task_message_into};
 use crate::result::AsyncResult;
@@ -66,20 +66,12 @@ impl PoolBuilder {
     /// of zero; the errors of starting a process.
     pub fn build(self) -> Result<Pool> {
         let n = self.processes.unwrap_or_else(multiproc_process::cpu_count);
-        if n == 0 {
-            return Err(Error::InvalidArgument(
-                "a pool needs at least one process".into(),
-            ));
-        }
-        if self.max_tasks == Some(0) {
-            return Err(Error::InvalidArgument(
-                "max_tasks_per_child must be at least 1".into(),
-            ));
-        }
-        let initializer = match self.initializer {
-            Some((f, args)) => Some((f, args?)),
-            None => None,
-        };
+        let initializer = checked_setup(
+            n,
+            self.max_tasks,
+            self.initializer,
+            "a pool needs at least one process",
+        )?;
         let shared = Arc::new(Shared::new(self.method, initializer, self.max_tasks, n));
         let (tx, rx) = crossbeam_channel::unbounded::<Job>();
         let mut handlers = Vec::with_capacity(n);

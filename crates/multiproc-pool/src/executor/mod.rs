@@ -35,7 +35,7 @@ pub use gather::{AsCompleted, Completes, ReturnWhen, Waited, as_completed, wait}
 pub use thread::{ThreadExecutor, ThreadFuture};
 
 use crate::group::Failure;
-use crate::handler::Shared;
+use crate::handler::{Shared, checked_setup};
 use crate::message::task_message;
 use future::Task;
 
@@ -176,20 +176,12 @@ impl ExecutorBuilder {
     /// child, the errors of starting a process.
     pub fn build(self) -> Result<Executor> {
         let n = self.workers.unwrap_or_else(multiproc_process::cpu_count);
-        if n == 0 {
-            return Err(Error::InvalidArgument(
-                "an executor needs at least one worker".into(),
-            ));
-        }
-        if self.max_tasks == Some(0) {
-            return Err(Error::InvalidArgument(
-                "max_tasks_per_child must be at least 1".into(),
-            ));
-        }
-        let initializer = match self.initializer {
-            Some((f, args)) => Some((f, args?)),
-            None => None,
-        };
+        let initializer = checked_setup(
+            n,
+            self.max_tasks,
+            self.initializer,
+            "an executor needs at least one worker",
+        )?;
         let mut wakes = Vec::with_capacity(n);
         let mut listens = Vec::with_capacity(n);
         for _ in 0..n {
