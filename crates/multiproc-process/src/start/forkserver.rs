@@ -33,6 +33,15 @@ pub(crate) fn ensure_started() -> Result<()> {
     Ok(())
 }
 
+/// Makes the fork server `pid` the resource tracker of this process (and
+/// of its children to come), unless it has one.
+fn adopt_tracker(pid: u32) {
+    lock(&crate::state::GLOBAL)
+        .identity
+        .tracker
+        .get_or_insert(pid);
+}
+
 /// Reaps the fork server if it has died (killed, say), so that it is not
 /// left a zombie until the next start; the next start makes another.
 pub(crate) fn reap_if_dead() {
@@ -141,7 +150,7 @@ fn start_server(
             }
         };
         *server = Some(ServerHandle { ctl, pidfd });
-        crate::tracker::adopt(pid);
+        adopt_tracker(pid);
         return Ok(server);
     }
     let mut guard = ForkGuard::with_server(server);
@@ -160,6 +169,6 @@ fn start_server(
         fds,
     } = guard;
     drop((global, fds));
-    crate::tracker::adopt(pid);
+    adopt_tracker(pid);
     Ok(server)
 }
