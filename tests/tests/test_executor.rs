@@ -56,6 +56,14 @@ fn started_then_sleep(started: mp::Event, ms: u64) -> u64 {
     sleep_ms(ms)
 }
 
+/// `n * n`, computed by a worker of `ex`.
+fn square_on(ex: &mp::Executor, n: u64) -> u64 {
+    ex.submit(square, (n,))
+        .unwrap()
+        .result_timeout(LIMIT)
+        .unwrap()
+}
+
 /// Submits the squares of `0..n` and checks every result.
 fn assert_squares(ex: &mp::Executor, n: u64) {
     let futures: Vec<_> = (0..n).map(|i| ex.submit(square, (i,)).unwrap()).collect();
@@ -174,13 +182,7 @@ fn a_cancelled_queued_task_never_runs(ctx: mp::Context) {
     assert!(matches!(queued.result(), Err(mp::Error::Cancelled)));
     assert_eq!(blocker.result_timeout(LIMIT).unwrap(), 300);
     // Something after it runs, and the flag was never set.
-    assert_eq!(
-        ex.submit(square, (3u64,))
-            .unwrap()
-            .result_timeout(LIMIT)
-            .unwrap(),
-        9
-    );
+    assert_eq!(square_on(&ex, 3), 9);
     assert!(!flag.is_set());
     // A finished task cannot be cancelled.
     assert!(!blocker.cancel());
@@ -443,13 +445,7 @@ fn map_submits_at_once_and_odd_limits_are_taken_as_meant(ctx: mp::Context) {
     let late = mp::Event::new().unwrap();
     drop(ex.map(set, [late.clone()], 1, None));
     assert_eq!(blocker.result_timeout(LIMIT).unwrap(), 300);
-    assert_eq!(
-        ex.submit(square, (5u64,))
-            .unwrap()
-            .result_timeout(LIMIT)
-            .unwrap(),
-        25
-    );
+    assert_eq!(square_on(&ex, 5), 25);
     assert!(!late.is_set(), "a chunk of a dropped map ran");
     // A limit too large to add to a clock is no limit.
     let f = ex
