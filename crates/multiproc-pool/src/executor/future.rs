@@ -117,8 +117,8 @@ impl Task {
         true
     }
 
-    /// Whether it was cancelled, or failed.
-    fn failure(&self) -> Option<Failure> {
+    /// Why it did not succeed, once done (cancelled, or failed).
+    pub(crate) fn failure(&self) -> Option<Failure> {
         match &*self.state.lock() {
             TaskState::Done(p) => p.as_ref().as_ref().err().cloned(),
             _ => None,

@@ -431,6 +431,9 @@ impl Drop for Executor {
     }
 }
 
+/// A chunk of a map: its future, or why it could not be submitted.
+type Chunk<R> = std::result::Result<TaskFuture<Vec<R>>, Failure>;
+
 /// The iterator of [`Executor::map`]: each item's result, in order.
 pub struct ExecutorMap<'a, R, I> {
     executor: &'a Executor,
@@ -438,14 +441,15 @@ pub struct ExecutorMap<'a, R, I> {
     items: I,
     chunksize: usize,
     ahead: usize,
-    /// Chunks submitted (or that could not be), in order, with their
+    /// Chunks submitted (or why one could not be), in order, with their
     /// lengths.
-    in_flight: VecDeque<(Result<TaskFuture<Vec<R>>>, usize)>,
+    in_flight: VecDeque<(Chunk<R>, usize)>,
     /// A chunk could not be submitted: no more are taken from the items.
     stopped: bool,
     current: std::vec::IntoIter<R>,
-    /// A chunk that failed: its items' error, one per item left of it.
-    failed: Option<(Error, usize)>,
+    /// A chunk that failed, and how many of its items are still to be
+    /// given its error.
+    failed: Option<(Failure, usize)>,
 }
 
 impl<T, R, I> ExecutorMap<'_, R, I>
@@ -468,7 +472,14 @@ where
             if chunk.is_empty() {
                 break;
             }
-            let f = self.executor.enqueue(self.func, &chunk, None);
+            let f = self
+                .executor
+                .enqueue(self.func, &chunk, None)
+                .map_err(|e| match e {
+                    Error::Closed => Failure::Closed,
+                    Error::BrokenPool { why } => Failure::Broken(why),
+                    e => Failure::of(&e),
+                });
             self.stopped = f.is_err();
             self.in_flight.push_back((f, chunk.len()));
         }
@@ -485,26 +496,33 @@ where
 
     fn next(&mut self) -> Option<Result<R>> {
         loop {
-            if let Some((e, n)) = &mut self.failed
+            if let Some((f, n)) = &mut self.failed
                 && *n > 0
             {
                 *n -= 1;
-                return Some(Err(error_copy(e)));
+                return Some(Err(f.to_error()));
             }
             if let Some(r) = self.current.next() {
                 return Some(Ok(r));
             }
             self.fill();
             let (f, len) = self.in_flight.pop_front()?;
-            match f.and_then(|f| f.result()) {
-                Ok(v) => self.current = v.into_iter(),
-                Err(e) => {
-                    // Every item of the chunk fails with its error.
-                    let first = error_copy(&e);
-                    self.failed = Some((e, len.saturating_sub(1)));
-                    return Some(Err(first));
-                }
-            }
+            let failure = match f {
+                Ok(f) => match f.result() {
+                    Ok(v) => {
+                        self.current = v.into_iter();
+                        continue;
+                    }
+                    // The task's own failure, or why its result does not
+                    // decode.
+                    Err(e) => f.task.failure().unwrap_or_else(|| Failure::of(&e)),
+                },
+                Err(failure) => failure,
+            };
+            // Every item of the chunk fails with its error.
+            let first = failure.to_error();
+            self.failed = Some((failure, len.saturating_sub(1)));
+            return Some(Err(first));
         }
     }
 }
@@ -518,35 +536,5 @@ impl<R, I> Drop for ExecutorMap<'_, R, I> {
                 f.cancel();
             }
         }
-    }
-}
-
-/// The same error again (`Error` is not `Clone`: an I/O error is not).
-fn error_copy(e: &Error) -> Error {
-    match e {
-        Error::TaskPanicked { message } => Error::TaskPanicked {
-            message: message.clone(),
-        },
-        Error::TaskFailed { message } => Error::TaskFailed {
-            message: message.clone(),
-        },
-        Error::WorkerDied {
-            pid,
-            signal,
-            exitcode,
-        } => Error::WorkerDied {
-            pid: *pid,
-            signal: *signal,
-            exitcode: *exitcode,
-        },
-        Error::TaskTimedOut { after } => Error::TaskTimedOut { after: *after },
-        Error::Cancelled => Error::Cancelled,
-        Error::Closed => Error::Closed,
-        Error::BrokenPool { why } => Error::BrokenPool { why: why.clone() },
-        Error::Decode(why) => Error::Decode(why.clone()),
-        Error::Encode(why) => Error::Encode(why.clone()),
-        other => Error::TaskFailed {
-            message: other.to_string(),
-        },
     }
 }
