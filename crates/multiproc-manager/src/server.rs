@@ -404,13 +404,16 @@ impl Server {
     /// to guess) would be given back without having been taken, and free
     /// whatever object later gets that id.
     fn check_refs(&self, request: &Request) -> Result<(), WireError> {
-        let mut missing = None;
-        let objects = self.objects.lock();
-        request.for_each_ref(|id| {
-            if missing.is_none() && !objects.contains_key(&id) {
-                missing = Some(id);
-            }
-        });
+        let mut refs = Vec::new();
+        request.for_each_ref(|id| refs.push(id));
+        if refs.is_empty() {
+            // Most requests: no need to take the table's lock.
+            return Ok(());
+        }
+        let missing = {
+            let objects = self.objects.lock();
+            refs.into_iter().find(|id| !objects.contains_key(id))
+        };
         match missing {
             Some(id) => Err(WireError::Invalid(format!(
                 "the value names managed object {id}, which does not exist"
