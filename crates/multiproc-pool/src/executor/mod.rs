@@ -404,17 +404,20 @@ impl Executor {
             self.core.jobs.lock().take();
         }
         if wait {
-            let runners = std::mem::take(&mut *self.runners.lock());
-            let me = std::thread::current().id();
-            for r in runners {
-                // From a done callback, on a runner: that one cannot wait
-                // for itself; it ends once the queue is empty.
-                if r.thread().id() == me {
-                    continue;
-                }
-                // A runner that panicked has nothing left to give back.
-                let _ = r.join();
-            }
+            join_others(std::mem::take(&mut *self.runners.lock()));
+        }
+    }
+}
+
+/// Joins `threads`, except the calling one (a shutdown from a done
+/// callback, or from a task of a thread executor, runs on one of them: it
+/// cannot wait for itself, and ends once its queue is empty).
+pub(crate) fn join_others(threads: Vec<JoinHandle<()>>) {
+    let me = std::thread::current().id();
+    for t in threads {
+        if t.thread().id() != me {
+            // A thread that panicked has nothing left to give back.
+            let _ = t.join();
         }
     }
 }

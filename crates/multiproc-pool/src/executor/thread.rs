@@ -15,6 +15,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use super::callbacks::{Callback, Callbacks, call};
 use super::gather::Completes;
+use super::join_others;
 
 /// Where a thread task is.
 enum State<R> {
@@ -355,15 +356,7 @@ impl ThreadExecutor {
             }
         }
         if wait {
-            let me = std::thread::current().id();
-            for t in std::mem::take(&mut *self.threads.lock()) {
-                // From inside a task: that thread cannot wait for itself.
-                if t.thread().id() == me {
-                    continue;
-                }
-                // A thread that panicked has nothing left to give back.
-                let _ = t.join();
-            }
+            join_others(std::mem::take(&mut *self.threads.lock()));
         }
     }
 }
