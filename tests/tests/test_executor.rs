@@ -457,6 +457,35 @@ fn map_submits_at_once_and_odd_limits_are_taken_as_meant(ctx: mp::Context) {
     assert_eq!(f.result().unwrap(), 50);
 }
 
+/// In a `#[tokio::main]` program (threads before anything of ours), from
+/// `spawn_blocking`: the time limit kills the hung task, the other one
+/// ends right, and `main` runs once.
+#[test]
+fn an_executor_in_a_tokio_program() {
+    let file = std::env::temp_dir().join(format!("mp-exec-tokio-{}", std::process::id()));
+    let _ = std::fs::remove_file(&file);
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_mp_tokio"))
+        .args(["executor", file.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = multiproc_testkit::output_within(child, LIMIT);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "timed-out 49");
+    let log = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(
+        log.lines().filter(|l| l.starts_with("main ")).count(),
+        1,
+        "{log}"
+    );
+    let _ = std::fs::remove_file(&file);
+}
+
 /// The same API on threads: results, a panic failing alone, cancel of a
 /// queued task (a running one cannot be), `as_completed` and `wait`,
 /// shutdown with cancelling.

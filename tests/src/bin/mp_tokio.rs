@@ -7,7 +7,9 @@
 //!   target builds a tokio runtime of its own and appends
 //!   `child <pid> <start method> <value>` to FILE, and returns at once
 //!   (the child is joined at exit, as in Python);
-//! - `pool`: maps over a `Pool` from `spawn_blocking` and prints the sum.
+//! - `pool`: maps over a `Pool` from `spawn_blocking` and prints the sum;
+//! - `executor`: from `spawn_blocking`, runs a task that hangs under a time
+//!   limit and one that does not, and prints how each ended.
 
 use multiproc as mp;
 
@@ -31,6 +33,13 @@ fn square(n: u64) -> u64 {
     n * n
 }
 
+fn hang() -> u64 {
+    let mut n = 0u64;
+    loop {
+        n = std::hint::black_box(n.wrapping_add(1));
+    }
+}
+
 #[tokio::main]
 async fn main() -> mp::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -50,6 +59,24 @@ async fn main() -> mp::Result<()> {
             .await
             .map_err(|_| mp::Error::Unsupported("the blocking task panicked"))??;
             println!("{sum}");
+        }
+        "executor" => {
+            let line = tokio::task::spawn_blocking(|| -> mp::Result<String> {
+                let ex = mp::Executor::builder()
+                    .workers(2)
+                    .task_time_limit(std::time::Duration::from_millis(200))
+                    .build()?;
+                let hung = ex.submit(hang, ())?;
+                let fine = ex.submit(square, (7u64,))?;
+                let hung = match hung.result() {
+                    Err(mp::Error::TaskTimedOut { .. }) => "timed-out".to_string(),
+                    other => format!("{other:?}"),
+                };
+                Ok(format!("{hung} {}", fine.result()?))
+            })
+            .await
+            .map_err(|_| mp::Error::Unsupported("the blocking task panicked"))??;
+            println!("{line}");
         }
         _ => std::process::exit(2),
     }
