@@ -440,7 +440,7 @@ fn send(w: &Worker, message: &Message) -> std::result::Result<bool, Failure> {
 }
 
 /// A worker's reply as the piece it stands for.
-fn classify(reply: Message) -> Piece {
+pub(crate) fn classify(reply: Message) -> Piece {
     match reply.bytes.first() {
         Some(&REPLY_DONE) => Ok(reply),
         Some(&REPLY_PANICKED) => Err(Failure::Panicked(reply.text())),

@@ -32,6 +32,7 @@ mod imap;
 mod job;
 mod message;
 mod pool;
+pub mod remote;
 mod result;
 mod thread;
 mod worker;

@@ -79,12 +79,21 @@ impl PoolBuilder {
             handlers.push(start_handler(&shared, slot, rx.clone())?);
         }
         Ok(Pool {
-            shared,
+            workers: Workers::Local(shared),
             jobs: Mutex::new(Some(tx)),
             handlers: Mutex::new(handlers),
             processes: n,
         })
     }
+}
+
+/// Where a pool's jobs run.
+enum Workers {
+    /// Worker processes this program started, one handler thread each.
+    Local(Arc<Shared>),
+    /// Workers elsewhere, served by one dispatcher thread (see
+    /// [`remote`](crate::remote)); the function ends its work at once.
+    Remote(Box<dyn Fn() + Send + Sync>),
 }
 
 /// A pool of worker processes. Python: `multiprocessing.Pool`.
@@ -115,7 +124,7 @@ impl PoolBuilder {
 /// # }
 /// ```
 pub struct Pool {
-    shared: Arc<Shared>,
+    workers: Workers,
     jobs: Mutex<Option<Sender<Job>>>,
     handlers: Mutex<Vec<JoinHandle<()>>>,
     processes: usize,
@@ -148,13 +157,41 @@ impl Pool {
         self.processes
     }
 
-    /// The pids of the workers running now.
+    /// The pids of the worker processes running now (none for a pool whose
+    /// workers are not this program's children, such as an MPI pool's).
     pub fn worker_pids(&self) -> Vec<u32> {
-        self.shared
-            .running()
-            .iter()
-            .filter_map(|p| p.pid())
-            .collect()
+        match &self.workers {
+            Workers::Local(shared) => shared.running().iter().filter_map(|p| p.pid()).collect(),
+            Workers::Remote(_) => Vec::new(),
+        }
+    }
+
+    /// A pool whose `processes` workers are served by the dispatcher thread
+    /// `start` starts with the pool's jobs; `terminate` tells that thread
+    /// to end at once (it then fails what it holds with
+    /// [`Error::Closed`]). See [`remote`](crate::remote).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for zero processes; the errors of `start`.
+    pub fn remote(
+        processes: usize,
+        start: impl FnOnce(crate::remote::RemoteJobs) -> Result<JoinHandle<()>>,
+        terminate: impl Fn() + Send + Sync + 'static,
+    ) -> Result<Pool> {
+        if processes == 0 {
+            return Err(Error::InvalidArgument(
+                "a pool needs at least one worker".into(),
+            ));
+        }
+        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        let dispatcher = start(crate::remote::RemoteJobs::new(rx))?;
+        Ok(Pool {
+            workers: Workers::Remote(Box::new(terminate)),
+            jobs: Mutex::new(Some(tx)),
+            handlers: Mutex::new(vec![dispatcher]),
+            processes,
+        })
     }
 
     pub(crate) fn submit(&self, job: Job) -> Result<()> {
@@ -454,10 +491,18 @@ impl Pool {
     /// Stops at once: workers are killed, queued and running work fails
     /// with [`Error::Closed`]. Python: `pool.terminate()`.
     pub fn terminate(&self) {
-        self.shared.terminate();
-        self.close();
-        for w in self.shared.running() {
-            let _ = w.kill();
+        match &self.workers {
+            Workers::Local(shared) => {
+                shared.terminate();
+                self.close();
+                for w in shared.running() {
+                    let _ = w.kill();
+                }
+            }
+            Workers::Remote(end) => {
+                end();
+                self.close();
+            }
         }
         self.join_handlers();
     }

@@ -36,7 +36,7 @@ pub(crate) struct WorkerStart {
 /// Runs one task: decodes its input with the descriptors that came with
 /// it, calls the function, encodes the result with the descriptors its
 /// handles hold.
-fn run(msg: &[u8], fds: Vec<std::os::fd::OwnedFd>, out: Vec<u8>) -> Message {
+pub(crate) fn run(msg: &[u8], fds: Vec<std::os::fd::OwnedFd>, out: Vec<u8>) -> Message {
     let (func, input) = match codec::decode_prefix::<TaskFn>(msg) {
         Ok(parts) => parts,
         Err(e) => {

@@ -272,6 +272,12 @@ pub enum Error {
         /// The exception's arguments, as Python's `str(exc)` shows them.
         message: String,
     },
+
+    /// An MPI pool cannot start or go on: not run by `mpirun`, an MPI
+    /// without the threading it needs, ranks that run different builds of
+    /// the program. Python (mpi4py): `MPI.Exception`.
+    #[error("MPI: {0}")]
+    Mpi(String),
 }
 
 /// " (killed by SIGKILL)" or " (exited with code 3)", for `WorkerDied`.
