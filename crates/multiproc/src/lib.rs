@@ -94,6 +94,15 @@ pub mod futures {
     };
 }
 
+/// The pool on a cluster: [`mpi::Pool`] runs a [`Pool`]'s tasks on the
+/// ranks of an MPI job (`mpirun -n N`). With the `mpi` feature. Python:
+/// `mpi4py.futures`.
+#[cfg(feature = "mpi")]
+pub mod mpi {
+    #[doc(inline)]
+    pub use multiproc_mpi::Pool;
+}
+
 /// Connections between programs over TCP or a Unix socket, authenticated
 /// with a shared key, on CPython's wire: either end may be a Python
 /// program. Python: `multiprocessing.connection`.
