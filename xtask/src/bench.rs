@@ -19,6 +19,9 @@ enum Metric {
     Micros,
     /// Nanoseconds per iteration; lower is better.
     Nanos,
+    /// Microseconds for each of `per_iter` pieces of an iteration; lower
+    /// is better.
+    MicrosEach { per_iter: f64 },
     /// Operations per second, `per_iter` of them in an iteration; higher
     /// is better.
     PerSecond { per_iter: f64 },
@@ -34,7 +37,7 @@ impl Metric {
     fn unit(self) -> &'static str {
         match self {
             Metric::Millis | Metric::MillisOver { .. } => "ms",
-            Metric::Micros => "us",
+            Metric::Micros | Metric::MicrosEach { .. } => "us",
             Metric::Nanos => "ns",
             Metric::PerSecond { .. } => "ops/s",
             Metric::GBps { .. } => "GB/s",
@@ -47,6 +50,7 @@ impl Metric {
         match self {
             Metric::Millis | Metric::MillisOver { .. } => ns / 1e6,
             Metric::Micros => ns / 1e3,
+            Metric::MicrosEach { per_iter } => ns / 1e3 / per_iter,
             Metric::Nanos => ns,
             Metric::PerSecond { per_iter } => per_iter / (ns / 1e9),
             Metric::GBps { bytes } => bytes / ns,
@@ -58,9 +62,11 @@ impl Metric {
     /// How many times better ours is than theirs.
     fn ratio(self, ours: f64, theirs: f64) -> f64 {
         match self {
-            Metric::Millis | Metric::MillisOver { .. } | Metric::Micros | Metric::Nanos => {
-                theirs / ours
-            }
+            Metric::Millis
+            | Metric::MillisOver { .. }
+            | Metric::Micros
+            | Metric::MicrosEach { .. }
+            | Metric::Nanos => theirs / ours,
             Metric::PerSecond { .. } | Metric::GBps { .. } | Metric::Speedup { .. } => {
                 ours / theirs
             }
@@ -290,6 +296,44 @@ const CASES: &[Case] = &[
         goal: "(interop: no slower than CPython to CPython)",
         rival: Some(("our Client to our Listener", "wire/rtt_rust_to_rust")),
     },
+    // The MPI pool: `mpirun -n 3` (2 worker ranks), the local Pool of 2
+    // processes beside it in the same run.
+    Case {
+        criterion: "mpi_pool/apply_round_trip_mpi",
+        python: Some("pool_apply_async_rtt_us"),
+        metric: Metric::Micros,
+        what: "MPI pool: apply round trip (one task to a worker rank and back)",
+        goal: "(see the next row)",
+        rival: Some(("local Pool", "mpi_pool/apply_round_trip_local")),
+    },
+    Case {
+        criterion: "mpi_pool/chunks_mpi",
+        python: None,
+        metric: Metric::MicrosEach { per_iter: 1000.0 },
+        what: "MPI pool: dispatch per chunk, map of 1,000 one-item chunks on 2 worker ranks",
+        goal: "under 20 us a chunk on one host",
+        rival: Some(("local Pool", "mpi_pool/chunks_local")),
+    },
+    Case {
+        criterion: "mpi_pool/map_tiny_1e6_mpi",
+        python: Some("pool_map_tiny_items_per_s"),
+        metric: Metric::PerSecond {
+            per_iter: 1_000_000.0,
+        },
+        what: "MPI pool: map of 1,000,000 tiny items on 2 worker ranks",
+        goal: "(CPython's local Pool beside it)",
+        rival: Some(("local Pool", "mpi_pool/map_tiny_1e6_local")),
+    },
+    Case {
+        criterion: "mpi_cpu/mpi",
+        python: Some("pool_cpu_speedup_x"),
+        metric: Metric::Speedup {
+            serial: "mpi_cpu/serial",
+        },
+        what: "MPI pool: CPU-bound speedup, 16 tasks of 36 ms on 2 worker ranks, over serial",
+        goal: "as the local Pool's on 2 CPUs",
+        rival: Some(("local Pool", "mpi_cpu/local")),
+    },
 ];
 
 pub(crate) fn run(root: &Path, extra: &[String]) -> bool {
@@ -304,6 +348,10 @@ pub(crate) fn run(root: &Path, extra: &[String]) -> bool {
             .filter(|a| *a != "--report"),
     );
     if !report_only && let Err(e) = crate::cargo(root, &args, &[]) {
+        eprintln!("bench: {e}");
+        return false;
+    }
+    if !report_only && let Err(e) = mpi_bench(root, &args[4..]) {
         eprintln!("bench: {e}");
         return false;
     }
@@ -348,6 +396,56 @@ pub(crate) fn run(root: &Path, extra: &[String]) -> bool {
     println!("{rows}");
     eprintln!("bench: wrote {}", path.display());
     true
+}
+
+/// The MPI pool's benchmark, as a job of 3 ranks, when MPI is here.
+fn mpi_bench(root: &Path, extra: &[&str]) -> Result<(), String> {
+    if !crate::mpi::available() {
+        eprintln!(
+            "bench: MPI not found: SKIPPING the MPI pool's benchmark (`{}`)",
+            crate::mpi::INSTALL
+        );
+        return Ok(());
+    }
+    let out = Command::new("cargo")
+        .current_dir(root)
+        .args([
+            "bench",
+            "--package",
+            "multiproc-mpi-tests",
+            "--bench",
+            "mpi",
+            "--no-run",
+            "--message-format=json",
+        ])
+        .output()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "building the MPI benchmark: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let exe = stdout
+        .lines()
+        .filter(|l| l.contains("\"kind\":[\"bench\"]") && l.contains("\"name\":\"mpi\""))
+        .find_map(|l| {
+            let v = &l[l.find("\"executable\":\"")? + "\"executable\":\"".len()..];
+            Some(PathBuf::from(&v[..v.find('"')?]))
+        })
+        .ok_or("the MPI benchmark's executable is not in cargo's output")?;
+    let status = crate::mpi::mpirun(root, 3, &exe)
+        .arg("--bench")
+        .args(extra)
+        .env("CRITERION_HOME", crate::target_dir(root).join("criterion"))
+        .status()
+        .map_err(|e| format!("cannot run mpirun: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("the MPI benchmark failed ({status})"))
+    }
 }
 
 /// "2.0x better" or "1.3x worse" from ours over theirs.

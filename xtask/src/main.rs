@@ -2,7 +2,9 @@
 //!
 //! - `cargo xtask test-all`: formatting, clippy, docs, the test suite,
 //!   doctests, every example under a timeout, and the tidy checks; prints a
-//!   summary and fails if any step failed.
+//!   summary and fails if any step failed. The MPI pool, its tests and its
+//!   example are built and run when MPI is installed, and said to be
+//!   skipped when not.
 //! - `cargo xtask bench`: the criterion benchmarks beside CPython's figures
 //!   for the same work, written as ratios into `docs/benchmarks.md`.
 //! - `cargo xtask tidy`: the tidy checks alone.
@@ -10,6 +12,7 @@
 //!   and of the ring's side words.
 
 mod bench;
+mod mpi;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -116,6 +119,15 @@ fn has_nextest(root: &Path) -> bool {
 }
 
 fn test_all(root: &Path) -> bool {
+    let mpi = mpi::available();
+    mpi::announce(mpi);
+    let workspace = mpi::workspace_args(mpi);
+    let with_workspace = |head: &[&'static str], tail: &[&'static str]| {
+        let mut args: Vec<&str> = head.to_vec();
+        args.extend(&workspace);
+        args.extend(tail);
+        args
+    };
     let mut steps = vec![
         step("fmt", || {
             cargo(root, &["fmt", "--all", "--", "--check"], &[])
@@ -123,26 +135,14 @@ fn test_all(root: &Path) -> bool {
         step("clippy", || {
             cargo(
                 root,
-                &[
-                    "clippy",
-                    "--workspace",
-                    "--all-targets",
-                    "--",
-                    "-D",
-                    "warnings",
-                ],
+                &with_workspace(&["clippy"], &["--all-targets", "--", "-D", "warnings"]),
                 &[],
             )
         }),
         step("doc", || {
             cargo(
                 root,
-                &[
-                    "doc",
-                    "--workspace",
-                    "--no-deps",
-                    "--document-private-items",
-                ],
+                &with_workspace(&["doc"], &["--no-deps", "--document-private-items"]),
                 &[("RUSTDOCFLAGS", "-D warnings")],
             )
         }),
@@ -151,32 +151,33 @@ fn test_all(root: &Path) -> bool {
         if has_nextest(root) {
             cargo(
                 root,
-                &["nextest", "run", "--workspace", "--profile", "ci"],
-                &[],
+                &with_workspace(&["nextest", "run"], &["--profile", "ci"]),
+                mpi::MPIRUN_ENV,
             )
         } else {
             eprintln!("cargo-nextest not found: running cargo test, one test at a time");
             cargo(
                 root,
-                &[
-                    "test",
-                    "--workspace",
-                    "--lib",
-                    "--bins",
-                    "--tests",
-                    "--",
-                    "--test-threads=1",
-                ],
-                &[],
+                &with_workspace(
+                    &["test"],
+                    &["--lib", "--bins", "--tests", "--", "--test-threads=1"],
+                ),
+                mpi::MPIRUN_ENV,
             )
         }
     }));
     steps.push(step("doctests", || {
-        cargo(root, &["test", "--workspace", "--doc"], &[])
+        cargo(root, &with_workspace(&["test"], &["--doc"]), &[])
     }));
-    steps.push(step("examples", || run_examples(root)));
+    steps.push(step("examples", || run_examples(root, mpi)));
     steps.push(step("loom", || loom(root)));
     steps.push(step("tidy", || tidy::check(root)));
+    if !mpi {
+        eprintln!(
+            "note: the MPI pool was not built or tested (no MPI here; `{}`)",
+            mpi::INSTALL
+        );
+    }
     report(&steps)
 }
 
@@ -207,49 +208,75 @@ fn loom(root: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The `[[example]]` names of the examples package.
-fn example_names(root: &Path) -> Result<Vec<String>, String> {
+/// The `[[example]]` names of the examples package, each with whether it
+/// needs the MPI feature (its `required-features`).
+fn example_names(root: &Path) -> Result<Vec<(String, bool)>, String> {
     let manifest = std::fs::read_to_string(root.join("examples/Cargo.toml"))
         .map_err(|e| format!("examples/Cargo.toml: {e}"))?;
-    let mut names = Vec::new();
+    let mut names: Vec<(String, bool)> = Vec::new();
     let mut in_example = false;
     for line in manifest.lines().map(str::trim) {
         if line.starts_with('[') {
             in_example = line == "[[example]]";
         } else if in_example && let Some(v) = line.strip_prefix("name") {
-            names.push(
+            names.push((
                 v.trim_start_matches([' ', '='])
                     .trim_matches('"')
                     .to_owned(),
-            );
+                false,
+            ));
+        } else if in_example
+            && line.starts_with("required-features")
+            && line.contains("\"mpi\"")
+            && let Some(last) = names.last_mut()
+        {
+            last.1 = true;
         }
     }
     Ok(names)
 }
 
 /// Builds every example and runs each under a timeout, checking its exit
-/// status.
-fn run_examples(root: &Path) -> Result<(), String> {
+/// status; the MPI one runs as a job of 4 ranks when MPI is here.
+fn run_examples(root: &Path, mpi: bool) -> Result<(), String> {
     const LIMIT: Duration = Duration::from_secs(180);
-    cargo(
-        root,
-        &["build", "--package", "multiproc-examples", "--examples"],
-        &[],
-    )?;
+    let mut build = vec!["build", "--package", "multiproc-examples", "--examples"];
+    if mpi {
+        build.extend(["--features", "mpi"]);
+    }
+    cargo(root, &build, &[])?;
     let dir = target_dir(root).join("debug/examples");
     let mut failures = Vec::new();
-    for name in example_names(root)? {
+    for (name, needs_mpi) in example_names(root)? {
+        if needs_mpi && !mpi {
+            eprintln!(
+                "--- example {name}: SKIPPED, it needs MPI ({})",
+                mpi::INSTALL
+            );
+            continue;
+        }
         eprintln!("--- example {name}");
         let start = Instant::now();
-        let mut child = Command::new(dir.join(&name))
-            .current_dir(root)
-            .stdin(Stdio::null())
+        let mut cmd = if needs_mpi {
+            mpi::mpirun(root, 4, &dir.join(&name))
+        } else {
+            let mut cmd = Command::new(dir.join(&name));
+            cmd.current_dir(root).stdin(Stdio::null());
+            cmd
+        };
+        // Its own process group, so that a timeout stops every process of
+        // it (the ranks of an MPI job too).
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let mut child = cmd
             .spawn()
             .map_err(|e| format!("cannot run example {name}: {e}"))?;
         let status = loop {
             match child.try_wait() {
                 Ok(Some(status)) => break Some(status),
                 Ok(None) if start.elapsed() > LIMIT => {
+                    let _ = Command::new("kill")
+                        .args(["-KILL", &format!("-{}", child.id())])
+                        .status();
                     let _ = child.kill();
                     let _ = child.wait();
                     break None;

@@ -13,6 +13,7 @@ const LAYERS: &[&str] = &[
     "multiproc-channel",
     "multiproc-manager",
     "multiproc-pool",
+    "multiproc-mpi",
     "multiproc",
 ];
 
