@@ -98,6 +98,16 @@ fn close_lets_queued_work_finish_and_terminate_fails_it() {
 }
 
 #[test]
+fn dropping_the_pool_with_work_queued_ends_the_job_promptly() {
+    job(3, "drop");
+}
+
+#[test]
+fn a_callback_may_wait_for_another_call_of_the_pool() {
+    job(3, "callback");
+}
+
+#[test]
 fn a_task_holding_a_descriptor_is_refused_and_the_pool_goes_on() {
     job(2, "descriptor");
 }
@@ -105,7 +115,7 @@ fn a_task_holding_a_descriptor_is_refused_and_the_pool_goes_on() {
 #[test]
 fn every_rank_names_its_host() {
     let out = job(4, "hosts");
-    assert_eq!(out.matches('"').count(), 8, "4 quoted names: {out}");
+    assert!(out.contains("4 names for 4 ranks"), "{out}");
 }
 
 #[test]
@@ -150,11 +160,12 @@ fn a_program_run_without_mpirun_is_told_how() {
 
 #[test]
 fn a_rank_that_dies_in_a_task_ends_the_job_without_a_hang() {
-    // (scenario, what the output names): an abort, reported by mpirun;
-    // `std::process::exit` in a task, reported by the rank.
-    for (scenario, report) in [
-        ("fatal", "BAD TERMINATION"),
-        ("exit", "exited while running a task"),
+    // (scenario, what the output names): an abort, reported by mpirun
+    // (MPICH's words, then Open MPI's); `std::process::exit` in a task,
+    // reported by the rank.
+    for (scenario, reports) in [
+        ("fatal", &["BAD TERMINATION", "exited on signal"][..]),
+        ("exit", &["exited while running a task"][..]),
     ] {
         let out = mpirun(&["-n", "3", scenarios(), scenario]);
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -164,7 +175,9 @@ fn a_rank_that_dies_in_a_task_ends_the_job_without_a_hang() {
         assert_ne!(out.status.code(), Some(124), "{scenario} hung: {stderr}");
         assert!(!stdout.contains("went on"), "{scenario}: {stdout}");
         assert!(
-            stdout.contains(report) || stderr.contains(report),
+            reports
+                .iter()
+                .any(|r| stdout.contains(r) || stderr.contains(r)),
             "{scenario}: {stdout}\n{stderr}"
         );
     }

@@ -27,10 +27,12 @@ pub(crate) struct Ranks {
 
 impl Ranks {
     /// Exchanges every rank's build digest and host name (a collective
-    /// call: every rank makes it).
-    pub(crate) fn exchange(world: &SimpleCommunicator) -> Result<Ranks> {
+    /// call: every rank makes it, even one that cannot read its binary,
+    /// which then sends [`UNREADABLE`] rather than leave the others
+    /// waiting).
+    pub(crate) fn exchange(world: &SimpleCommunicator) -> Ranks {
         let n = world.size() as usize;
-        let digest = own_digest()?;
+        let digest = own_digest().unwrap_or(UNREADABLE);
         let mut digests = vec![0u8; 32 * n];
         world.all_gather_into(&digest[..], &mut digests[..]);
         let mut host = [0u8; HOST_BYTES];
@@ -39,7 +41,7 @@ impl Ranks {
         host[..len].copy_from_slice(&name.as_bytes()[..len]);
         let mut hosts = vec![0u8; HOST_BYTES * n];
         world.all_gather_into(&host[..], &mut hosts[..]);
-        Ok(Ranks {
+        Ranks {
             hosts: hosts
                 .chunks(HOST_BYTES)
                 .map(|h| {
@@ -49,9 +51,9 @@ impl Ranks {
                 .collect(),
             digests: digests
                 .chunks(32)
-                .map(|d| d.try_into().unwrap_or([0; 32]))
+                .map(|d| d.try_into().unwrap_or(UNREADABLE))
                 .collect(),
-        })
+        }
     }
 
     /// Fails, naming them, if some ranks run another build than rank 0.
@@ -64,6 +66,13 @@ impl Ranks {
             .filter(|(_, d)| **d != ours)
             .map(|(rank, d)| format!("rank {rank} on {} ({})", self.hosts[rank], short(d)))
             .collect();
+        if ours == UNREADABLE {
+            return Err(Error::Mpi(format!(
+                "rank 0 on {} cannot read its own binary (/proc/self/exe) to check that every \
+                 rank runs the same build",
+                self.hosts[0]
+            )));
+        }
         if others.is_empty() {
             return Ok(());
         }
@@ -78,8 +87,14 @@ impl Ranks {
     }
 }
 
+/// The digest of a rank that could not read its own binary.
+const UNREADABLE: [u8; 32] = [0; 32];
+
 /// The first bytes of a digest, in hex.
 fn short(d: &[u8; 32]) -> String {
+    if *d == UNREADABLE {
+        return "a binary it cannot read".into();
+    }
     d[..6].iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -1,17 +1,22 @@
 //! Rank 0's dispatcher thread: the pool's jobs out to idle worker ranks,
 //! their replies back to the calls that wait for them.
 //!
-//! It is the only thread of rank 0 that calls MPI after the start, so MPI
-//! needs `MPI_THREAD_SERIALIZED`, not `MULTIPLE`.
+//! It is the only thread of rank 0 that calls MPI while the pool lives
+//! (rank 0's main thread initializes and finalizes MPI around it), so MPI
+//! needs `MPI_THREAD_SERIALIZED`, not `MULTIPLE`. No user code runs on it:
+//! a reply is decoded, and its call's callback run, by a delivery thread,
+//! so a slow or blocking callback never stalls MPI.
 
 use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
-use mpi::environment::Universe;
+use crossbeam_channel::{Receiver, Sender};
 use mpi::point_to_point::{Destination, MatchedReceiveVec, Source};
-use mpi::topology::{Communicator, Rank};
+use mpi::topology::{Communicator, Rank, SimpleCommunicator};
 use multiproc_pool::remote::{Next, RemoteJob, RemoteJobs};
 use multiproc_process::Error;
 
@@ -21,12 +26,82 @@ use crate::wire::{MAX_MESSAGE, Patience, REPLY, STOP, TASK, TOO_LARGE};
 /// end flag again (a closed pool wakes it at once).
 const IDLE: Duration = Duration::from_millis(100);
 
+/// The most delivery threads: as a local pool has a handler per worker, so
+/// a callback that waits for another call of the pool finds another
+/// thread to deliver it.
+const DELIVERERS_MAX: usize = 16;
+
+/// What a delivery thread does with a job.
+enum Delivery {
+    Reply(Vec<u8>),
+    Fail(Error),
+}
+
 /// Serves the pool until it is closed and its work done, or ended; then
-/// stops the workers and finalizes MPI (which waits for every rank, so
-/// for the tasks they still run).
-pub(crate) fn dispatch(universe: Universe, jobs: RemoteJobs, ended: Arc<AtomicBool>) {
-    let world = universe.world();
+/// stops the workers. A worker that runs a task when the pool ends
+/// finishes it first: its reply is read (and dropped) before `STOP`.
+pub(crate) fn dispatch(jobs: RemoteJobs, ended: Arc<AtomicBool>) {
+    let world = SimpleCommunicator::world();
     let workers = (world.size() - 1).max(0) as usize;
+    let (deliver, deliveries) = crossbeam_channel::unbounded::<(RemoteJob, Delivery)>();
+    let deliverers: Vec<JoinHandle<()>> = (0..workers.clamp(1, DELIVERERS_MAX))
+        .filter_map(|k| {
+            let deliveries = deliveries.clone();
+            std::thread::Builder::new()
+                .name(format!("mpi-deliver-{k}"))
+                .spawn(move || deliver_loop(deliveries))
+                .ok()
+        })
+        .collect();
+    drop(deliveries);
+    // The loop calls no user code and does not panic by design; if it
+    // does all the same, the workers are still told to stop, so that the
+    // job ends instead of waiting for them.
+    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        serve(&world, workers, &jobs, &ended, &deliver);
+    }));
+    for rank in 1..world.size() {
+        world
+            .process_at_rank(rank)
+            .send_with_tag(&[0u8; 0][..], STOP);
+    }
+    // Jobs still queued fail as the queue goes; then the deliverers end.
+    drop(jobs);
+    drop(deliver);
+    for d in deliverers {
+        let _ = d.join();
+    }
+}
+
+/// A delivery thread: finishes jobs as their replies come.
+fn deliver_loop(deliveries: Receiver<(RemoteJob, Delivery)>) {
+    for (job, delivery) in deliveries {
+        match delivery {
+            Delivery::Reply(bytes) => job.finish(bytes),
+            Delivery::Fail(e) => job.fail(e),
+        }
+    }
+}
+
+/// Gives a job to a delivery thread (or finishes it here if none runs).
+fn hand_over(deliver: &Sender<(RemoteJob, Delivery)>, job: RemoteJob, what: Delivery) {
+    if let Err(crossbeam_channel::SendError((job, what))) = deliver.send((job, what)) {
+        match what {
+            Delivery::Reply(bytes) => job.finish(bytes),
+            Delivery::Fail(e) => job.fail(e),
+        }
+    }
+}
+
+/// The dispatcher's loop: replies in, jobs out, until the pool is closed
+/// and every worker idle.
+fn serve(
+    world: &SimpleCommunicator,
+    workers: usize,
+    jobs: &RemoteJobs,
+    ended: &AtomicBool,
+    deliver: &Sender<(RemoteJob, Delivery)>,
+) {
     // The job each worker runs (worker w is rank w + 1).
     let mut running: Vec<Option<RemoteJob>> = (0..workers).map(|_| None).collect();
     let mut idle: VecDeque<usize> = (0..workers).collect();
@@ -38,26 +113,29 @@ pub(crate) fn dispatch(universe: Universe, jobs: RemoteJobs, ended: Arc<AtomicBo
         let mut progress = false;
         while let Some(probed) = world.any_process().immediate_matched_probe() {
             let (bytes, status) = probed.matched_receive_vec::<u8>();
+            progress = true;
             let Some(w) = worker_of(status.source_rank(), workers) else {
                 continue;
             };
-            if let Some(job) = running[w].take() {
-                match status.tag() {
-                    _ if end => job.fail(Error::Closed),
-                    REPLY => job.finish(bytes),
-                    TOO_LARGE => job.fail(Error::Encode(String::from_utf8_lossy(&bytes).into())),
-                    tag => job.fail(Error::Decode(format!(
-                        "a message of tag {tag} from rank {}",
-                        w + 1
-                    ))),
-                }
-            }
+            // Only a worker with a task replies; anything else is not
+            // ours to count.
+            let Some(job) = running[w].take() else {
+                continue;
+            };
+            let what = match status.tag() {
+                _ if end => Delivery::Fail(Error::Closed),
+                REPLY => Delivery::Reply(bytes),
+                TOO_LARGE => Delivery::Fail(Error::Encode(String::from_utf8_lossy(&bytes).into())),
+                tag => Delivery::Fail(Error::BrokenPool {
+                    why: format!("rank {} sent a message of unknown tag {tag}", w + 1),
+                }),
+            };
+            hand_over(deliver, job, what);
             idle.push_back(w);
-            progress = true;
         }
         if end {
             while let Next::Job(job) = jobs.next_timeout(Duration::ZERO) {
-                job.fail(Error::Closed);
+                hand_over(deliver, job, Delivery::Fail(Error::Closed));
             }
             closed = true;
         }
@@ -68,34 +146,40 @@ pub(crate) fn dispatch(universe: Universe, jobs: RemoteJobs, ended: Arc<AtomicBo
             } else {
                 Duration::ZERO
             };
-            match jobs.next_timeout(wait) {
-                Next::Job(mut job) => {
-                    match job.encode(std::mem::take(&mut scratch)) {
-                        Ok(bytes) if bytes.len() > MAX_MESSAGE => job.fail(Error::Encode(format!(
-                            "a task of {} bytes: an MPI message carries at most {MAX_MESSAGE}",
-                            bytes.len()
-                        ))),
-                        Ok(bytes) => {
-                            world
-                                .process_at_rank(w as Rank + 1)
-                                .send_with_tag(&bytes[..], TASK);
-                            scratch = bytes;
-                            idle.pop_front();
-                            running[w] = Some(job);
-                        }
-                        Err(e) => job.fail(e),
-                    }
-                    progress = true;
-                }
+            let mut job = match jobs.next_timeout(wait) {
+                Next::Job(job) => job,
                 Next::Empty => break,
-                Next::Closed => closed = true,
-            }
+                Next::Closed => {
+                    closed = true;
+                    break;
+                }
+            };
+            progress = true;
             if ended.load(Ordering::Acquire) {
+                hand_over(deliver, job, Delivery::Fail(Error::Closed));
                 break;
+            }
+            match job.encode(std::mem::take(&mut scratch)) {
+                Ok(bytes) if bytes.len() > MAX_MESSAGE => {
+                    let why = format!(
+                        "a task of {} bytes: an MPI message carries at most {MAX_MESSAGE}",
+                        bytes.len()
+                    );
+                    hand_over(deliver, job, Delivery::Fail(Error::Encode(why)));
+                }
+                Ok(bytes) => {
+                    world
+                        .process_at_rank(w as Rank + 1)
+                        .send_with_tag(&bytes[..], TASK);
+                    scratch = bytes;
+                    idle.pop_front();
+                    running[w] = Some(job);
+                }
+                Err(e) => hand_over(deliver, job, Delivery::Fail(e)),
             }
         }
         if closed && idle.len() == workers {
-            break;
+            return;
         }
         if progress {
             patience.reset();
@@ -103,13 +187,6 @@ pub(crate) fn dispatch(universe: Universe, jobs: RemoteJobs, ended: Arc<AtomicBo
             patience.pause();
         }
     }
-    for rank in 1..world.size() {
-        world
-            .process_at_rank(rank)
-            .send_with_tag(&[0u8; 0][..], STOP);
-    }
-    drop(world);
-    drop(universe);
 }
 
 /// The worker index of a rank, if it is one of the workers.

@@ -4,11 +4,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use mpi::Threading;
+use mpi::environment::Universe;
+use mpi::point_to_point::Destination;
 use mpi::topology::Communicator;
 use multiproc_process::{Error, Result};
 
 use crate::build_check::Ranks;
 use crate::dispatch::dispatch;
+use crate::wire::STOP;
 use crate::worker::serve;
 
 /// A process pool whose workers are the ranks of an MPI job. Python
@@ -52,8 +55,13 @@ use crate::worker::serve;
 /// }
 /// ```
 pub struct Pool {
+    /// Dropped first: it ends the dispatcher (which stops the workers).
     pool: multiproc_pool::Pool,
     hosts: Vec<String>,
+    /// Dropped last: `MPI_Finalize`, on the thread that drops the pool
+    /// (MPI asks for the one that initialized it: rank 0's `main`, as a
+    /// rule).
+    _universe: Universe,
 }
 
 impl Pool {
@@ -64,10 +72,11 @@ impl Pool {
     ///
     /// # Errors
     ///
-    /// [`Error::Mpi`] on rank 0 when the job has one rank (not run by
-    /// `mpirun -n N`, N ≥ 2), MPI was initialized already in this
-    /// process, the MPI library lacks `MPI_THREAD_SERIALIZED`, or the
-    /// ranks run different builds (the workers then exit with code 1).
+    /// [`Error::Mpi`], on rank 0, when the job has one rank (not run by
+    /// `mpirun -n N`, N ≥ 2) or the ranks run different builds (the
+    /// workers then exit with code 1 without returning); on every rank
+    /// when MPI cannot start here: it was initialized already in this
+    /// process, or the library lacks `MPI_THREAD_SERIALIZED`.
     pub fn world() -> Result<Pool> {
         let Some((universe, threading)) = mpi::initialize_with_threading(Threading::Serialized)
         else {
@@ -84,9 +93,8 @@ impl Pool {
         let world = universe.world();
         let rank = world.rank();
         let size = world.size();
-        let ranks = Ranks::exchange(&world)?;
+        let ranks = Ranks::exchange(&world);
         let checked = ranks.same_build();
-        drop(world);
         if rank != 0 {
             let code = match checked {
                 Ok(()) => {
@@ -116,14 +124,29 @@ impl Pool {
             move |jobs| {
                 std::thread::Builder::new()
                     .name("mpi-dispatch".into())
-                    .spawn(move || dispatch(universe, jobs, ended))
+                    .spawn(move || dispatch(jobs, ended))
                     .map_err(Error::from)
             },
             move || end.store(true, Ordering::Release),
-        )?;
+        );
+        let pool = match pool {
+            Ok(pool) => pool,
+            Err(e) => {
+                // No dispatcher: the workers are told to stop from here,
+                // so that the job ends.
+                for rank in 1..size {
+                    world
+                        .process_at_rank(rank)
+                        .send_with_tag(&[0u8; 0][..], STOP);
+                }
+                return Err(e);
+            }
+        };
+        drop(world);
         Ok(Pool {
             pool,
             hosts: ranks.hosts,
+            _universe: universe,
         })
     }
 

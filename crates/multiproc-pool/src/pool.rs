@@ -500,8 +500,10 @@ impl Pool {
                 }
             }
             Workers::Remote(end) => {
-                end();
+                // Closed first: no job can come in after the dispatcher's
+                // last look at the queue.
                 self.close();
+                end();
             }
         }
         self.join_handlers();

@@ -56,7 +56,7 @@ impl RemoteJobs {
             self.0.recv_timeout(timeout)
         };
         match got {
-            Ok(job) => Next::Job(RemoteJob(job)),
+            Ok(job) => Next::Job(RemoteJob(Some(job))),
             Err(RecvTimeoutError::Timeout) => Next::Empty,
             Err(RecvTimeoutError::Disconnected) => Next::Closed,
         }
@@ -64,13 +64,26 @@ impl RemoteJobs {
 
     /// The next job, waiting for one as long as the pool is open.
     pub fn next(&self) -> Option<RemoteJob> {
-        self.0.recv().ok().map(RemoteJob)
+        self.0.recv().ok().map(|job| RemoteJob(Some(job)))
+    }
+}
+
+impl Drop for RemoteJobs {
+    /// Fails the jobs still queued: a dispatcher that ends leaves no call
+    /// waiting.
+    fn drop(&mut self) {
+        while let Ok(job) = self.0.try_recv() {
+            RemoteJob(Some(job)).fail(Error::Closed);
+        }
     }
 }
 
 /// One job of a remote pool: a task message to send to a worker, and the
-/// slot of the call that waits for its reply.
-pub struct RemoteJob(Job);
+/// slot of the call that waits for its reply. It is `Send`: a reply may be
+/// finished on another thread than the dispatcher's. One dropped without
+/// [`finish`](Self::finish) or [`fail`](Self::fail) fails with
+/// [`Error::BrokenPool`], so no call waits for it forever.
+pub struct RemoteJob(Option<Job>);
 
 impl RemoteJob {
     /// The task's message, encoded into `buf` (emptied first) when the
@@ -81,7 +94,10 @@ impl RemoteJob {
     /// [`Error::Encode`] if the arguments do not encode, or hold a
     /// descriptor. The job is then to be [`fail`](Self::fail)ed.
     pub fn encode(&mut self, buf: Vec<u8>) -> Result<Vec<u8>> {
-        let input = std::mem::replace(&mut self.0.input, Input::Bytes(Message::default()));
+        let Some(job) = self.0.as_mut() else {
+            return Err(Error::Closed);
+        };
+        let input = std::mem::replace(&mut job.input, Input::Bytes(Message::default()));
         let message = match input {
             Input::Bytes(message) => message,
             Input::Lazy(encode) => encode(buf)?,
@@ -94,36 +110,68 @@ impl RemoteJob {
 
     /// Gives the worker's reply (made by [`run_task`]) to the call that
     /// waits for it, decoding a chunk's results on this thread.
-    pub fn finish(self, reply: Vec<u8>) {
+    pub fn finish(mut self, reply: Vec<u8>) {
+        let Some(job) = self.0.take() else {
+            return;
+        };
         let piece = classify(Message {
             bytes: reply,
             fds: Vec::new(),
         });
-        let decoded = match (&piece, self.0.decode) {
+        let decoded = match (&piece, job.decode) {
             (Ok(reply), Some(decode)) => decode(reply),
             _ => None,
         };
-        self.0.group.deliver(self.0.index, piece, decoded);
+        job.group.deliver(job.index, piece, decoded);
     }
 
     /// Fails the job with `error`: [`Error::Closed`] for work the pool
     /// ended, [`Error::BrokenPool`] for a worker lost, or the error of
     /// [`encode`](Self::encode).
-    pub fn fail(self, error: Error) {
+    pub fn fail(mut self, error: Error) {
+        let Some(job) = self.0.take() else {
+            return;
+        };
         let failure = match error {
             Error::Closed => Failure::Closed,
             Error::BrokenPool { why } => Failure::Broken(why),
             Error::TaskPanicked { message } => Failure::Panicked(message),
+            Error::TaskFailed { message } => Failure::Raised(message),
+            Error::WorkerDied {
+                pid,
+                signal,
+                exitcode,
+            } => Failure::WorkerDied {
+                pid,
+                signal,
+                exitcode,
+            },
+            Error::TaskTimedOut { after } => Failure::TimedOut(after),
+            Error::Cancelled => Failure::Cancelled,
             other => Failure::of(&other),
         };
-        self.0.group.deliver(self.0.index, Err(failure), None);
+        job.group.deliver(job.index, Err(failure), None);
+    }
+}
+
+impl Drop for RemoteJob {
+    fn drop(&mut self) {
+        if let Some(job) = self.0.take() {
+            job.group.deliver(
+                job.index,
+                Err(Failure::Broken(
+                    "the pool's dispatcher dropped a task unfinished".into(),
+                )),
+                None,
+            );
+        }
     }
 }
 
 impl std::fmt::Debug for RemoteJob {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RemoteJob")
-            .field("index", &self.0.index)
+            .field("index", &self.0.as_ref().map(|j| j.index))
             .finish_non_exhaustive()
     }
 }

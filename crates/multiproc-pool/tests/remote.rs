@@ -20,6 +20,11 @@ fn fragile(n: u64) -> u64 {
     n
 }
 
+fn nap(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
 fn first(a: mp::RawArray<u64>) -> u64 {
     a.get(0)
 }
@@ -100,8 +105,16 @@ fn close_lets_work_finish_and_terminate_fails_it() {
         pool.join().expect("join");
         assert_eq!(pending.get().expect("ran").len(), 100);
 
+        // Fifty tasks of 20 ms queued: terminate fails what is left.
         let pool = in_process_pool(1);
+        let pending = pool
+            .map_async_chunked(nap, vec![20u64; 50], 1)
+            .expect("map_async");
+        std::thread::sleep(Duration::from_millis(50));
+        let started = std::time::Instant::now();
         pool.terminate();
+        assert!(started.elapsed() < Duration::from_millis(500));
+        assert!(matches!(pending.get(), Err(mp::Error::Closed)));
         assert!(matches!(pool.apply(square, (1,)), Err(mp::Error::Closed)));
         assert!(matches!(
             mp::Pool::remote(0, |_| unreachable!(), || {}),
