@@ -3,9 +3,10 @@
 //!
 //! It is the only thread of rank 0 that calls MPI while the pool lives
 //! (rank 0's main thread initializes and finalizes MPI around it), so MPI
-//! needs `MPI_THREAD_SERIALIZED`, not `MULTIPLE`. No user code runs on it:
-//! a reply is decoded, and its call's callback run, by a delivery thread,
-//! so a slow or blocking callback never stalls MPI.
+//! needs `MPI_THREAD_SERIALIZED`, not `MULTIPLE`. It decodes replies
+//! itself (a hop to another thread per reply doubled a round trip), but
+//! runs no callback: a call that completes with one goes to a delivery
+//! thread, so a slow or blocking callback never stalls MPI.
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
@@ -17,7 +18,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 use mpi::point_to_point::{Destination, MatchedReceiveVec, Source};
 use mpi::topology::{Communicator, Rank, SimpleCommunicator};
-use multiproc_pool::remote::{Next, RemoteJob, RemoteJobs};
+use multiproc_pool::remote::{Completion, Next, RemoteJob, RemoteJobs};
 use multiproc_process::Error;
 
 use crate::wire::{MAX_MESSAGE, Patience, REPLY, STOP, TASK, TOO_LARGE};
@@ -31,19 +32,13 @@ const IDLE: Duration = Duration::from_millis(100);
 /// thread to deliver it.
 const DELIVERERS_MAX: usize = 16;
 
-/// What a delivery thread does with a job.
-enum Delivery {
-    Reply(Vec<u8>),
-    Fail(Error),
-}
-
 /// Serves the pool until it is closed and its work done, or ended; then
 /// stops the workers. A worker that runs a task when the pool ends
 /// finishes it first: its reply is read (and dropped) before `STOP`.
 pub(crate) fn dispatch(jobs: RemoteJobs, ended: Arc<AtomicBool>) {
     let world = SimpleCommunicator::world();
     let workers = (world.size() - 1).max(0) as usize;
-    let (deliver, deliveries) = crossbeam_channel::unbounded::<(RemoteJob, Delivery)>();
+    let (deliver, deliveries) = crossbeam_channel::unbounded::<Completion>();
     let deliverers: Vec<JoinHandle<()>> = (0..workers.clamp(1, DELIVERERS_MAX))
         .filter_map(|k| {
             let deliveries = deliveries.clone();
@@ -73,23 +68,20 @@ pub(crate) fn dispatch(jobs: RemoteJobs, ended: Arc<AtomicBool>) {
     }
 }
 
-/// A delivery thread: finishes jobs as their replies come.
-fn deliver_loop(deliveries: Receiver<(RemoteJob, Delivery)>) {
-    for (job, delivery) in deliveries {
-        match delivery {
-            Delivery::Reply(bytes) => job.finish(bytes),
-            Delivery::Fail(e) => job.fail(e),
-        }
+/// A delivery thread: runs the callbacks of calls as they complete.
+fn deliver_loop(deliveries: Receiver<Completion>) {
+    for completion in deliveries {
+        completion.run();
     }
 }
 
-/// Gives a job to a delivery thread (or finishes it here if none runs).
-fn hand_over(deliver: &Sender<(RemoteJob, Delivery)>, job: RemoteJob, what: Delivery) {
-    if let Err(crossbeam_channel::SendError((job, what))) = deliver.send((job, what)) {
-        match what {
-            Delivery::Reply(bytes) => job.finish(bytes),
-            Delivery::Fail(e) => job.fail(e),
-        }
+/// Gives a completed call's callback to a delivery thread (or runs it
+/// here, if none could start).
+fn hand_over(deliver: &Sender<Completion>, completion: Option<Completion>) {
+    if let Some(completion) = completion
+        && let Err(crossbeam_channel::SendError(completion)) = deliver.send(completion)
+    {
+        completion.run();
     }
 }
 
@@ -100,7 +92,7 @@ fn serve(
     workers: usize,
     jobs: &RemoteJobs,
     ended: &AtomicBool,
-    deliver: &Sender<(RemoteJob, Delivery)>,
+    deliver: &Sender<Completion>,
 ) {
     // The job each worker runs (worker w is rank w + 1).
     let mut running: Vec<Option<RemoteJob>> = (0..workers).map(|_| None).collect();
@@ -122,20 +114,20 @@ fn serve(
             let Some(job) = running[w].take() else {
                 continue;
             };
-            let what = match status.tag() {
-                _ if end => Delivery::Fail(Error::Closed),
-                REPLY => Delivery::Reply(bytes),
-                TOO_LARGE => Delivery::Fail(Error::Encode(String::from_utf8_lossy(&bytes).into())),
-                tag => Delivery::Fail(Error::BrokenPool {
+            let done = match status.tag() {
+                _ if end => job.fail(Error::Closed),
+                REPLY => job.finish(bytes),
+                TOO_LARGE => job.fail(Error::Encode(String::from_utf8_lossy(&bytes).into())),
+                tag => job.fail(Error::BrokenPool {
                     why: format!("rank {} sent a message of unknown tag {tag}", w + 1),
                 }),
             };
-            hand_over(deliver, job, what);
+            hand_over(deliver, done);
             idle.push_back(w);
         }
         if end {
             while let Next::Job(job) = jobs.next_timeout(Duration::ZERO) {
-                hand_over(deliver, job, Delivery::Fail(Error::Closed));
+                hand_over(deliver, job.fail(Error::Closed));
             }
             closed = true;
         }
@@ -156,7 +148,7 @@ fn serve(
             };
             progress = true;
             if ended.load(Ordering::Acquire) {
-                hand_over(deliver, job, Delivery::Fail(Error::Closed));
+                hand_over(deliver, job.fail(Error::Closed));
                 break;
             }
             match job.encode(std::mem::take(&mut scratch)) {
@@ -165,7 +157,7 @@ fn serve(
                         "a task of {} bytes: an MPI message carries at most {MAX_MESSAGE}",
                         bytes.len()
                     );
-                    hand_over(deliver, job, Delivery::Fail(Error::Encode(why)));
+                    hand_over(deliver, job.fail(Error::Encode(why)));
                 }
                 Ok(bytes) => {
                     world
@@ -175,7 +167,7 @@ fn serve(
                     idle.pop_front();
                     running[w] = Some(job);
                 }
-                Err(e) => hand_over(deliver, job, Delivery::Fail(e)),
+                Err(e) => hand_over(deliver, job.fail(e)),
             }
         }
         if closed && idle.len() == workers {

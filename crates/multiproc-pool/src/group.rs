@@ -154,23 +154,58 @@ impl Group {
     }
 
     pub(crate) fn deliver(&self, index: usize, piece: Piece, decoded: Option<Decoded>) {
-        let complete = {
-            let mut s = self.state.lock();
-            if s.pieces.len() <= index {
-                s.pieces.resize_with(index + 1, || None);
-            }
-            if s.decoded.len() <= index {
-                s.decoded.resize_with(index + 1, || None);
-            }
-            s.pieces[index] = Some(piece);
-            s.decoded[index] = decoded;
-            s.arrived += 1;
-            s.order.push_back(index);
-            s.complete()
-        };
+        let complete = self.store(index, piece, decoded);
         if complete {
             self.finish();
         }
+        self.cv.notify_all();
+    }
+
+    /// Puts a piece in its place; whether it was the last.
+    fn store(&self, index: usize, piece: Piece, decoded: Option<Decoded>) -> bool {
+        let mut s = self.state.lock();
+        if s.pieces.len() <= index {
+            s.pieces.resize_with(index + 1, || None);
+        }
+        if s.decoded.len() <= index {
+            s.decoded.resize_with(index + 1, || None);
+        }
+        s.pieces[index] = Some(piece);
+        s.decoded[index] = decoded;
+        s.arrived += 1;
+        s.order.push_back(index);
+        s.complete()
+    }
+
+    /// As [`deliver`](Self::deliver), for a thread that must not run user
+    /// callbacks (a remote pool's dispatcher): when this piece completes
+    /// the call and a callback waits, the call is returned unfinished, for
+    /// [`finish`](Self::finish) on another thread. Without a callback the
+    /// result is ready at once (a callback registered later runs on the
+    /// thread that registers it, as for a call already done).
+    pub(crate) fn deliver_deferred(
+        self: &Arc<Self>,
+        index: usize,
+        piece: Piece,
+        decoded: Option<Decoded>,
+    ) -> Option<Arc<Group>> {
+        let complete = self.store(index, piece, decoded);
+        let deferred = if !complete {
+            None
+        } else if self.on_done.lock().is_some() {
+            Some(self.clone())
+        } else {
+            self.state.lock().done = true;
+            None
+        };
+        self.cv.notify_all();
+        deferred
+    }
+
+    /// Finishes a call [`deliver_deferred`](Self::deliver_deferred) left
+    /// unfinished: its callback, then its result ready.
+    pub(crate) fn finish_deferred(&self) {
+        self.finish();
         self.cv.notify_all();
     }
 

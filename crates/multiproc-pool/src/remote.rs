@@ -9,12 +9,13 @@
 //! Descriptors cannot travel this way: a task or a result that holds one
 //! (a `RawArray`, a `Segment`, a proxy) fails with [`Error::Encode`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use multiproc_process::{Error, Result};
 
-use crate::group::Failure;
+use crate::group::{Failure, Group};
 use crate::handler::classify;
 use crate::job::{Input, Job};
 use crate::message::{Message, REPLY_DONE, REPLY_UNENCODABLE, reply_text};
@@ -73,7 +74,8 @@ impl Drop for RemoteJobs {
     /// waiting.
     fn drop(&mut self) {
         while let Ok(job) = self.0.try_recv() {
-            RemoteJob(Some(job)).fail(Error::Closed);
+            // Here, callbacks and all: the queue is going away.
+            drop(RemoteJob(Some(job)).fail(Error::Closed));
         }
     }
 }
@@ -109,11 +111,13 @@ impl RemoteJob {
     }
 
     /// Gives the worker's reply (made by [`run_task`]) to the call that
-    /// waits for it, decoding a chunk's results on this thread.
-    pub fn finish(mut self, reply: Vec<u8>) {
-        let Some(job) = self.0.take() else {
-            return;
-        };
+    /// waits for it, decoding a chunk's results on this thread. A call
+    /// this completes whose callback waits is returned as a
+    /// [`Completion`], to run on a thread that may block: a dispatcher
+    /// never runs user callbacks.
+    #[must_use = "a Completion left unrun leaves its call waiting"]
+    pub fn finish(mut self, reply: Vec<u8>) -> Option<Completion> {
+        let job = self.0.take()?;
         let piece = classify(Message {
             bytes: reply,
             fds: Vec::new(),
@@ -122,16 +126,18 @@ impl RemoteJob {
             (Ok(reply), Some(decode)) => decode(reply),
             _ => None,
         };
-        job.group.deliver(job.index, piece, decoded);
+        job.group
+            .deliver_deferred(job.index, piece, decoded)
+            .map(Completion)
     }
 
     /// Fails the job with `error`: [`Error::Closed`] for work the pool
     /// ended, [`Error::BrokenPool`] for a worker lost, or the error of
-    /// [`encode`](Self::encode).
-    pub fn fail(mut self, error: Error) {
-        let Some(job) = self.0.take() else {
-            return;
-        };
+    /// [`encode`](Self::encode). As for [`finish`](Self::finish), a call
+    /// with a callback to run is returned.
+    #[must_use = "a Completion left unrun leaves its call waiting"]
+    pub fn fail(mut self, error: Error) -> Option<Completion> {
+        let job = self.0.take()?;
         let failure = match error {
             Error::Closed => Failure::Closed,
             Error::BrokenPool { why } => Failure::Broken(why),
@@ -150,7 +156,35 @@ impl RemoteJob {
             Error::Cancelled => Failure::Cancelled,
             other => Failure::of(&other),
         };
-        job.group.deliver(job.index, Err(failure), None);
+        job.group
+            .deliver_deferred(job.index, Err(failure), None)
+            .map(Completion)
+    }
+}
+
+/// A call whose last piece is in and whose callback is still to run:
+/// [`run`](Self::run) it on a thread that may block (the callback may wait
+/// for another call of the same pool). Dropped unrun, it runs where it is
+/// dropped.
+pub struct Completion(Arc<Group>);
+
+impl Completion {
+    /// Runs the call's callback, then makes its result ready.
+    pub fn run(self) {
+        // The work is in `Drop`, so that no completion is ever lost.
+        drop(self);
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        self.0.finish_deferred();
+    }
+}
+
+impl std::fmt::Debug for Completion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Completion").finish_non_exhaustive()
     }
 }
 

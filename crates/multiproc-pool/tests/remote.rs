@@ -41,13 +41,18 @@ fn in_process_pool(n: usize) -> mp::Pool {
                 loop {
                     match jobs.next_timeout(Duration::from_millis(20)) {
                         Next::Job(mut job) => {
+                            // A completion's callback runs where it is
+                            // dropped: here.
                             if ended.load(Ordering::Acquire) {
-                                job.fail(mp::Error::Closed);
+                                drop(job.fail(mp::Error::Closed));
                                 continue;
                             }
-                            match job.encode(Vec::new()) {
+                            let done = match job.encode(Vec::new()) {
                                 Ok(task) => job.finish(run_task(&task, Vec::new())),
                                 Err(e) => job.fail(e),
+                            };
+                            if let Some(completion) = done {
+                                completion.run();
                             }
                         }
                         Next::Empty => {}
