@@ -106,6 +106,9 @@ struct State {
     /// Every piece is in and the call's callback has run: the result is
     /// ready (a callback runs before `get` returns, as in CPython).
     done: bool,
+    /// Async tasks waiting for `done`, by the number their future holds.
+    wakers: std::collections::HashMap<u64, std::task::Waker>,
+    next_waker: u64,
 }
 
 impl State {
@@ -150,7 +153,7 @@ impl Group {
         if complete {
             self.finish();
         }
-        self.cv.notify_all();
+        self.notify();
     }
 
     pub(crate) fn deliver(&self, index: usize, piece: Piece, decoded: Option<Decoded>) {
@@ -158,7 +161,7 @@ impl Group {
         if complete {
             self.finish();
         }
-        self.cv.notify_all();
+        self.notify();
     }
 
     /// Puts a piece in its place; whether it was the last.
@@ -198,7 +201,7 @@ impl Group {
             self.state.lock().done = true;
             None
         };
-        self.cv.notify_all();
+        self.notify();
         deferred
     }
 
@@ -206,7 +209,7 @@ impl Group {
     /// unfinished: its callback, then its result ready.
     pub(crate) fn finish_deferred(&self) {
         self.finish();
-        self.cv.notify_all();
+        self.notify();
     }
 
     /// With every piece in: runs the callback, then marks the result ready.
@@ -236,6 +239,50 @@ impl Group {
         if self.state.lock().complete() {
             self.run_callback();
         }
+    }
+
+    /// Wakes the threads and the async tasks waiting on this call.
+    fn notify(&self) {
+        self.cv.notify_all();
+        let wakers: Vec<std::task::Waker> = {
+            let mut s = self.state.lock();
+            if !s.done || s.wakers.is_empty() {
+                return;
+            }
+            s.wakers.drain().map(|(_, w)| w).collect()
+        };
+        for w in wakers {
+            w.wake();
+        }
+    }
+
+    /// Whether the result is ready; if not, `waker` is kept (under the
+    /// number in `slot`, which is given one) to be woken when it is.
+    pub(crate) fn poll_done(&self, slot: &mut Option<u64>, waker: &std::task::Waker) -> bool {
+        let mut s = self.state.lock();
+        if s.done {
+            if let Some(id) = slot.take() {
+                s.wakers.remove(&id);
+            }
+            return true;
+        }
+        let id = *slot.get_or_insert_with(|| {
+            s.next_waker += 1;
+            s.next_waker
+        });
+        match s.wakers.get_mut(&id) {
+            Some(w) if w.will_wake(waker) => {}
+            Some(w) => w.clone_from(waker),
+            None => {
+                s.wakers.insert(id, waker.clone());
+            }
+        }
+        false
+    }
+
+    /// Takes back the waker of a future that no longer waits.
+    pub(crate) fn forget_waker(&self, id: u64) {
+        self.state.lock().wakers.remove(&id);
     }
 
     /// Whether every piece is in (and the callback, if any, has run).

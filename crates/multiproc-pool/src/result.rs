@@ -154,3 +154,60 @@ impl<R> std::fmt::Debug for AsyncResult<R> {
             .finish()
     }
 }
+
+impl<R: DeserializeOwned> std::future::IntoFuture for AsyncResult<R> {
+    type Output = Result<R>;
+    type IntoFuture = AsyncResultFuture<R>;
+
+    /// `result.await`: the result, without blocking a thread, under any
+    /// async runtime. Python (asyncio): `await asyncio.wrap_future(...)`
+    /// of a `concurrent.futures` future.
+    fn into_future(self) -> AsyncResultFuture<R> {
+        AsyncResultFuture {
+            result: self,
+            slot: None,
+        }
+    }
+}
+
+/// The future of an [`AsyncResult`] (`result.await`): ready when the call
+/// is, with what [`get`](AsyncResult::get) would give. Dropping it stops
+/// waiting; the call goes on.
+#[must_use = "a future does nothing unless awaited"]
+pub struct AsyncResultFuture<R> {
+    result: AsyncResult<R>,
+    /// Its waker's number in the call's group, once polled.
+    slot: Option<u64>,
+}
+
+impl<R: DeserializeOwned> std::future::Future for AsyncResultFuture<R> {
+    type Output = Result<R>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<R>> {
+        let this = &mut *self;
+        if this.result.group.poll_done(&mut this.slot, cx.waker()) {
+            std::task::Poll::Ready(this.result.group.assemble(this.result.assemble))
+        } else {
+            std::task::Poll::Pending
+        }
+    }
+}
+
+impl<R> Drop for AsyncResultFuture<R> {
+    fn drop(&mut self) {
+        if let Some(id) = self.slot.take() {
+            self.result.group.forget_waker(id);
+        }
+    }
+}
+
+impl<R> std::fmt::Debug for AsyncResultFuture<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncResultFuture")
+            .field("ready", &self.result.group.ready())
+            .finish()
+    }
+}

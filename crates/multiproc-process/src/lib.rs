@@ -62,6 +62,7 @@ mod identity;
 mod method;
 mod outcome;
 mod process;
+pub mod reactor;
 mod server;
 mod start;
 mod state;

@@ -22,6 +22,9 @@ use crate::state::GLOBAL;
 use crate::sys::{self, ExitStatus, SignalKind};
 use crate::target::{self, Args, Target};
 
+/// How long `join_async` waits for the pidfd before it looks again.
+const JOIN_SLICE: Duration = Duration::from_secs(1);
+
 type Encoder = Box<dyn Fn() -> Result<(Vec<u8>, Vec<OwnedFd>)> + Send>;
 
 /// A function run in a child process.
@@ -326,6 +329,24 @@ impl<R> Process<R> {
             }
             None => Err(Error::Timeout),
         }
+    }
+
+    /// Waits for the process to end without blocking a thread: the future
+    /// is ready when the child's pidfd is, under any async runtime (see
+    /// [`reactor`](crate::reactor)). Dropping it stops waiting and changes
+    /// nothing. Python (asyncio): `await loop.run_in_executor(None, p.join)`.
+    ///
+    /// # Errors
+    ///
+    /// As [`join`](Process::join).
+    pub async fn join_async(&self) -> Result<()> {
+        let child = self.started()?;
+        // Sliced: the pidfd is the whole story, but a wait that looks
+        // again now and then costs nothing and survives any surprise.
+        while child.poll()?.is_none() {
+            crate::reactor::readable(child.pidfd(), Some(JOIN_SLICE)).await;
+        }
+        self.join()
     }
 
     /// Whether the process has started and not yet ended.

@@ -53,6 +53,9 @@ pub use multiproc_process::{
 pub use multiproc_process::kind;
 
 #[doc(inline)]
+pub use multiproc_process::reactor::{REACTOR_THREAD, Readable, readable};
+
+#[doc(inline)]
 pub use multiproc_shm::{
     RawArray, RawValue, Segment, ShareableItem, ShareableList, SharedMemory, SharedMemoryManager,
 };
@@ -81,8 +84,9 @@ pub use multiproc_manager::{
 
 #[doc(inline)]
 pub use multiproc_pool::{
-    AsyncResult, Executor, ExecutorBuilder, ExecutorMap, IMap, IMapUnordered, Pool, PoolBuilder,
-    TaskFuture, ThreadExecutor, ThreadFuture, ThreadIMap, ThreadPool, ThreadResult,
+    AsyncResult, AsyncResultFuture, Executor, ExecutorBuilder, ExecutorMap, IMap, IMapUnordered,
+    Pool, PoolBuilder, TaskAwait, TaskFuture, ThreadExecutor, ThreadFuture, ThreadIMap, ThreadPool,
+    ThreadResult,
 };
 
 /// Waiting for many [`TaskFuture`]s at once. Python: `concurrent.futures`'s

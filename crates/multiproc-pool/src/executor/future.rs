@@ -278,3 +278,76 @@ impl<R: DeserializeOwned> TaskFuture<R> {
         }
     }
 }
+
+impl<R: DeserializeOwned> std::future::IntoFuture for TaskFuture<R> {
+    type Output = Result<R>;
+    type IntoFuture = TaskAwait<R>;
+
+    /// `future.await`: the task's result, without blocking a thread, under
+    /// any async runtime. Python (asyncio): `await asyncio.wrap_future(f)`.
+    fn into_future(self) -> TaskAwait<R> {
+        TaskAwait {
+            future: self,
+            waiting: None,
+        }
+    }
+}
+
+/// The async wait of a [`TaskFuture`] (`future.await`, or
+/// `future.clone().await` to keep it): ready when the task is done, with
+/// what [`result`](TaskFuture::result) would give. Dropping it stops
+/// waiting; the task still runs (cancel it with
+/// [`cancel`](TaskFuture::cancel)).
+#[must_use = "a future does nothing unless awaited"]
+pub struct TaskAwait<R> {
+    future: TaskFuture<R>,
+    /// The done-callback that wakes it, and the waker it wakes.
+    waiting: Option<(u64, std::task::Waker)>,
+}
+
+impl<R: DeserializeOwned> std::future::Future for TaskAwait<R> {
+    type Output = Result<R>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<R>> {
+        let this = &mut *self;
+        if let Some((id, waker)) = &this.waiting
+            && !waker.will_wake(cx.waker())
+        {
+            this.future.task.forget(*id);
+            this.waiting = None;
+        }
+        if this.waiting.is_none() {
+            let waker = cx.waker().clone();
+            let wake = waker.clone();
+            match this.future.task.when_done(Box::new(move || wake.wake())) {
+                Some(id) => this.waiting = Some((id, waker)),
+                // Done already (its callback ran at once).
+                None => return std::task::Poll::Ready(this.future.read()),
+            }
+        }
+        if this.future.task.is_done() {
+            if let Some((id, _)) = this.waiting.take() {
+                this.future.task.forget(id);
+            }
+            return std::task::Poll::Ready(this.future.read());
+        }
+        std::task::Poll::Pending
+    }
+}
+
+impl<R> Drop for TaskAwait<R> {
+    fn drop(&mut self) {
+        if let Some((id, _)) = self.waiting.take() {
+            self.future.task.forget(id);
+        }
+    }
+}
+
+impl<R> fmt::Debug for TaskAwait<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("TaskAwait").field(&self.future).finish()
+    }
+}

@@ -30,7 +30,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use future::TaskFuture;
+pub use future::{TaskAwait, TaskFuture};
 pub use gather::{AsCompleted, Completes, ReturnWhen, Waited, as_completed, wait};
 pub use thread::{ThreadExecutor, ThreadFuture};
 

@@ -30,6 +30,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::ring::{GetFail, PutFail, PutOpts, Ring};
 
+mod wait_async;
+
 /// The ring of each direction unless chosen.
 pub const PIPE_RING_BYTES: usize = 4 << 20;
 

@@ -1,0 +1,351 @@
+//! Waiting for a descriptor from async code, in any runtime: one helper
+//! thread per process (started on first use) waits in `epoll` on every
+//! descriptor an async task awaits, and wakes the tasks whose descriptor
+//! became readable or whose time ran out.
+//!
+//! A descriptor is registered once however many tasks wait for it (level
+//! triggered; it leaves `epoll` when it fires, and comes back with the next
+//! waiter), so 100,000 tasks waiting on one pidfd or one socket cost one
+//! registration and a waker each. Deadlines sit in an ordered map, so the
+//! thread's sleep is the nearest one. An eventfd interrupts that sleep when
+//! a nearer deadline arrives.
+//!
+//! A process made by `fork` inherits the parent's reactor without its
+//! thread; it notices (the pid differs) and starts its own, forgetting
+//! the parent's state (its wakers belong to the parent's runtime).
+//!
+//! # Safety
+//!
+//! The thread takes descriptors out of `epoll` by number; each is open
+//! then, as argued at the blocks.
+#![allow(unsafe_code)]
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use rustix::event::{EventfdFlags, epoll, eventfd};
+
+/// The name of the helper thread (one per process).
+pub const REACTOR_THREAD: &str = "multiproc-reactor";
+
+/// A future that is ready when `fd` is readable (or at its end, or in
+/// error: a read will not block), or when `timeout` passes. Its output
+/// says which: `true` readable (or possibly so), `false` timed out.
+///
+/// Dropping it stops waiting and takes nothing from the descriptor. It
+/// works under any executor (tokio, smol, `futures::executor`): one helper
+/// thread per process, [`REACTOR_THREAD`], wakes every waiting task.
+///
+/// Python: `loop.add_reader(fd, callback)`.
+pub fn readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> Readable<'_> {
+    Readable {
+        fd,
+        deadline: timeout.and_then(crate::deadline),
+        id: None,
+    }
+}
+
+/// The future of [`readable`].
+#[derive(Debug)]
+#[must_use = "a future does nothing unless awaited"]
+pub struct Readable<'a> {
+    fd: BorrowedFd<'a>,
+    deadline: Option<Instant>,
+    /// Its registration, once polled.
+    id: Option<(Arc<Reactor>, u64)>,
+}
+
+impl Future for Readable<'_> {
+    type Output = bool;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
+        if let Some((reactor, id)) = &self.id {
+            match reactor.poll_waiter(*id, cx.waker()) {
+                Some(fired) => {
+                    self.id = None;
+                    return Poll::Ready(fired);
+                }
+                None => return Poll::Pending,
+            }
+        }
+        if self.deadline.is_some_and(|d| d <= Instant::now()) {
+            return Poll::Ready(
+                crate::fdio::poll_readable(&[self.fd], Some(Duration::ZERO)).map_or(true, |r| r[0]),
+            );
+        }
+        let Some(reactor) = Reactor::current() else {
+            // No reactor (no thread could start): say "maybe ready", and
+            // the caller looks again.
+            return Poll::Ready(true);
+        };
+        match reactor.register(self.fd, self.deadline, cx.waker().clone()) {
+            Some(id) => {
+                self.id = Some((reactor, id));
+                Poll::Pending
+            }
+            None => Poll::Ready(true),
+        }
+    }
+}
+
+impl Drop for Readable<'_> {
+    fn drop(&mut self) {
+        if let Some((reactor, id)) = self.id.take() {
+            reactor.forget(id);
+        }
+    }
+}
+
+/// One waiting task.
+struct Waiter {
+    fd: RawFd,
+    waker: Waker,
+    deadline: Option<Instant>,
+    /// Set by the thread: `Some(true)` readable, `Some(false)` timed out.
+    fired: Option<bool>,
+}
+
+#[derive(Default)]
+struct State {
+    next: u64,
+    waiters: HashMap<u64, Waiter>,
+    /// The waiters of each descriptor in `epoll`.
+    by_fd: HashMap<RawFd, Vec<u64>>,
+    deadlines: BTreeSet<(Instant, u64)>,
+}
+
+/// The process's reactor: its `epoll`, its state, its thread.
+#[derive(Debug)]
+pub(crate) struct Reactor {
+    pid: u32,
+    epoll: OwnedFd,
+    /// Rung when a nearer deadline arrives.
+    bell: OwnedFd,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("waiters", &self.waiters.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The reactor of this process, if started.
+static CURRENT: Mutex<Option<Arc<Reactor>>> = Mutex::new(None);
+
+/// The `epoll` data of the bell.
+const BELL: u64 = u64::MAX;
+
+impl Reactor {
+    /// This process's reactor, started on first use.
+    fn current() -> Option<Arc<Reactor>> {
+        let mut current = CURRENT.lock().unwrap_or_else(PoisonError::into_inner);
+        let pid = std::process::id();
+        if let Some(r) = current.as_ref()
+            && r.pid == pid
+        {
+            return Some(r.clone());
+        }
+        if let Some(inherited) = current.take() {
+            // A forked copy's: its thread is not here and its wakers are
+            // the parent's. Its descriptors stay open (closing the copy
+            // of the epoll would not harm the parent, but dropping the
+            // wakers might run the parent's code here).
+            std::mem::forget(inherited);
+        }
+        let reactor = Arc::new(Reactor::new(pid).ok()?);
+        let thread = reactor.clone();
+        std::thread::Builder::new()
+            .name(REACTOR_THREAD.into())
+            .spawn(move || thread.run())
+            .ok()?;
+        *current = Some(reactor.clone());
+        Some(reactor)
+    }
+
+    fn new(pid: u32) -> std::io::Result<Reactor> {
+        let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        let bell = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+        epoll::add(
+            &epoll,
+            &bell,
+            epoll::EventData::new_u64(BELL),
+            epoll::EventFlags::IN,
+        )?;
+        Ok(Reactor {
+            pid,
+            epoll,
+            bell,
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds a waiter; `None` if `epoll` refuses the descriptor (then the
+    /// caller treats it as ready and looks for itself).
+    fn register(&self, fd: BorrowedFd<'_>, deadline: Option<Instant>, waker: Waker) -> Option<u64> {
+        let raw = fd.as_raw_fd();
+        let mut s = self.lock();
+        if !s.by_fd.contains_key(&raw) {
+            epoll::add(
+                &self.epoll,
+                fd,
+                epoll::EventData::new_u64(raw as u64),
+                epoll::EventFlags::IN | epoll::EventFlags::RDHUP,
+            )
+            .ok()?;
+        }
+        s.next += 1;
+        let id = s.next;
+        s.by_fd.entry(raw).or_default().push(id);
+        let nearest = s.deadlines.first().map(|(at, _)| *at);
+        if let Some(at) = deadline {
+            s.deadlines.insert((at, id));
+        }
+        s.waiters.insert(
+            id,
+            Waiter {
+                fd: raw,
+                waker,
+                deadline,
+                fired: None,
+            },
+        );
+        drop(s);
+        if deadline.is_some_and(|at| nearest.is_none_or(|n| at < n)) {
+            // The thread may sleep past this deadline: wake it to look.
+            let _ = rustix::io::write(&self.bell, &1u64.to_ne_bytes());
+        }
+        Some(id)
+    }
+
+    /// `Some(fired)` once the waiter fired (and is gone), else keeps
+    /// `waker` to wake.
+    fn poll_waiter(&self, id: u64, waker: &Waker) -> Option<bool> {
+        let mut s = self.lock();
+        let w = s.waiters.get_mut(&id)?;
+        if let Some(fired) = w.fired {
+            s.waiters.remove(&id);
+            return Some(fired);
+        }
+        if !w.waker.will_wake(waker) {
+            w.waker = waker.clone();
+        }
+        None
+    }
+
+    /// Removes a waiter that no longer waits.
+    fn forget(&self, id: u64) {
+        let mut s = self.lock();
+        let Some(w) = s.waiters.remove(&id) else {
+            return;
+        };
+        if let Some(at) = w.deadline {
+            s.deadlines.remove(&(at, id));
+        }
+        if w.fired.is_none() {
+            self.unlist(&mut s, w.fd, id);
+        }
+    }
+
+    /// Takes `id` off its descriptor's list, and the descriptor out of
+    /// `epoll` when no one else waits for it.
+    fn unlist(&self, s: &mut State, fd: RawFd, id: u64) {
+        if let Some(ids) = s.by_fd.get_mut(&fd) {
+            ids.retain(|i| *i != id);
+            if ids.is_empty() {
+                s.by_fd.remove(&fd);
+                // SAFETY: `fd` is open: the waiter that registered it
+                // borrows it until it is forgotten, which is now.
+                let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+                let _ = epoll::delete(&self.epoll, fd);
+            }
+        }
+    }
+
+    /// The thread: sleeps in `epoll` until a descriptor is readable or the
+    /// nearest deadline, and wakes whom it concerns.
+    fn run(self: Arc<Reactor>) {
+        let mut events = Vec::with_capacity(256);
+        loop {
+            let timeout = {
+                let s = self.lock();
+                s.deadlines.first().map(|(at, _)| {
+                    let left = at.saturating_duration_since(Instant::now());
+                    rustix::event::Timespec {
+                        tv_sec: left.as_secs() as i64,
+                        tv_nsec: i64::from(left.subsec_nanos()),
+                    }
+                })
+            };
+            events.clear();
+            match epoll::wait(
+                &self.epoll,
+                rustix::buffer::spare_capacity(&mut events),
+                timeout.as_ref(),
+            ) {
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(_) => {
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
+            }
+            let mut wake = Vec::new();
+            {
+                let mut s = self.lock();
+                for event in &events {
+                    let data = event.data.u64();
+                    if data == BELL {
+                        let mut buf = [0u8; 8];
+                        let _ = rustix::io::read(&self.bell, &mut buf);
+                        continue;
+                    }
+                    let fd = data as RawFd;
+                    if let Some(ids) = s.by_fd.remove(&fd) {
+                        // SAFETY: listed descriptors are open (their
+                        // waiters borrow them).
+                        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+                        let _ = epoll::delete(&self.epoll, borrowed);
+                        for id in ids {
+                            if let Some(w) = s.waiters.get_mut(&id) {
+                                w.fired = Some(true);
+                                wake.push(w.waker.clone());
+                                if let Some(at) = w.deadline {
+                                    s.deadlines.remove(&(at, id));
+                                }
+                            }
+                        }
+                    }
+                }
+                let now = Instant::now();
+                while let Some(&(at, id)) = s.deadlines.first() {
+                    if at > now {
+                        break;
+                    }
+                    s.deadlines.remove(&(at, id));
+                    let Some(w) = s.waiters.get_mut(&id) else {
+                        continue;
+                    };
+                    w.fired = Some(false);
+                    wake.push(w.waker.clone());
+                    let fd = w.fd;
+                    self.unlist(&mut s, fd, id);
+                }
+            }
+            for w in wake {
+                w.wake();
+            }
+        }
+    }
+}
