@@ -1,8 +1,10 @@
 //! Processes and a pool from a `#[tokio::main]` program.
 //!
-//! Starting, joining and mapping block the calling thread, so async code
-//! runs them through `tokio::task::spawn_blocking`, which moves them to
-//! tokio's blocking threads and gives back a future. Each child is a fresh
+//! Starting a process and a whole `map` block the calling thread, so async
+//! code runs them through `tokio::task::spawn_blocking`, which moves them
+//! to tokio's blocking threads and gives back a future. (The waits have
+//! async forms, `join_async`, `get_async`, `recv_async`, and pool results
+//! are futures: see `async_pipeline.rs`.) Each child is a fresh
 //! process of this program in which nothing of `main` ran (no runtime, no
 //! threads), so it may build a tokio runtime of its own.
 //!

@@ -5,6 +5,8 @@
 
 use multiproc as mp;
 
+#[path = "async_pipeline.rs"]
+mod async_pipeline;
 #[path = "executor.rs"]
 mod executor;
 #[path = "manager_remote.rs"]
@@ -83,9 +85,12 @@ fn main() -> mp::Result<()> {
     section("processes and a Pool from async code (tokio)");
     tokio_processes::main()?;
 
+    section("an async pipeline: a Queue and a Pool awaited on tokio");
+    async_pipeline::main()?;
+
     println!(
         "\ntour finished: the {} seed programs, a distributed queue, a pool with progress, \
-         an executor with time limits, processes from async code",
+         an executor with time limits, processes from async code, an async pipeline",
         8
     );
     Ok(())

@@ -265,3 +265,124 @@ fn a_pool_future_dropped_before_the_result_leaves_the_call_running() {
         assert_eq!(pool.apply(square, (4,)).expect("the pool goes on"), 16);
     });
 }
+
+/// Puts `n` numbers from `first` onwards, each into queue `i % len`.
+fn feed_queues(queues: Vec<mp::Queue<u64>>, first: u64, n: u64) {
+    for i in first..first + n {
+        queues[(i % queues.len() as u64) as usize]
+            .put(i)
+            .expect("put");
+    }
+}
+
+/// 1,000 tasks each take one message from one of 10 queues, which 4
+/// processes feed with 250 messages each: every message once.
+async fn get_1000(
+    spawn: impl Fn(
+        std::pin::Pin<Box<dyn std::future::Future<Output = u64> + Send>>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = u64> + Send>>,
+) {
+    let queues: Vec<mp::Queue<u64>> = (0..10).map(|_| mp::Queue::new().expect("queue")).collect();
+    // The takers first, so that most wait before anything is put.
+    let mut tasks = Vec::new();
+    for t in 0..1000usize {
+        let q = queues[t % 10].clone();
+        tasks.push(spawn(Box::pin(async move {
+            q.get_async().await.expect("get_async")
+        })));
+    }
+    let mut feeders = Vec::new();
+    for k in 0..4u64 {
+        let mut p = mp::Process::new(feed_queues, (queues.clone(), k * 250, 250));
+        p.start().expect("start");
+        feeders.push(p);
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.push(t.await);
+    }
+    all.sort_unstable();
+    assert_eq!(all, (0..1000).collect::<Vec<u64>>());
+    assert!(
+        queues.iter().all(|q| q.empty()),
+        "nothing taken twice, nothing left"
+    );
+    for p in &feeders {
+        p.join_async().await.expect("join");
+    }
+}
+
+#[test]
+fn a_thousand_get_async_on_10_queues_fed_by_4_processes_take_every_message_once() {
+    within(LIMIT, || {
+        let rt = tokio_multi();
+        let handle = rt.handle().clone();
+        rt.block_on(get_1000(move |f| {
+            let h = handle.spawn(f);
+            Box::pin(async move { h.await.expect("task") })
+        }));
+        let rt = tokio_current();
+        let handle = rt.handle().clone();
+        rt.block_on(get_1000(move |f| {
+            let h = handle.spawn(f);
+            Box::pin(async move { h.await.expect("task") })
+        }));
+        smol::block_on(get_1000(|f| Box::pin(smol::spawn(f))));
+        assert_eq!(reactor_threads(), 1);
+    });
+}
+
+/// Waits `ms`, then puts one message.
+fn put_later(q: mp::Queue<u64>, ms: u64, v: u64) {
+    nap(ms);
+    q.put(v).expect("put");
+}
+
+/// Takes one message after `ms`.
+fn take_later(q: mp::Queue<u64>, ms: u64) -> u64 {
+    nap(ms);
+    q.get().expect("get")
+}
+
+#[test]
+fn a_timeout_that_wins_over_get_async_leaves_the_message_in_the_queue() {
+    within(LIMIT, || {
+        let q: mp::Queue<u64> = mp::Queue::new().expect("queue");
+        let mut p = mp::Process::new(put_later, (q.clone(), 300, 11));
+        p.start().expect("start");
+        tokio_current().block_on(async {
+            tokio::select! {
+                got = q.get_async() => panic!("the message came first: {got:?}"),
+                () = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        });
+        assert_eq!(q.get_timeout(Duration::from_secs(10)).expect("get"), 11);
+        p.join_timeout(Duration::from_secs(10)).expect("join");
+    });
+}
+
+#[test]
+fn put_async_waits_for_room_that_another_process_makes() {
+    within(LIMIT, || {
+        let q: mp::Queue<u64> = mp::Queue::with_maxsize(1).expect("queue");
+        q.put(1).expect("put");
+        let mut p = mp::Process::new(take_later, (q.clone(), 100));
+        p.start().expect("start");
+        let started = std::time::Instant::now();
+        smol::block_on(q.put_async(2)).expect("put_async");
+        assert!(
+            started.elapsed() >= Duration::from_millis(90),
+            "it waited for room"
+        );
+        p.join_timeout(Duration::from_secs(10)).expect("join");
+        assert_eq!(p.take_result().expect("took"), 1);
+        assert_eq!(q.get_timeout(Duration::from_secs(10)).expect("get"), 2);
+        let jq: mp::JoinableQueue<u64> = mp::JoinableQueue::new().expect("joinable");
+        smol::block_on(jq.put_async(5)).expect("put_async");
+        assert_eq!(smol::block_on(jq.get_async()).expect("get_async"), 5);
+        jq.task_done().expect("task_done");
+        let sq: mp::SimpleQueue<u64> = mp::SimpleQueue::new().expect("simple");
+        smol::block_on(sq.put_async(6)).expect("put_async");
+        assert_eq!(smol::block_on(sq.get_async()).expect("get_async"), 6);
+    });
+}

@@ -296,6 +296,22 @@ const CASES: &[Case] = &[
         goal: "(interop: no slower than CPython to CPython)",
         rival: Some(("our Client to our Listener", "wire/rtt_rust_to_rust")),
     },
+    Case {
+        criterion: "async/queue_round_trip_get_async",
+        python: None,
+        metric: Metric::Micros,
+        what: "Queue round trip between two processes, the reply taken with get_async (tokio, current thread)",
+        goal: "within 2x of the blocking round trip",
+        rival: Some(("blocking get", "async/queue_round_trip_blocking")),
+    },
+    Case {
+        criterion: "async/pending_futures_100k",
+        python: None,
+        metric: Metric::Millis,
+        what: "100,000 get_async futures made, polled once (pending) and dropped, on one queue",
+        goal: "flat memory per future (printed by the benchmark)",
+        rival: None,
+    },
     // The MPI pool: `mpirun -n 3` (2 worker ranks), the local Pool of 2
     // processes beside it in the same run.
     Case {

@@ -95,3 +95,27 @@ pub fn send_nowait(sock: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<usize> {
         SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
     )?)
 }
+
+/// A non-blocking, close-on-exec eventfd with a count of zero: a bell any
+/// process holding it can ring.
+///
+/// # Errors
+///
+/// The error of `eventfd`.
+pub fn eventfd() -> io::Result<OwnedFd> {
+    Ok(rustix::event::eventfd(
+        0,
+        rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+    )?)
+}
+
+/// Adds one to an eventfd's count (nothing if it is full).
+pub fn eventfd_ring(fd: BorrowedFd<'_>) {
+    let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
+}
+
+/// Takes an eventfd's count to zero (nothing if it is zero).
+pub fn eventfd_drain(fd: BorrowedFd<'_>) {
+    let mut buf = [0u8; 8];
+    let _ = rustix::io::read(fd, &mut buf);
+}

@@ -18,7 +18,7 @@ use super::{PutError, Queue, QueueIter};
 #[derive(Serialize, Deserialize)]
 #[serde(bound = "")]
 pub struct JoinableQueue<T> {
-    queue: Queue<T>,
+    pub(super) queue: Queue<T>,
 }
 
 impl<T> Clone for JoinableQueue<T> {

@@ -16,6 +16,7 @@ use crate::ring::{GetFail, PutFail, Ring};
 mod iter;
 mod joinable;
 mod simple;
+mod wait_async;
 
 pub use iter::{CLOSE_SEEN, QueueIter, QueueTryIter};
 pub use joinable::JoinableQueue;
@@ -195,7 +196,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     pub fn with_capacity(maxsize: usize, ring_bytes: usize) -> Result<Queue<T>> {
         Ok(Queue {
             inner: Arc::new(Inner {
-                ring: Ring::new(ring_bytes, maxsize)?,
+                ring: Ring::new(ring_bytes, maxsize)?.with_bell()?,
                 closed: AtomicBool::new(false),
             }),
             _t: PhantomData,

@@ -15,7 +15,7 @@ use super::{PutError, Queue, QueueIter};
 #[derive(Serialize, Deserialize)]
 #[serde(bound = "")]
 pub struct SimpleQueue<T> {
-    queue: Queue<T>,
+    pub(super) queue: Queue<T>,
 }
 
 impl<T> Clone for SimpleQueue<T> {

@@ -47,6 +47,7 @@
 //! the regions never overlap in time.
 #![allow(unsafe_code)]
 
+mod bell;
 mod record;
 mod state;
 
@@ -96,6 +97,9 @@ struct Header {
     /// Set by a connection's reader while it sleeps in `poll` on its
     /// socket: a writer then rings it with a byte on the socket.
     doorbell: AtomicU32,
+    /// Async waiters of either side (a queue's): while there are some,
+    /// producers and consumers ring the bell.
+    async_waiters: AtomicU32,
 }
 
 const _: () = assert!(size_of::<Header>() <= DATA);
@@ -189,12 +193,24 @@ struct Local {
     has_partial: std::sync::atomic::AtomicBool,
 }
 
+/// Counts an async waiter while it waits (and not after, however its
+/// future ends).
+struct Counted<'a>(&'a AtomicU32);
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// A message ring in shared memory, with its two locks.
 #[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct Ring {
     seg: Segment,
     put_lock: Lock,
     get_lock: Lock,
+    /// A queue's bell, for async waiters (a connection has its socket).
+    bell: Option<bell::Bell>,
     #[serde(skip)]
     local: std::sync::Arc<Local>,
 }
@@ -232,6 +248,7 @@ impl Ring {
             seg,
             put_lock: Lock::new()?,
             get_lock: Lock::new()?,
+            bell: None,
             local: Default::default(),
         };
         ring.header().capacity.store(cap, Ordering::SeqCst);
@@ -239,6 +256,46 @@ impl Ring {
             .maxsize
             .store(maxsize as u64, Ordering::SeqCst);
         Ok(ring)
+    }
+
+    /// The ring with a bell, for a queue's async waiters.
+    pub(crate) fn with_bell(mut self) -> Result<Ring> {
+        self.bell = Some(bell::Bell::new()?);
+        Ok(self)
+    }
+
+    /// Rings the bell if an async waiter waits.
+    fn ring_bell(&self) {
+        if let Some(bell) = &self.bell
+            && self.header().async_waiters.load(Ordering::SeqCst) > 0
+        {
+            bell.ring();
+        }
+    }
+
+    /// Waits, without a thread, until `ready()` may hold: the bell rang,
+    /// or a slice passed. The caller looks again either way. Only a
+    /// queue's ring has a bell (a connection waits on its socket); one
+    /// without returns at once.
+    pub(crate) async fn wait_async(&self, ready: impl Fn() -> bool) {
+        let Some(bell) = &self.bell else {
+            return;
+        };
+        // As the blocking wait: a short adaptive spin first (a reply is
+        // often that close behind), which costs the executor's thread a
+        // few microseconds and saves two thread hops.
+        if self.local.spin.spin(&ready) {
+            return;
+        }
+        let waiters = &self.header().async_waiters;
+        waiters.fetch_add(1, Ordering::SeqCst);
+        let _counted = Counted(waiters);
+        // Rings so far go first; one after this drain stays for the wait.
+        bell.drain();
+        if ready() {
+            return;
+        }
+        multiproc_process::reactor::readable(bell.fd(), Some(bell::ASYNC_SLICE)).await;
     }
 
     fn header(&self) -> &Header {
@@ -539,6 +596,7 @@ impl Ring {
         if h.put_waiters.load(Ordering::SeqCst) > 0 {
             futex::wake_all(&h.put_seq);
         }
+        self.ring_bell();
     }
 
     /// Takes one message. With `wait == false`, fails at once when none is
@@ -777,6 +835,7 @@ impl Ring {
         if h.get_waiters.load(Ordering::SeqCst) > 0 {
             futex::wake_all(&h.get_seq);
         }
+        self.ring_bell();
     }
 
     /// The joinable queue's count of unfinished messages.
