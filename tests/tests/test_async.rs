@@ -386,3 +386,71 @@ fn put_async_waits_for_room_that_another_process_makes() {
         assert_eq!(smol::block_on(sq.get_async()).expect("get_async"), 6);
     });
 }
+
+/// The next item of a stream, awaited.
+async fn next_of<S: futures_core::Stream + Unpin>(s: &mut S) -> Option<S::Item> {
+    std::future::poll_fn(|cx| std::pin::Pin::new(&mut *s).poll_next(cx)).await
+}
+
+#[test]
+fn imap_and_imap_unordered_are_streams() {
+    within(LIMIT, || {
+        let pool = mp::Pool::builder().processes(2).build().expect("pool");
+        let ordered: Vec<u64> = tokio_current().block_on(async {
+            let mut it = pool.imap_chunked(square, 0..500u64, 7);
+            let mut got = Vec::new();
+            while let Some(r) = next_of(&mut it).await {
+                got.push(r.expect("item"));
+            }
+            got
+        });
+        assert_eq!(ordered, (0..500).map(square).collect::<Vec<_>>());
+        let mut unordered: Vec<u64> = smol::block_on(async {
+            let mut it = pool.imap_unordered(square, 0..300u64);
+            let mut got = Vec::new();
+            while let Some(r) = next_of(&mut it).await {
+                got.push(r.expect("item"));
+            }
+            got
+        });
+        unordered.sort_unstable();
+        assert_eq!(unordered, (0..300).map(square).collect::<Vec<_>>());
+    });
+}
+
+#[test]
+fn an_executor_with_cancel_on_drop_cancels_a_task_whose_wait_is_dropped() {
+    within(LIMIT, || {
+        let ex = mp::Executor::builder()
+            .workers(1)
+            .cancel_running(true)
+            .cancel_on_drop(true)
+            .build()
+            .expect("executor");
+        let slow = ex.submit(nap, (5_000,)).expect("submit");
+        let handle = slow.clone();
+        let waited = smol::block_on(smol::future::or(async { Some(slow.await) }, async {
+            smol::Timer::after(Duration::from_millis(100)).await;
+            None
+        }));
+        assert!(waited.is_none());
+        // The dropped wait cancelled it (its worker killed, as
+        // `cancel_running` allows), long before its 5 s.
+        assert!(matches!(
+            handle.result_timeout(Duration::from_secs(3)),
+            Err(mp::Error::Cancelled)
+        ));
+        // Without the option, the task runs on.
+        let ex = mp::Executor::builder()
+            .workers(1)
+            .build()
+            .expect("executor");
+        let quick = ex.submit(square, (6,)).expect("submit");
+        let handle = quick.clone();
+        drop(quick.into_future());
+        assert_eq!(
+            handle.result_timeout(Duration::from_secs(10)).expect("ran"),
+            36
+        );
+    });
+}

@@ -241,12 +241,13 @@ impl Group {
         }
     }
 
-    /// Wakes the threads and the async tasks waiting on this call.
+    /// Wakes the threads and the async tasks waiting on this call (a
+    /// task waits for the whole call, or for its next piece).
     fn notify(&self) {
         self.cv.notify_all();
         let wakers: Vec<std::task::Waker> = {
             let mut s = self.state.lock();
-            if !s.done || s.wakers.is_empty() {
+            if s.wakers.is_empty() {
                 return;
             }
             s.wakers.drain().map(|(_, w)| w).collect()
@@ -266,6 +267,17 @@ impl Group {
             }
             return true;
         }
+        Group::keep_waker(&mut s, slot, waker);
+        false
+    }
+
+    /// Keeps `waker` to be woken at the next piece (or the end), under
+    /// the number in `slot`.
+    pub(crate) fn register_waker(&self, slot: &mut Option<u64>, waker: &std::task::Waker) {
+        Group::keep_waker(&mut self.state.lock(), slot, waker);
+    }
+
+    fn keep_waker(s: &mut State, slot: &mut Option<u64>, waker: &std::task::Waker) {
         let id = *slot.get_or_insert_with(|| {
             s.next_waker += 1;
             s.next_waker
@@ -277,7 +289,6 @@ impl Group {
                 s.wakers.insert(id, waker.clone());
             }
         }
-        false
     }
 
     /// Takes back the waker of a future that no longer waits.

@@ -33,6 +33,8 @@ struct Feed<'p, I: Iterator, R> {
     ready: VecDeque<Result<R>>,
     /// Items not yet yielded whose chunk was sent.
     pending_items: usize,
+    /// The number of its waker in the group, when polled as a stream.
+    slot: Option<u64>,
     _r: PhantomData<fn() -> R>,
 }
 
@@ -54,7 +56,28 @@ where
             done: false,
             ready: VecDeque::new(),
             pending_items: 0,
+            slot: None,
             _r: PhantomData,
+        }
+    }
+
+    /// The next result for a stream: ready now, or the task's waker is
+    /// kept to be woken at the next piece.
+    fn poll_next(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        take: impl Fn(&Group, usize, Option<Instant>) -> Take,
+    ) -> std::task::Poll<Option<Result<R>>> {
+        match self.next(Some(Instant::now()), &take) {
+            Some(Err(Error::Timeout)) => {}
+            ready => return std::task::Poll::Ready(ready),
+        }
+        // Kept before the second look: a piece that lands in between
+        // wakes it.
+        self.group.register_waker(&mut self.slot, cx.waker());
+        match self.next(Some(Instant::now()), &take) {
+            Some(Err(Error::Timeout)) => std::task::Poll::Pending,
+            ready => std::task::Poll::Ready(ready),
         }
     }
 
@@ -247,6 +270,50 @@ where
     I::Item: Serialize,
     R: DeserializeOwned,
 {
+}
+
+impl<I: Iterator, R> Drop for Feed<'_, I, R> {
+    fn drop(&mut self) {
+        if let Some(id) = self.slot.take() {
+            self.group.forget_waker(id);
+        }
+    }
+}
+
+/// An `imap` as a stream of async code: `while let Some(r) =
+/// it.next().await` (with `futures::StreamExt` or `tokio_stream`), under any
+/// runtime. Python (asyncio): an async iterator over the results.
+impl<I, R> futures_core::Stream for IMap<'_, I, R>
+where
+    I: Iterator + Unpin,
+    I::Item: Serialize,
+    R: DeserializeOwned + Unpin,
+{
+    type Item = Result<R>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<R>>> {
+        self.get_mut().feed.poll_next(cx, Group::take)
+    }
+}
+
+/// As for [`IMap`], results as they finish.
+impl<I, R> futures_core::Stream for IMapUnordered<'_, I, R>
+where
+    I: Iterator + Unpin,
+    I::Item: Serialize,
+    R: DeserializeOwned + Unpin,
+{
+    type Item = Result<R>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<R>>> {
+        self.get_mut().feed.poll_next(cx, Group::take_any)
+    }
 }
 
 impl<I: Iterator, R> std::fmt::Debug for IMap<'_, I, R> {

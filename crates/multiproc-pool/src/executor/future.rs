@@ -297,7 +297,8 @@ impl<R: DeserializeOwned> std::future::IntoFuture for TaskFuture<R> {
 /// `future.clone().await` to keep it): ready when the task is done, with
 /// what [`result`](TaskFuture::result) would give. Dropping it stops
 /// waiting; the task still runs (cancel it with
-/// [`cancel`](TaskFuture::cancel)).
+/// [`cancel`](TaskFuture::cancel)), unless the executor was built with
+/// [`cancel_on_drop`](super::ExecutorBuilder::cancel_on_drop).
 #[must_use = "a future does nothing unless awaited"]
 pub struct TaskAwait<R> {
     future: TaskFuture<R>,
@@ -342,6 +343,16 @@ impl<R> Drop for TaskAwait<R> {
     fn drop(&mut self) {
         if let Some((id, _)) = self.waiting.take() {
             self.future.task.forget(id);
+        }
+        if !self.future.done()
+            && self
+                .future
+                .task
+                .core
+                .upgrade()
+                .is_some_and(|core| core.cancel_on_drop)
+        {
+            self.future.cancel();
         }
     }
 }

@@ -55,6 +55,8 @@ pub(crate) struct Core {
     wakes: Vec<UnixStream>,
     default_limit: Option<Duration>,
     pub(crate) cancel_running: bool,
+    /// Whether dropping a task's async wait cancels the task.
+    pub(crate) cancel_on_drop: bool,
     broken_on_death: bool,
 }
 
@@ -108,6 +110,7 @@ pub struct ExecutorBuilder {
     max_tasks: Option<u64>,
     limit: Option<Duration>,
     cancel_running: bool,
+    cancel_on_drop: bool,
     broken_on_death: bool,
 }
 
@@ -148,6 +151,16 @@ impl ExecutorBuilder {
     /// the future ends with [`Error::TaskTimedOut`].
     pub fn task_time_limit(mut self, limit: Duration) -> ExecutorBuilder {
         self.limit = Some(limit);
+        self
+    }
+
+    /// Dropping a task's async wait ([`TaskAwait`], what `future.await`
+    /// makes) before the task is done cancels the task, as
+    /// [`TaskFuture::cancel`] does (default: off; the task runs on, as a
+    /// Python future's does when nothing awaits it). Python (asyncio):
+    /// cancelling the task that awaits `asyncio.wrap_future(f)`.
+    pub fn cancel_on_drop(mut self, on: bool) -> ExecutorBuilder {
+        self.cancel_on_drop = on;
         self
     }
 
@@ -201,6 +214,7 @@ impl ExecutorBuilder {
             wakes,
             default_limit: self.limit,
             cancel_running: self.cancel_running,
+            cancel_on_drop: self.cancel_on_drop,
             broken_on_death: self.broken_on_death,
         });
         let executor = Executor {
