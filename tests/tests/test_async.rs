@@ -454,3 +454,39 @@ fn an_executor_with_cancel_on_drop_cancels_a_task_whose_wait_is_dropped() {
         );
     });
 }
+
+/// Sets `event` after `ms`.
+fn set_later(event: mp::Event, ms: u64) {
+    nap(ms);
+    event.set();
+}
+
+#[test]
+fn event_wait_async_wakes_every_waiter_when_another_process_sets_it() {
+    within(LIMIT, || {
+        let event = mp::Event::new().expect("event");
+        let mut p = mp::Process::new(set_later, (event.clone(), 100));
+        p.start().expect("start");
+        let rt = tokio_multi();
+        rt.block_on(async {
+            // A timeout first: the event is not set yet.
+            tokio::select! {
+                () = event.wait_async() => panic!("set too early"),
+                () = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+            let waiters: Vec<_> = (0..100)
+                .map(|_| {
+                    let e = event.clone();
+                    tokio::spawn(async move { e.wait_async().await })
+                })
+                .collect();
+            for w in waiters {
+                w.await.expect("waiter");
+            }
+        });
+        assert!(event.is_set());
+        p.join_timeout(Duration::from_secs(10)).expect("join");
+        // Set already: at once, under smol too.
+        smol::block_on(event.wait_async());
+    });
+}

@@ -47,6 +47,7 @@
 #![deny(unsafe_code)]
 
 mod address;
+pub mod bell;
 mod boot;
 mod bootstrap;
 mod child;

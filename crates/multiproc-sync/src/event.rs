@@ -11,6 +11,7 @@ use crate::core::event::EventWord;
 use crate::layout::EventState;
 use crate::shared::Shared;
 use crate::shim::SpinBudget;
+use multiproc_process::bell::Bell;
 
 /// A flag shared between processes: `set` wakes every waiter.
 ///
@@ -20,6 +21,8 @@ use crate::shim::SpinBudget;
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Event {
     shared: Shared<EventState>,
+    /// Rung by `set` while an async waiter waits.
+    bell: Bell,
     #[serde(skip)]
     spin: Arc<SpinBudget>,
 }
@@ -33,6 +36,7 @@ impl Event {
     pub fn new() -> Result<Event> {
         Ok(Event {
             shared: Shared::new(0)?,
+            bell: Bell::new()?,
             spin: Arc::default(),
         })
     }
@@ -44,6 +48,8 @@ impl Event {
     /// Sets the flag and wakes every waiter. Python: `Event.set()`.
     pub fn set(&self) {
         self.word().set();
+        self.bell
+            .ring_if_awaited(&self.shared.state().async_waiters);
     }
 
     /// Clears the flag. Python: `Event.clear()`.
@@ -66,6 +72,21 @@ impl Event {
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
         self.word()
             .wait(multiproc_process::deadline(timeout), &self.spin)
+    }
+
+    /// Waits until the flag is set without blocking a thread, under any
+    /// async runtime: woken by the event's bell, which `set` rings while
+    /// an async waiter waits. Dropping the future stops waiting. Python
+    /// (asyncio): `await loop.run_in_executor(None, event.wait)`.
+    pub async fn wait_async(&self) {
+        if self.spin.spin(|| self.is_set()) {
+            return;
+        }
+        while !self.is_set() {
+            self.bell
+                .wait(&self.shared.state().async_waiters, || self.is_set())
+                .await;
+        }
     }
 
     /// Waits until `deadline` at most; returns whether the flag is set.

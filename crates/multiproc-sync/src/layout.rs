@@ -88,6 +88,9 @@ unsafe impl ShmState for CondState {}
 #[derive(Debug)]
 pub(crate) struct EventState {
     pub(crate) event: EventWord,
+    /// Async waiters (`Event::wait_async`): while there are some, `set`
+    /// rings the event's bell.
+    pub(crate) async_waiters: std::sync::atomic::AtomicU32,
 }
 
 // SAFETY: atomics only; zero is a clear event with nobody waiting.

@@ -47,7 +47,6 @@
 //! the regions never overlap in time.
 #![allow(unsafe_code)]
 
-mod bell;
 mod record;
 mod state;
 
@@ -193,16 +192,6 @@ struct Local {
     has_partial: std::sync::atomic::AtomicBool,
 }
 
-/// Counts an async waiter while it waits (and not after, however its
-/// future ends).
-struct Counted<'a>(&'a AtomicU32);
-
-impl Drop for Counted<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 /// A message ring in shared memory, with its two locks.
 #[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct Ring {
@@ -210,7 +199,7 @@ pub(crate) struct Ring {
     put_lock: Lock,
     get_lock: Lock,
     /// A queue's bell, for async waiters (a connection has its socket).
-    bell: Option<bell::Bell>,
+    bell: Option<multiproc_process::bell::Bell>,
     #[serde(skip)]
     local: std::sync::Arc<Local>,
 }
@@ -260,16 +249,14 @@ impl Ring {
 
     /// The ring with a bell, for a queue's async waiters.
     pub(crate) fn with_bell(mut self) -> Result<Ring> {
-        self.bell = Some(bell::Bell::new()?);
+        self.bell = Some(multiproc_process::bell::Bell::new()?);
         Ok(self)
     }
 
     /// Rings the bell if an async waiter waits.
     fn ring_bell(&self) {
-        if let Some(bell) = &self.bell
-            && self.header().async_waiters.load(Ordering::SeqCst) > 0
-        {
-            bell.ring();
+        if let Some(bell) = &self.bell {
+            bell.ring_if_awaited(&self.header().async_waiters);
         }
     }
 
@@ -287,15 +274,7 @@ impl Ring {
         if self.local.spin.spin(&ready) {
             return;
         }
-        let waiters = &self.header().async_waiters;
-        waiters.fetch_add(1, Ordering::SeqCst);
-        let _counted = Counted(waiters);
-        // Rings so far go first; one after this drain stays for the wait.
-        bell.drain();
-        if ready() {
-            return;
-        }
-        multiproc_process::reactor::readable(bell.fd(), Some(bell::ASYNC_SLICE)).await;
+        bell.wait(&self.header().async_waiters, ready).await;
     }
 
     fn header(&self) -> &Header {
