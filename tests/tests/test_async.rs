@@ -2,7 +2,6 @@
 //! smol: children joined, connections received from, pool and executor
 //! results awaited, with no thread per waiting future.
 
-use std::future::IntoFuture;
 use std::time::Duration;
 
 use multiproc as mp;
@@ -210,9 +209,13 @@ fn pool_and_executor_results_are_futures() {
             let results: Vec<_> = (0..50u64)
                 .map(|i| pool.apply_async(square, (i,)).expect("apply_async"))
                 .collect();
-            let tasks: Vec<_> = results
-                .into_iter()
-                .map(|r| tokio::spawn(r.into_future()))
+            let all = futures::future::join_all(results).await;
+            for (i, r) in all.into_iter().enumerate() {
+                assert_eq!(r.expect("result"), square(i as u64));
+            }
+            // Spawned as tasks of their own, too.
+            let tasks: Vec<_> = (0..10u64)
+                .map(|i| tokio::spawn(pool.apply_async(square, (i,)).expect("apply_async")))
                 .collect();
             for (i, t) in tasks.into_iter().enumerate() {
                 assert_eq!(t.await.expect("task").expect("result"), square(i as u64));
@@ -488,5 +491,35 @@ fn event_wait_async_wakes_every_waiter_when_another_process_sets_it() {
         p.join_timeout(Duration::from_secs(10)).expect("join");
         // Set already: at once, under smol too.
         smol::block_on(event.wait_async());
+    });
+}
+
+#[test]
+fn as_completed_is_a_stream_in_completion_order() {
+    within(LIMIT, || {
+        let ex = mp::Executor::builder()
+            .workers(2)
+            .build()
+            .expect("executor");
+        // The longer nap first: it ends last.
+        let futures = vec![
+            ex.submit(nap, (300,)).expect("submit"),
+            ex.submit(nap, (10,)).expect("submit"),
+        ];
+        let order: Vec<usize> = tokio_current().block_on(async {
+            let mut done = mp::futures::as_completed(&futures, None);
+            let mut order = Vec::new();
+            while let Some(f) = next_of(&mut done).await {
+                let f = f.expect("ended");
+                order.push(
+                    futures
+                        .iter()
+                        .position(|g| std::ptr::eq(g, f))
+                        .expect("one of them"),
+                );
+            }
+            order
+        });
+        assert_eq!(order, vec![1, 0]);
     });
 }

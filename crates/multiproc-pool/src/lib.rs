@@ -38,7 +38,7 @@ mod thread;
 mod worker;
 
 pub use executor::{
-    Executor, ExecutorBuilder, ExecutorMap, TaskAwait, TaskFuture, ThreadExecutor, ThreadFuture,
+    Executor, ExecutorBuilder, ExecutorMap, TaskFuture, ThreadExecutor, ThreadFuture,
 };
 /// Waiting for many [`TaskFuture`]s at once. Python: the functions of
 /// `concurrent.futures`.
@@ -47,5 +47,5 @@ pub mod futures {
 }
 pub use imap::{IMap, IMapUnordered};
 pub use pool::{Pool, PoolBuilder};
-pub use result::{AsyncResult, AsyncResultFuture};
+pub use result::AsyncResult;
 pub use thread::{ThreadIMap, ThreadPool, ThreadResult};

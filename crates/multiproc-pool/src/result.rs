@@ -53,6 +53,8 @@ fn concat<R: DeserializeOwned + 'static>(
 pub struct AsyncResult<R> {
     group: Arc<Group>,
     assemble: Assemble<R>,
+    /// Its waker's number in the call's group, once polled as a future.
+    slot: Option<u64>,
     _r: PhantomData<fn() -> R>,
 }
 
@@ -61,6 +63,7 @@ impl<R: DeserializeOwned> AsyncResult<R> {
         AsyncResult {
             group,
             assemble: single::<R>,
+            slot: None,
             _r: PhantomData,
         }
     }
@@ -142,6 +145,7 @@ impl<R: DeserializeOwned + 'static> AsyncResult<Vec<R>> {
         AsyncResult {
             group,
             assemble: concat::<R>,
+            slot: None,
             _r: PhantomData,
         }
     }
@@ -155,32 +159,12 @@ impl<R> std::fmt::Debug for AsyncResult<R> {
     }
 }
 
-impl<R: DeserializeOwned> std::future::IntoFuture for AsyncResult<R> {
-    type Output = Result<R>;
-    type IntoFuture = AsyncResultFuture<R>;
-
-    /// `result.await`: the result, without blocking a thread, under any
-    /// async runtime. Python (asyncio): `await asyncio.wrap_future(...)`
-    /// of a `concurrent.futures` future.
-    fn into_future(self) -> AsyncResultFuture<R> {
-        AsyncResultFuture {
-            result: self,
-            slot: None,
-        }
-    }
-}
-
-/// The future of an [`AsyncResult`] (`result.await`): ready when the call
-/// is, with what [`get`](AsyncResult::get) would give. Dropping it stops
-/// waiting; the call goes on.
-#[must_use = "a future does nothing unless awaited"]
-pub struct AsyncResultFuture<R> {
-    result: AsyncResult<R>,
-    /// Its waker's number in the call's group, once polled.
-    slot: Option<u64>,
-}
-
-impl<R: DeserializeOwned> std::future::Future for AsyncResultFuture<R> {
+/// An `AsyncResult` is a future of async code too: `result.await` (or
+/// `join_all` of many) gives what [`get`](AsyncResult::get) would, without
+/// blocking a thread, under any runtime. Dropping it stops waiting; the
+/// call goes on. Python (asyncio): `await asyncio.wrap_future(...)` of a
+/// `concurrent.futures` future.
+impl<R: DeserializeOwned> std::future::Future for AsyncResult<R> {
     type Output = Result<R>;
 
     fn poll(
@@ -188,26 +172,18 @@ impl<R: DeserializeOwned> std::future::Future for AsyncResultFuture<R> {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<R>> {
         let this = &mut *self;
-        if this.result.group.poll_done(&mut this.slot, cx.waker()) {
-            std::task::Poll::Ready(this.result.group.assemble(this.result.assemble))
+        if this.group.poll_done(&mut this.slot, cx.waker()) {
+            std::task::Poll::Ready(this.group.assemble(this.assemble))
         } else {
             std::task::Poll::Pending
         }
     }
 }
 
-impl<R> Drop for AsyncResultFuture<R> {
+impl<R> Drop for AsyncResult<R> {
     fn drop(&mut self) {
         if let Some(id) = self.slot.take() {
-            self.result.group.forget_waker(id);
+            self.group.forget_waker(id);
         }
-    }
-}
-
-impl<R> std::fmt::Debug for AsyncResultFuture<R> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AsyncResultFuture")
-            .field("ready", &self.result.group.ready())
-            .finish()
     }
 }

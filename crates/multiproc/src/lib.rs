@@ -84,9 +84,8 @@ pub use multiproc_manager::{
 
 #[doc(inline)]
 pub use multiproc_pool::{
-    AsyncResult, AsyncResultFuture, Executor, ExecutorBuilder, ExecutorMap, IMap, IMapUnordered,
-    Pool, PoolBuilder, TaskAwait, TaskFuture, ThreadExecutor, ThreadFuture, ThreadIMap, ThreadPool,
-    ThreadResult,
+    AsyncResult, Executor, ExecutorBuilder, ExecutorMap, IMap, IMapUnordered, Pool, PoolBuilder,
+    TaskFuture, ThreadExecutor, ThreadFuture, ThreadIMap, ThreadPool, ThreadResult,
 };
 
 /// Waiting for many [`TaskFuture`]s at once. Python: `concurrent.futures`'s

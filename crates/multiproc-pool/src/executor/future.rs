@@ -133,6 +133,9 @@ impl Task {
 /// task: any of them can wait for it, read it or cancel it.
 pub struct TaskFuture<R> {
     pub(crate) task: Arc<Task>,
+    /// When polled as a future: the done-callback that wakes it, and the
+    /// waker it wakes.
+    waiting: Option<(u64, std::task::Waker)>,
     _result: PhantomData<fn() -> R>,
 }
 
@@ -161,6 +164,7 @@ impl<R> TaskFuture<R> {
     pub(crate) fn of(task: Arc<Task>) -> TaskFuture<R> {
         TaskFuture {
             task,
+            waiting: None,
             _result: PhantomData,
         }
     }
@@ -279,34 +283,15 @@ impl<R: DeserializeOwned> TaskFuture<R> {
     }
 }
 
-impl<R: DeserializeOwned> std::future::IntoFuture for TaskFuture<R> {
-    type Output = Result<R>;
-    type IntoFuture = TaskAwait<R>;
-
-    /// `future.await`: the task's result, without blocking a thread, under
-    /// any async runtime. Python (asyncio): `await asyncio.wrap_future(f)`.
-    fn into_future(self) -> TaskAwait<R> {
-        TaskAwait {
-            future: self,
-            waiting: None,
-        }
-    }
-}
-
-/// The async wait of a [`TaskFuture`] (`future.await`, or
-/// `future.clone().await` to keep it): ready when the task is done, with
-/// what [`result`](TaskFuture::result) would give. Dropping it stops
-/// waiting; the task still runs (cancel it with
-/// [`cancel`](TaskFuture::cancel)), unless the executor was built with
-/// [`cancel_on_drop`](super::ExecutorBuilder::cancel_on_drop).
-#[must_use = "a future does nothing unless awaited"]
-pub struct TaskAwait<R> {
-    future: TaskFuture<R>,
-    /// The done-callback that wakes it, and the waker it wakes.
-    waiting: Option<(u64, std::task::Waker)>,
-}
-
-impl<R: DeserializeOwned> std::future::Future for TaskAwait<R> {
+/// A `TaskFuture` is a future of async code too: `future.await` (or
+/// `future.clone().await`, to keep it) gives what
+/// [`result`](TaskFuture::result) would, without blocking a thread, under
+/// any runtime. Dropping it while it waits stops waiting; the task still
+/// runs (cancel it with [`cancel`](TaskFuture::cancel)), unless the
+/// executor was built with
+/// [`cancel_on_drop`](super::ExecutorBuilder::cancel_on_drop). Python
+/// (asyncio): `await asyncio.wrap_future(f)`.
+impl<R: DeserializeOwned> std::future::Future for TaskFuture<R> {
     type Output = Result<R>;
 
     fn poll(
@@ -317,48 +302,43 @@ impl<R: DeserializeOwned> std::future::Future for TaskAwait<R> {
         if let Some((id, waker)) = &this.waiting
             && !waker.will_wake(cx.waker())
         {
-            this.future.task.forget(*id);
+            this.task.forget(*id);
             this.waiting = None;
         }
         if this.waiting.is_none() {
             let waker = cx.waker().clone();
             let wake = waker.clone();
-            match this.future.task.when_done(Box::new(move || wake.wake())) {
+            match this.task.when_done(Box::new(move || wake.wake())) {
                 Some(id) => this.waiting = Some((id, waker)),
                 // Done already (its callback ran at once).
-                None => return std::task::Poll::Ready(this.future.read()),
+                None => return std::task::Poll::Ready(this.read()),
             }
         }
-        if this.future.task.is_done() {
+        if this.task.is_done() {
             if let Some((id, _)) = this.waiting.take() {
-                this.future.task.forget(id);
+                this.task.forget(id);
             }
-            return std::task::Poll::Ready(this.future.read());
+            return std::task::Poll::Ready(this.read());
         }
         std::task::Poll::Pending
     }
 }
 
-impl<R> Drop for TaskAwait<R> {
+impl<R> Drop for TaskFuture<R> {
     fn drop(&mut self) {
-        if let Some((id, _)) = self.waiting.take() {
-            self.future.task.forget(id);
-        }
-        if !self.future.done()
+        let Some((id, _)) = self.waiting.take() else {
+            return;
+        };
+        // Awaited and dropped before its end.
+        self.task.forget(id);
+        if !self.task.is_done()
             && self
-                .future
                 .task
                 .core
                 .upgrade()
                 .is_some_and(|core| core.cancel_on_drop)
         {
-            self.future.cancel();
+            self.cancel();
         }
-    }
-}
-
-impl<R> fmt::Debug for TaskAwait<R> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("TaskAwait").field(&self.future).finish()
     }
 }

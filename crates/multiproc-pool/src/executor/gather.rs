@@ -59,19 +59,27 @@ struct Watch<'a, F: Completes> {
     futures: &'a [F],
     ids: Vec<Option<u64>>,
     done: Receiver<usize>,
+    /// The task that polls it as a stream, woken with each end.
+    waker: std::sync::Arc<parking_lot::Mutex<Option<std::task::Waker>>>,
 }
 
 impl<'a, F: Completes> Watch<'a, F> {
     fn new(futures: &'a [F]) -> Watch<'a, F> {
         let (tx, rx) = crossbeam_channel::unbounded();
+        let waker: std::sync::Arc<parking_lot::Mutex<Option<std::task::Waker>>> =
+            std::sync::Arc::default();
         let ids = futures
             .iter()
             .enumerate()
             .map(|(i, f)| {
                 let tx = tx.clone();
+                let waker = waker.clone();
                 f.when_done(Box::new(move || {
                     // The receiver may be gone: nobody waits any more.
                     let _ = tx.send(i);
+                    if let Some(w) = waker.lock().take() {
+                        w.wake();
+                    }
                 }))
             })
             .collect();
@@ -79,6 +87,7 @@ impl<'a, F: Completes> Watch<'a, F> {
             futures,
             ids,
             done: rx,
+            waker,
         }
     }
 }
@@ -173,6 +182,40 @@ impl<'a, F: Completes> Iterator for AsCompleted<'a, F> {
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         (0, Some(self.left))
+    }
+}
+
+/// `as_completed` in async code: a stream of the futures as they end.
+/// It has no timer of its own: a timeout given to [`as_completed`] ends it
+/// (with one `Err(Error::Timeout)`) when it is polled after the deadline,
+/// so bound the wait with your runtime's timer (`tokio::time::timeout`).
+/// Python (asyncio): `asyncio.as_completed`.
+impl<'a, F: Completes> futures_core::Stream for AsCompleted<'a, F> {
+    type Item = Result<&'a F>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<&'a F>>> {
+        let this = &mut *self;
+        if this.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        for attempt in 0..2 {
+            if let Ok(i) = this.watch.done.try_recv() {
+                this.left -= 1;
+                return std::task::Poll::Ready(Some(Ok(&this.futures[i])));
+            }
+            if this.deadline.is_some_and(|d| Instant::now() >= d) {
+                this.left = 0;
+                return std::task::Poll::Ready(Some(Err(Error::Timeout)));
+            }
+            if attempt == 0 {
+                // Kept before the second look: an end in between wakes it.
+                *this.watch.waker.lock() = Some(cx.waker().clone());
+            }
+        }
+        std::task::Poll::Pending
     }
 }
 

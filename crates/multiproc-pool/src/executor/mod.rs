@@ -30,7 +30,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use future::{TaskAwait, TaskFuture};
+pub use future::TaskFuture;
 pub use gather::{AsCompleted, Completes, ReturnWhen, Waited, as_completed, wait};
 pub use thread::{ThreadExecutor, ThreadFuture};
 
@@ -154,8 +154,8 @@ impl ExecutorBuilder {
         self
     }
 
-    /// Dropping a task's async wait ([`TaskAwait`], what `future.await`
-    /// makes) before the task is done cancels the task, as
+    /// Dropping a [`TaskFuture`] that was awaited (polled as a future)
+    /// before the task is done cancels the task, as
     /// [`TaskFuture::cancel`] does (default: off; the task runs on, as a
     /// Python future's does when nothing awaits it). Python (asyncio):
     /// cancelling the task that awaits `asyncio.wrap_future(f)`.
