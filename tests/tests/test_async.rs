@@ -523,3 +523,51 @@ fn as_completed_is_a_stream_in_completion_order() {
         assert_eq!(order, vec![1, 0]);
     });
 }
+
+/// Takes one unit, holds it `ms`, gives it back.
+fn hold_unit(sem: mp::Semaphore, ms: u64) {
+    let guard = sem.acquire();
+    nap(ms);
+    drop(guard);
+}
+
+#[test]
+fn semaphore_acquire_async_waits_for_a_release_in_another_process() {
+    within(LIMIT, || {
+        let sem = mp::Semaphore::new(1).expect("semaphore");
+        let mut p = mp::Process::new(hold_unit, (sem.clone(), 150));
+        p.start().expect("start");
+        // Until the child holds it.
+        assert!(multiproc_testkit::wait_until(
+            Duration::from_secs(10),
+            || sem.value() == 0
+        ));
+        let rt = tokio_multi();
+        let started = std::time::Instant::now();
+        rt.block_on(async {
+            // 20 tasks take the one unit in turn.
+            let tasks: Vec<_> = (0..20)
+                .map(|_| {
+                    let s = sem.clone();
+                    tokio::spawn(async move {
+                        let g = s.acquire_async().await;
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        drop(g);
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.expect("task");
+            }
+        });
+        assert!(
+            started.elapsed() >= Duration::from_millis(100),
+            "they waited for the child"
+        );
+        assert_eq!(sem.value(), 1, "every unit given back");
+        p.join_timeout(Duration::from_secs(10)).expect("join");
+        let bounded = mp::BoundedSemaphore::new(1).expect("bounded");
+        drop(smol::block_on(bounded.acquire_async()));
+        assert_eq!(bounded.value(), 1);
+    });
+}

@@ -68,6 +68,9 @@ unsafe impl ShmState for RLockState {}
 #[derive(Debug)]
 pub(crate) struct SemState {
     pub(crate) sem: SemWord,
+    /// Async waiters (`acquire_async`): while there are some, `release`
+    /// rings the semaphore's bell.
+    pub(crate) async_waiters: std::sync::atomic::AtomicU32,
 }
 
 // SAFETY: atomics only; zero is a semaphore at 0, unbounded.

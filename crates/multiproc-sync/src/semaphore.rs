@@ -11,10 +11,13 @@ use crate::core::semaphore::SemWord;
 use crate::layout::SemState;
 use crate::shared::Shared;
 use crate::shim::{Deadline, SpinBudget};
+use multiproc_process::bell::Bell;
 
 #[derive(Clone, Serialize, Deserialize)]
 struct Sem {
     shared: Shared<SemState>,
+    /// Rung by `release` while an async waiter waits.
+    bell: Bell,
     #[serde(skip)]
     spin: Arc<SpinBudget>,
 }
@@ -25,6 +28,7 @@ impl Sem {
         shared.state().sem.init(value, max);
         Ok(Sem {
             shared,
+            bell: Bell::new()?,
             spin: Arc::default(),
         })
     }
@@ -40,7 +44,26 @@ impl Sem {
     fn release(&self) -> Result<()> {
         self.word()
             .release()
-            .map_err(|_| Error::NotHeld("semaphore or lock released too many times"))
+            .map_err(|_| Error::NotHeld("semaphore or lock released too many times"))?;
+        self.bell
+            .ring_if_awaited(&self.shared.state().async_waiters);
+        Ok(())
+    }
+
+    /// Decrements the count, waiting without a thread while it is zero.
+    async fn acquire_async(&self) {
+        loop {
+            if self.word().try_acquire() {
+                return;
+            }
+            let positive = || self.word().value() > 0;
+            if self.spin.spin(positive) {
+                continue;
+            }
+            self.bell
+                .wait(&self.shared.state().async_waiters, positive)
+                .await;
+        }
     }
 }
 
@@ -57,6 +80,16 @@ macro_rules! semaphore {
             /// increments it again when dropped. Python: `acquire()`.
             pub fn acquire(&self) -> $guard<'_> {
                 while !self.sem.acquire(None) {}
+                $guard { sem: self, armed: true }
+            }
+
+            /// Decrements the count without blocking a thread, under any
+            /// async runtime: woken by the semaphore's bell, which
+            /// `release` rings while an async waiter waits. Dropping the
+            /// future stops waiting and takes nothing. Python (asyncio):
+            /// `await loop.run_in_executor(None, sem.acquire)`.
+            pub async fn acquire_async(&self) -> $guard<'_> {
+                self.sem.acquire_async().await;
                 $guard { sem: self, armed: true }
             }
 
