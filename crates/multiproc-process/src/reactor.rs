@@ -20,7 +20,7 @@
 //! then, as argued at the blocks.
 #![allow(unsafe_code)]
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::pin::Pin;
@@ -114,8 +114,9 @@ struct Waiter {
 struct State {
     next: u64,
     waiters: HashMap<u64, Waiter>,
-    /// The waiters of each descriptor in `epoll`.
-    by_fd: HashMap<RawFd, Vec<u64>>,
+    /// The waiters of each descriptor in `epoll` (a set: a waiter that
+    /// leaves is taken out in constant time, however many wait).
+    by_fd: HashMap<RawFd, HashSet<u64>>,
     deadlines: BTreeSet<(Instant, u64)>,
 }
 
@@ -207,7 +208,7 @@ impl Reactor {
         }
         s.next += 1;
         let id = s.next;
-        s.by_fd.entry(raw).or_default().push(id);
+        s.by_fd.entry(raw).or_default().insert(id);
         let nearest = s.deadlines.first().map(|(at, _)| *at);
         if let Some(at) = deadline {
             s.deadlines.insert((at, id));
@@ -262,7 +263,7 @@ impl Reactor {
     /// `epoll` when no one else waits for it.
     fn unlist(&self, s: &mut State, fd: RawFd, id: u64) {
         if let Some(ids) = s.by_fd.get_mut(&fd) {
-            ids.retain(|i| *i != id);
+            ids.remove(&id);
             if ids.is_empty() {
                 s.by_fd.remove(&fd);
                 // SAFETY: `fd` is open: the waiter that registered it
