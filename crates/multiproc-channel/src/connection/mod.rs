@@ -433,15 +433,21 @@ impl Connection {
                     }
                     rx.wait_get_lock(deadline);
                 }
-                Err(GetFail::TooLarge(size)) => {
-                    self.close();
-                    return Err(Error::MessageTooLarge { size, max });
-                }
-                Err(GetFail::Corrupt(why)) => {
-                    self.close();
-                    return Err(Error::Decode(why));
+                Err(fail @ (GetFail::TooLarge(_) | GetFail::Corrupt(_))) => {
+                    return Err(self.broken(fail, max));
                 }
             }
+        }
+    }
+
+    /// A receive that cannot go on (a message over `max`, a ring that
+    /// makes no sense): the connection is closed, and this is the error.
+    fn broken(&self, fail: GetFail, max: u64) -> Error {
+        self.close();
+        match fail {
+            GetFail::TooLarge(size) => Error::MessageTooLarge { size, max },
+            GetFail::Corrupt(why) => Error::Decode(why),
+            GetFail::Empty | GetFail::Busy => Error::Closed,
         }
     }
 

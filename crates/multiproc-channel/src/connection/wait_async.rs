@@ -72,13 +72,8 @@ impl Connection {
                     let sock = self.sock()?;
                     readable(sock.as_fd(), Some(BUSY)).await;
                 }
-                Err(GetFail::TooLarge(size)) => {
-                    self.close();
-                    return Err(Error::MessageTooLarge { size, max });
-                }
-                Err(GetFail::Corrupt(why)) => {
-                    self.close();
-                    return Err(Error::Decode(why));
+                Err(fail @ (GetFail::TooLarge(_) | GetFail::Corrupt(_))) => {
+                    return Err(self.broken(fail, max));
                 }
             }
         }
