@@ -571,3 +571,54 @@ fn semaphore_acquire_async_waits_for_a_release_in_another_process() {
         assert_eq!(bounded.value(), 1);
     });
 }
+
+/// A result of `n` bytes, larger than the pipe the outcome travels by.
+fn big_result(n: usize) -> Vec<u8> {
+    vec![7u8; n]
+}
+
+#[test]
+fn join_async_reads_a_large_result_while_the_child_writes_it() {
+    within(LIMIT, || {
+        let mut p = mp::Process::new(big_result, (10 << 20,));
+        p.start().expect("start");
+        let started = std::time::Instant::now();
+        tokio_current()
+            .block_on(p.join_async())
+            .expect("join_async");
+        // A wait on the pidfd alone would read 64 KiB a slice: minutes.
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            started.elapsed()
+        );
+        let got = p.take_result().expect("result");
+        assert_eq!(got.len(), 10 << 20);
+    });
+}
+
+#[test]
+fn put_async_into_a_full_ring_yields_to_the_consumer_task() {
+    within(LIMIT, || {
+        // An unbounded queue of a tiny ring: `full()` is never true, the
+        // ring is. Producer and consumer are tasks of one thread.
+        let q: mp::Queue<Vec<u8>> = mp::Queue::with_capacity(0, 4096).expect("queue");
+        let got = tokio_current().block_on(async {
+            let producer = {
+                let q = q.clone();
+                tokio::spawn(async move {
+                    for i in 0..200u8 {
+                        q.put_async(vec![i; 500]).await.expect("put_async");
+                    }
+                })
+            };
+            let mut got = Vec::new();
+            for _ in 0..200 {
+                got.push(q.get_async().await.expect("get_async")[0]);
+            }
+            producer.await.expect("producer");
+            got
+        });
+        assert_eq!(got, (0..200u8).collect::<Vec<_>>());
+    });
+}

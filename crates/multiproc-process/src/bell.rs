@@ -19,8 +19,18 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::error::Result;
 use crate::fdio;
 
-/// The longest an async waiter sleeps before it looks at the object again.
+/// How long an async waiter first sleeps before it looks at the object
+/// again (a ring another process's waiter drained costs at most that).
 pub const ASYNC_SLICE: Duration = Duration::from_millis(10);
+
+/// The longest slice: a wait that lasts lengthens its slices up to this,
+/// so that idle waiters cost next to nothing.
+pub const ASYNC_SLICE_MAX: Duration = Duration::from_secs(1);
+
+/// The slice after `slice`: twice as long, at most [`ASYNC_SLICE_MAX`].
+pub fn next_slice(slice: Duration) -> Duration {
+    (slice * 2).min(ASYNC_SLICE_MAX)
+}
 
 /// The eventfd, shared by the handles of one object in a process; it
 /// crosses to other processes with the object, as a descriptor.
@@ -46,6 +56,9 @@ impl Bell {
     /// Rings it if `waiters` (the object's count of async waiters) says
     /// someone waits: the writers' side, one atomic load when no one does.
     pub fn ring_if_awaited(&self, waiters: &AtomicU32) {
+        // The writer's store before, the count after: a waiter that counts
+        // itself and then looks sees the store, or is seen here.
+        std::sync::atomic::fence(Ordering::SeqCst);
         if waiters.load(Ordering::SeqCst) > 0 {
             self.ring();
         }
@@ -63,8 +76,9 @@ impl Bell {
 
     /// The waiters' side: counted in `waiters` while it waits, drains the
     /// bell, and returns at once if `ready()`; otherwise waits until the
-    /// bell rings or a slice passes. The caller looks again either way.
-    pub async fn wait(&self, waiters: &AtomicU32, ready: impl Fn() -> bool) {
+    /// bell rings or `slice` passes. The caller looks again either way
+    /// (and, for a long wait, lengthens the slice: see [`next_slice`]).
+    pub async fn wait(&self, waiters: &AtomicU32, ready: impl Fn() -> bool, slice: Duration) {
         waiters.fetch_add(1, Ordering::SeqCst);
         let _counted = Counted(waiters);
         // Rings so far go first; one after this drain stays for the wait.
@@ -72,7 +86,7 @@ impl Bell {
         if ready() {
             return;
         }
-        crate::reactor::readable(self.fd(), Some(ASYNC_SLICE)).await;
+        crate::reactor::readable(self.fd(), Some(slice)).await;
     }
 }
 

@@ -180,6 +180,16 @@ impl ChildShared {
         }
     }
 
+    /// What a wait for the end watches, as `wait_timeout` polls it: the
+    /// pidfd (unless the fork server reaps the child and its outcome
+    /// channel is open), and that channel, so that a large outcome is
+    /// read while the child writes it.
+    pub(crate) fn wait_fds(&self) -> (bool, Option<Arc<PrivateFd>>) {
+        let chan = lock(&self.state).chan.clone();
+        let pidfd = !(chan.is_some() && matches!(self.reaper, Reaper::Server));
+        (pidfd, chan)
+    }
+
     /// Sends `SIGTERM` or `SIGKILL`, unless the child is already reaped.
     pub(crate) fn signal(&self, kind: SignalKind) -> Result<()> {
         let st = lock(&self.state);

@@ -340,11 +340,30 @@ impl<R> Process<R> {
     ///
     /// As [`join`](Process::join).
     pub async fn join_async(&self) -> Result<()> {
+        use std::os::fd::AsFd;
         let child = self.started()?;
-        // Sliced: the pidfd is the whole story, but a wait that looks
-        // again now and then costs nothing and survives any surprise.
+        // As the blocking wait: the pidfd and the outcome channel (read as
+        // it comes, so that a large result never holds up the child's
+        // exit). Sliced, though each wake-up says when to look.
         while child.poll()?.is_none() {
-            crate::reactor::readable(child.pidfd(), Some(JOIN_SLICE)).await;
+            let (pidfd, chan) = child.wait_fds();
+            let mut ended =
+                pidfd.then(|| crate::reactor::readable(child.pidfd(), Some(JOIN_SLICE)));
+            let mut wrote = chan
+                .as_ref()
+                .map(|c| crate::reactor::readable(c.as_fd(), Some(JOIN_SLICE)));
+            std::future::poll_fn(|cx| {
+                let mut ready = |f: &mut Option<crate::reactor::Readable<'_>>| {
+                    f.as_mut()
+                        .is_some_and(|f| std::pin::Pin::new(f).poll(cx).is_ready())
+                };
+                if ready(&mut ended) || ready(&mut wrote) || (ended.is_none() && wrote.is_none()) {
+                    std::task::Poll::Ready(())
+                } else {
+                    std::task::Poll::Pending
+                }
+            })
+            .await;
         }
         self.join()
     }

@@ -14,11 +14,9 @@
 //! thread; it notices (the pid differs) and starts its own, forgetting
 //! the parent's state (its wakers belong to the parent's runtime).
 //!
-//! # Safety
-//!
-//! The thread takes descriptors out of `epoll` by number; each is open
-//! then, as argued at the blocks.
-#![allow(unsafe_code)]
+//! The reactor holds a duplicate of each descriptor it watches, so that it
+//! never names a number its owner may have closed: it adds, and deletes,
+//! its own copy.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
@@ -29,6 +27,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use rustix::event::{EventfdFlags, epoll, eventfd};
+
+/// How long a wait the reactor cannot take pauses its thread instead.
+const FALLBACK_PAUSE: Duration = Duration::from_millis(1);
 
 /// The name of the helper thread (one per process).
 pub const REACTOR_THREAD: &str = "multiproc-reactor";
@@ -64,6 +65,17 @@ impl Future for Readable<'_> {
     type Output = bool;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
+        if self
+            .id
+            .as_ref()
+            .is_some_and(|(r, _)| r.pid != std::process::id())
+        {
+            // Registered before a fork, with the parent's reactor, which
+            // has no thread here: register again with this process's.
+            if let Some(parent) = self.id.take() {
+                std::mem::forget(parent);
+            }
+        }
         if let Some((reactor, id)) = &self.id {
             match reactor.poll_waiter(*id, cx.waker()) {
                 Some(fired) => {
@@ -78,17 +90,21 @@ impl Future for Readable<'_> {
                 crate::fdio::poll_readable(&[self.fd], Some(Duration::ZERO)).map_or(true, |r| r[0]),
             );
         }
-        let Some(reactor) = Reactor::current() else {
-            // No reactor (no thread could start): say "maybe ready", and
-            // the caller looks again.
-            return Poll::Ready(true);
-        };
-        match reactor.register(self.fd, self.deadline, cx.waker().clone()) {
-            Some(id) => {
+        let registered = Reactor::current()
+            .and_then(|r| Some((r.register(self.fd, self.deadline, cx.waker().clone())?, r)));
+        match registered {
+            Some((id, reactor)) => {
                 self.id = Some((reactor, id));
                 Poll::Pending
             }
-            None => Poll::Ready(true),
+            None => {
+                // No reactor (no thread could start) or `epoll` refused the
+                // descriptor (out of descriptors or watches): a short
+                // blocking pause, then "maybe ready", so that the caller
+                // looks again without spinning a core.
+                std::thread::sleep(FALLBACK_PAUSE);
+                Poll::Ready(true)
+            }
         }
     }
 }
@@ -96,7 +112,12 @@ impl Future for Readable<'_> {
 impl Drop for Readable<'_> {
     fn drop(&mut self) {
         if let Some((reactor, id)) = self.id.take() {
-            reactor.forget(id);
+            if reactor.pid == std::process::id() {
+                reactor.forget(id);
+            } else {
+                // The parent's, in a forked copy: not ours to touch.
+                std::mem::forget(reactor);
+            }
         }
     }
 }
@@ -114,10 +135,17 @@ struct Waiter {
 struct State {
     next: u64,
     waiters: HashMap<u64, Waiter>,
-    /// The waiters of each descriptor in `epoll` (a set: a waiter that
-    /// leaves is taken out in constant time, however many wait).
-    by_fd: HashMap<RawFd, HashSet<u64>>,
+    /// Each descriptor in `epoll`, by the number its waiters know it by.
+    by_fd: HashMap<RawFd, Watched>,
     deadlines: BTreeSet<(Instant, u64)>,
+}
+
+/// A descriptor in `epoll`: the reactor's own duplicate, and its waiters
+/// (a set: a waiter that leaves is taken out in constant time, however
+/// many wait).
+struct Watched {
+    copy: OwnedFd,
+    ids: HashSet<u64>,
 }
 
 /// The process's reactor: its `epoll`, its state, its thread.
@@ -197,18 +225,25 @@ impl Reactor {
     fn register(&self, fd: BorrowedFd<'_>, deadline: Option<Instant>, waker: Waker) -> Option<u64> {
         let raw = fd.as_raw_fd();
         let mut s = self.lock();
-        if !s.by_fd.contains_key(&raw) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = s.by_fd.entry(raw) {
+            let copy = fd.try_clone_to_owned().ok()?;
             epoll::add(
                 &self.epoll,
-                fd,
+                &copy,
                 epoll::EventData::new_u64(raw as u64),
                 epoll::EventFlags::IN | epoll::EventFlags::RDHUP,
             )
             .ok()?;
+            slot.insert(Watched {
+                copy,
+                ids: HashSet::new(),
+            });
         }
         s.next += 1;
         let id = s.next;
-        s.by_fd.entry(raw).or_default().insert(id);
+        if let Some(w) = s.by_fd.get_mut(&raw) {
+            w.ids.insert(id);
+        }
         let nearest = s.deadlines.first().map(|(at, _)| *at);
         if let Some(at) = deadline {
             s.deadlines.insert((at, id));
@@ -236,11 +271,17 @@ impl Reactor {
         let mut s = self.lock();
         let w = s.waiters.get_mut(&id)?;
         if let Some(fired) = w.fired {
-            s.waiters.remove(&id);
+            let gone = s.waiters.remove(&id);
+            drop(s);
+            // Its waker is dropped outside the lock: dropping a task's
+            // last waker may drop the task, and with it other waiters.
+            drop(gone);
             return Some(fired);
         }
         if !w.waker.will_wake(waker) {
-            w.waker = waker.clone();
+            let old = std::mem::replace(&mut w.waker, waker.clone());
+            drop(s);
+            drop(old);
         }
         None
     }
@@ -257,19 +298,20 @@ impl Reactor {
         if w.fired.is_none() {
             self.unlist(&mut s, w.fd, id);
         }
+        drop(s);
+        // As in `poll_waiter`: the waker goes outside the lock.
+        drop(w);
     }
 
     /// Takes `id` off its descriptor's list, and the descriptor out of
     /// `epoll` when no one else waits for it.
     fn unlist(&self, s: &mut State, fd: RawFd, id: u64) {
-        if let Some(ids) = s.by_fd.get_mut(&fd) {
-            ids.remove(&id);
-            if ids.is_empty() {
-                s.by_fd.remove(&fd);
-                // SAFETY: `fd` is open: the waiter that registered it
-                // borrows it until it is forgotten, which is now.
-                let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-                let _ = epoll::delete(&self.epoll, fd);
+        if let Some(w) = s.by_fd.get_mut(&fd) {
+            w.ids.remove(&id);
+            if w.ids.is_empty()
+                && let Some(w) = s.by_fd.remove(&fd)
+            {
+                let _ = epoll::delete(&self.epoll, &w.copy);
             }
         }
     }
@@ -313,12 +355,9 @@ impl Reactor {
                         continue;
                     }
                     let fd = data as RawFd;
-                    if let Some(ids) = s.by_fd.remove(&fd) {
-                        // SAFETY: listed descriptors are open (their
-                        // waiters borrow them).
-                        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-                        let _ = epoll::delete(&self.epoll, borrowed);
-                        for id in ids {
+                    if let Some(watched) = s.by_fd.remove(&fd) {
+                        let _ = epoll::delete(&self.epoll, &watched.copy);
+                        for id in watched.ids {
                             if let Some(w) = s.waiters.get_mut(&id) {
                                 w.fired = Some(true);
                                 wake.push(w.waker.clone());

@@ -11,7 +11,7 @@ use crate::core::event::EventWord;
 use crate::layout::EventState;
 use crate::shared::Shared;
 use crate::shim::SpinBudget;
-use multiproc_process::bell::Bell;
+use multiproc_process::bell::{ASYNC_SLICE, Bell, next_slice};
 
 /// A flag shared between processes: `set` wakes every waiter.
 ///
@@ -82,10 +82,12 @@ impl Event {
         if self.spin.spin(|| self.is_set()) {
             return;
         }
+        let mut slice = ASYNC_SLICE;
         while !self.is_set() {
             self.bell
-                .wait(&self.shared.state().async_waiters, || self.is_set())
+                .wait(&self.shared.state().async_waiters, || self.is_set(), slice)
                 .await;
+            slice = next_slice(slice);
         }
     }
 

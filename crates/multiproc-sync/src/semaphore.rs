@@ -11,7 +11,7 @@ use crate::core::semaphore::SemWord;
 use crate::layout::SemState;
 use crate::shared::Shared;
 use crate::shim::{Deadline, SpinBudget};
-use multiproc_process::bell::Bell;
+use multiproc_process::bell::{ASYNC_SLICE, Bell, next_slice};
 
 #[derive(Clone, Serialize, Deserialize)]
 struct Sem {
@@ -52,6 +52,7 @@ impl Sem {
 
     /// Decrements the count, waiting without a thread while it is zero.
     async fn acquire_async(&self) {
+        let mut slice = ASYNC_SLICE;
         loop {
             if self.word().try_acquire() {
                 return;
@@ -61,8 +62,9 @@ impl Sem {
                 continue;
             }
             self.bell
-                .wait(&self.shared.state().async_waiters, positive)
+                .wait(&self.shared.state().async_waiters, positive, slice)
                 .await;
+            slice = next_slice(slice);
         }
     }
 }

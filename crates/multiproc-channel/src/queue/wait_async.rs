@@ -3,15 +3,23 @@
 //!
 //! A future dropped while it waits has taken nothing (a message stays in
 //! the queue) and put nothing (the value is dropped with the future, as
-//! a value never sent).
+//! a value never sent). A message larger than the queue's ring is the
+//! exception: once its first chunk is in, `try_put` (and so `put_async`)
+//! waits for the consumer to take the rest, blocking the thread.
 
 use std::sync::atomic::Ordering;
 
+use std::time::Duration;
+
+use multiproc_process::bell::{ASYNC_SLICE, next_slice};
 use multiproc_process::{Error, Result};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{JoinableQueue, PutError, Queue, SimpleQueue};
+
+/// How long an async get pauses while another consumer takes a message.
+const BUSY: Duration = Duration::from_millis(1);
 
 impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Takes the oldest message without blocking a thread, under any async
@@ -23,11 +31,18 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// As [`get`](Queue::get).
     pub async fn get_async(&self) -> Result<T> {
+        let ring = self.ring();
+        let mut slice = ASYNC_SLICE;
         loop {
             match self.try_get() {
+                // Data there, but another consumer holds the get lock (or
+                // keeps it for a partial message): a pause, not a spin.
+                Err(Error::Empty) if ring.has_data() => {
+                    ring.wait_async(|| false, BUSY, false).await;
+                }
                 Err(Error::Empty) => {
-                    let ring = self.ring();
-                    ring.wait_async(|| ring.has_data()).await;
+                    ring.wait_async(|| ring.has_data(), slice, true).await;
+                    slice = next_slice(slice);
                 }
                 got => return got,
             }
@@ -42,11 +57,15 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// As [`put`](Queue::put), with the value back.
     pub async fn put_async(&self, mut v: T) -> std::result::Result<(), PutError<T>> {
+        let mut slice = ASYNC_SLICE;
         loop {
             match self.try_put(v) {
+                // No room (or `maxsize`): consumers ring the bell as they
+                // take; a ring missed costs a slice.
                 Err(PutError::Full(back)) => {
                     v = back;
-                    self.ring().wait_async(|| !self.full()).await;
+                    self.ring().wait_async(|| false, slice, false).await;
+                    slice = next_slice(slice);
                 }
                 done => return done,
             }

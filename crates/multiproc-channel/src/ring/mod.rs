@@ -261,20 +261,20 @@ impl Ring {
     }
 
     /// Waits, without a thread, until `ready()` may hold: the bell rang,
-    /// or a slice passed. The caller looks again either way. Only a
+    /// or `slice` passed. The caller looks again either way. Only a
     /// queue's ring has a bell (a connection waits on its socket); one
-    /// without returns at once.
-    pub(crate) async fn wait_async(&self, ready: impl Fn() -> bool) {
+    /// without returns at once. With `spin`, a short adaptive spin first.
+    pub(crate) async fn wait_async(&self, ready: impl Fn() -> bool, slice: Duration, spin: bool) {
         let Some(bell) = &self.bell else {
             return;
         };
         // As the blocking wait: a short adaptive spin first (a reply is
         // often that close behind), which costs the executor's thread a
         // few microseconds and saves two thread hops.
-        if self.local.spin.spin(&ready) {
+        if spin && self.local.spin.spin(&ready) {
             return;
         }
-        bell.wait(&self.header().async_waiters, ready).await;
+        bell.wait(&self.header().async_waiters, ready, slice).await;
     }
 
     fn header(&self) -> &Header {
@@ -537,6 +537,10 @@ impl Ring {
         let mut offset = 0u64;
         let chunks = bytes.chunks(self.max_chunk() as usize);
         let last = chunks.len().saturating_sub(1);
+        // Once its first chunk is in, a message cannot be taken back: a put
+        // that would not wait waits for the rest all the same (as long as
+        // the reader is there), rather than leave half a message.
+        opts.wait = true;
         for (i, chunk) in chunks.enumerate() {
             let need = HDR + chunk.len() as u64;
             let cap = self.cap();

@@ -39,6 +39,9 @@ pub(crate) struct Task {
     pub(crate) cancel_requested: AtomicBool,
     /// Called once, when it is done (callbacks, `as_completed`).
     on_done: Mutex<Callbacks>,
+    /// Its futures being awaited now: `cancel_on_drop` cancels when the
+    /// last of them is dropped early, not the first.
+    awaited: std::sync::atomic::AtomicUsize,
     core: Weak<Core>,
 }
 
@@ -51,6 +54,7 @@ impl Task {
             limit,
             cancel_requested: AtomicBool::new(false),
             on_done: Mutex::new(Callbacks::default()),
+            awaited: std::sync::atomic::AtomicUsize::new(0),
             core,
         }
     }
@@ -136,6 +140,8 @@ pub struct TaskFuture<R> {
     /// When polled as a future: the done-callback that wakes it, and the
     /// waker it wakes.
     waiting: Option<(u64, std::task::Waker)>,
+    /// Counted in the task's `awaited` (from its first pending poll).
+    awaiting: Option<()>,
     _result: PhantomData<fn() -> R>,
 }
 
@@ -165,6 +171,7 @@ impl<R> TaskFuture<R> {
         TaskFuture {
             task,
             waiting: None,
+            awaiting: None,
             _result: PhantomData,
         }
     }
@@ -309,7 +316,13 @@ impl<R: DeserializeOwned> std::future::Future for TaskFuture<R> {
             let waker = cx.waker().clone();
             let wake = waker.clone();
             match this.task.when_done(Box::new(move || wake.wake())) {
-                Some(id) => this.waiting = Some((id, waker)),
+                Some(id) => {
+                    if this.awaiting.is_none() {
+                        this.task.awaited.fetch_add(1, Ordering::SeqCst);
+                        this.awaiting = Some(());
+                    }
+                    this.waiting = Some((id, waker));
+                }
                 // Done already (its callback ran at once).
                 None => return std::task::Poll::Ready(this.read()),
             }
@@ -326,12 +339,17 @@ impl<R: DeserializeOwned> std::future::Future for TaskFuture<R> {
 
 impl<R> Drop for TaskFuture<R> {
     fn drop(&mut self) {
-        let Some((id, _)) = self.waiting.take() else {
+        if let Some((id, _)) = self.waiting.take() {
+            self.task.forget(id);
+        }
+        if self.awaiting.take().is_none() {
             return;
-        };
-        // Awaited and dropped before its end.
-        self.task.forget(id);
-        if !self.task.is_done()
+        }
+        // It was awaited. The last awaited future dropped before the end
+        // cancels the task, when the executor asks for that.
+        let last = self.task.awaited.fetch_sub(1, Ordering::SeqCst) == 1;
+        if last
+            && !self.task.is_done()
             && self
                 .task
                 .core
