@@ -622,3 +622,41 @@ fn put_async_into_a_full_ring_yields_to_the_consumer_task() {
         assert_eq!(got, (0..200u8).collect::<Vec<_>>());
     });
 }
+
+/// Waits at `barrier` (blocking), after `ms`.
+fn meet(barrier: mp::Barrier, ms: u64) -> u32 {
+    nap(ms);
+    barrier.wait().expect("wait")
+}
+
+#[test]
+fn barrier_wait_async_meets_processes_that_wait_blocking() {
+    within(LIMIT, || {
+        let barrier = mp::Barrier::new(4).expect("barrier");
+        let mut ps: Vec<_> = (0..3)
+            .map(|k| mp::Process::new(meet, (barrier.clone(), 50 * k)))
+            .collect();
+        for p in &mut ps {
+            p.start().expect("start");
+        }
+        let mine = tokio_current()
+            .block_on(barrier.wait_async())
+            .expect("wait_async");
+        let mut indexes = vec![mine];
+        for p in &mut ps {
+            p.join_timeout(Duration::from_secs(10)).expect("join");
+            indexes.push(p.take_result().expect("index"));
+        }
+        indexes.sort_unstable();
+        assert_eq!(indexes, vec![0, 1, 2, 3], "each arrival its own index");
+        // A timeout breaks the round for everyone, async too.
+        let lonely = mp::Barrier::new(2)
+            .expect("barrier")
+            .with_timeout(Duration::from_millis(50));
+        assert!(matches!(
+            smol::block_on(lonely.wait_async()),
+            Err(mp::Error::BrokenBarrier)
+        ));
+        assert!(lonely.is_broken());
+    });
+}

@@ -11,8 +11,17 @@ use crate::layout::BarrierState;
 use crate::lock::lock_word;
 use crate::shared::Shared;
 use crate::shim::{Deadline, Ordering, SpinBudget, futex_wait, futex_wake, remaining};
+use multiproc_process::bell::{ASYNC_SLICE, Bell, next_slice};
 
 const BROKEN: u32 = 1;
+
+/// Where an arrival stands.
+enum Arrived {
+    /// The last of its round: the round is over.
+    Last(u32),
+    /// It waits for the phase to move on from `phase`.
+    Wait { index: u32, phase: u32 },
+}
 
 /// A meeting point for a fixed number of processes.
 ///
@@ -28,6 +37,8 @@ const BROKEN: u32 = 1;
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Barrier {
     shared: Shared<BarrierState>,
+    /// Rung with every change of the phase while an async waiter waits.
+    bell: Bell,
     action: Option<RemoteFn>,
     timeout: Option<Duration>,
     #[serde(skip)]
@@ -51,6 +62,7 @@ impl Barrier {
         shared.state().parties.store(parties, Ordering::SeqCst);
         Ok(Barrier {
             shared,
+            bell: Bell::new()?,
             action: None,
             timeout: None,
             spin: Arc::default(),
@@ -96,7 +108,9 @@ impl Barrier {
         self.wait_until(multiproc_process::deadline(timeout))
     }
 
-    fn wait_until(&self, deadline: Deadline) -> Result<u32> {
+    /// Arrives: the last arrival ends the round (running the action) and
+    /// gets its index; the others get what to wait for.
+    fn arrive(&self) -> Result<Arrived> {
         let st = self.state();
         lock_word(&st.word, None, &self.spin);
         let phase = st.phase.load(Ordering::SeqCst);
@@ -117,22 +131,54 @@ impl Barrier {
             st.phase
                 .store((phase & !BROKEN).wrapping_add(2), Ordering::SeqCst);
             st.word.unlock();
-            futex_wake(&st.phase, i32::MAX as u32);
-            return Ok(index);
+            self.wake_all();
+            return Ok(Arrived::Last(index));
         }
         st.word.unlock();
+        Ok(Arrived::Wait { index, phase })
+    }
+
+    /// How a wait of arrival `index` in the round of `phase` ends, once the
+    /// phase is `now` (`None`: not yet).
+    fn outcome(&self, index: u32, phase: u32, now: u32) -> Option<Result<u32>> {
+        if now == phase {
+            return None;
+        }
         let generation = phase >> 1;
+        if now & BROKEN != 0 && now >> 1 == generation {
+            return Some(Err(Error::BrokenBarrier));
+        }
+        if self.state().reset_from.load(Ordering::SeqCst) == generation.wrapping_add(1) {
+            return Some(Err(Error::BrokenBarrier));
+        }
+        Some(Ok(index))
+    }
+
+    /// A wait whose time ran out: breaks the round for everyone, as
+    /// Python does, unless it ended meanwhile.
+    fn time_out(&self, index: u32, phase: u32) -> Result<u32> {
+        let st = self.state();
+        lock_word(&st.word, None, &self.spin);
+        if st.phase.load(Ordering::SeqCst) == phase {
+            self.break_locked();
+            st.word.unlock();
+            return Err(Error::BrokenBarrier);
+        }
+        st.word.unlock();
+        self.outcome(index, phase, st.phase.load(Ordering::SeqCst))
+            .unwrap_or(Err(Error::BrokenBarrier))
+    }
+
+    fn wait_until(&self, deadline: Deadline) -> Result<u32> {
+        let (index, phase) = match self.arrive()? {
+            Arrived::Last(index) => return Ok(index),
+            Arrived::Wait { index, phase } => (index, phase),
+        };
+        let st = self.state();
         let passed = self.spin.spin(|| st.phase.load(Ordering::SeqCst) != phase);
         loop {
-            let now = st.phase.load(Ordering::SeqCst);
-            if now != phase {
-                if now & BROKEN != 0 && now >> 1 == generation {
-                    return Err(Error::BrokenBarrier);
-                }
-                if st.reset_from.load(Ordering::SeqCst) == generation.wrapping_add(1) {
-                    return Err(Error::BrokenBarrier);
-                }
-                return Ok(index);
+            if let Some(done) = self.outcome(index, phase, st.phase.load(Ordering::SeqCst)) {
+                return done;
             }
             if passed {
                 continue;
@@ -141,18 +187,54 @@ impl Barrier {
                 Some(t) => {
                     futex_wait(&st.phase, phase, Some(t));
                 }
-                None => {
-                    // Timed out: break the round for everyone, as Python does.
-                    lock_word(&st.word, None, &self.spin);
-                    if st.phase.load(Ordering::SeqCst) == phase {
-                        self.break_locked();
-                        st.word.unlock();
-                        return Err(Error::BrokenBarrier);
-                    }
-                    st.word.unlock();
-                }
+                None => return self.time_out(index, phase),
             }
         }
+    }
+
+    /// As [`wait`](Barrier::wait), without blocking a thread while the
+    /// others come, under any async runtime (the barrier's timeout holds
+    /// as for `wait`). Arriving takes the barrier's lock for a moment, and
+    /// the last arrival runs the action there. Dropping the future after
+    /// it arrived leaves the arrival counted, as a process that stops
+    /// waiting would. Python (asyncio):
+    /// `await loop.run_in_executor(None, barrier.wait)`.
+    ///
+    /// # Errors
+    ///
+    /// As [`wait`](Barrier::wait).
+    pub async fn wait_async(&self) -> Result<u32> {
+        let deadline = self.timeout.and_then(multiproc_process::deadline);
+        let (index, phase) = match self.arrive()? {
+            Arrived::Last(index) => return Ok(index),
+            Arrived::Wait { index, phase } => (index, phase),
+        };
+        let st = self.state();
+        let moved = || st.phase.load(Ordering::SeqCst) != phase;
+        let _ = self.spin.spin(moved);
+        let mut slice = ASYNC_SLICE;
+        loop {
+            if let Some(done) = self.outcome(index, phase, st.phase.load(Ordering::SeqCst)) {
+                return done;
+            }
+            let wait = match deadline {
+                Some(d) => match d.checked_duration_since(std::time::Instant::now()) {
+                    Some(left) if !left.is_zero() => slice.min(left),
+                    _ => return self.time_out(index, phase),
+                },
+                None => slice,
+            };
+            self.bell.wait(&st.async_waiters, moved, wait).await;
+            slice = next_slice(slice);
+        }
+    }
+
+    /// Wakes every waiter of the phase: the threads on its futex, and the
+    /// async ones through the bell.
+    fn wake_all(&self) {
+        let st = self.state();
+        futex_wake(&st.phase, i32::MAX as u32);
+        self.bell.ring_if_awaited(&st.async_waiters);
     }
 
     /// Marks the current round broken and wakes its waiters; lock held.
@@ -160,7 +242,7 @@ impl Barrier {
         let st = self.state();
         st.phase.fetch_or(BROKEN, Ordering::SeqCst);
         st.count.store(0, Ordering::SeqCst);
-        futex_wake(&st.phase, i32::MAX as u32);
+        self.wake_all();
     }
 
     /// Breaks the barrier: current and future waits fail until
@@ -184,7 +266,7 @@ impl Barrier {
         st.phase
             .store((phase & !BROKEN).wrapping_add(2), Ordering::SeqCst);
         st.word.unlock();
-        futex_wake(&st.phase, i32::MAX as u32);
+        self.wake_all();
     }
 
     /// Whether the barrier is broken. Python: `Barrier.broken`.

@@ -112,6 +112,9 @@ pub(crate) struct BarrierState {
     /// waiters report a broken barrier, not a completed round.
     pub(crate) reset_from: AtomicU32,
     pub(crate) parties: AtomicU32,
+    /// Async waiters (`Barrier::wait_async`): while there are some, every
+    /// change of `phase` rings the barrier's bell.
+    pub(crate) async_waiters: std::sync::atomic::AtomicU32,
 }
 
 // SAFETY: atomics only; zero is an empty, unbroken barrier (parties are set
