@@ -21,7 +21,7 @@ use mpi::topology::{Communicator, Rank, SimpleCommunicator};
 use multiproc_pool::remote::{Completion, Next, RemoteJob, RemoteJobs};
 use multiproc_process::Error;
 
-use crate::wire::{MAX_MESSAGE, Patience, REPLY, STOP, TASK, TOO_LARGE};
+use crate::wire::{MAX_MESSAGE, Patience, REPLY, TASK, TOO_LARGE, stop_workers};
 
 /// How long an idle dispatcher waits for a job before it looks at the
 /// end flag again (a closed pool wakes it at once).
@@ -55,11 +55,7 @@ pub(crate) fn dispatch(jobs: RemoteJobs, ended: Arc<AtomicBool>) {
     let _ = std::panic::catch_unwind(AssertUnwindSafe(|| {
         serve(&world, workers, &jobs, &ended, &deliver);
     }));
-    for rank in 1..world.size() {
-        world
-            .process_at_rank(rank)
-            .send_with_tag(&[0u8; 0][..], STOP);
-    }
+    stop_workers(&world);
     // Jobs still queued fail as the queue goes; then the deliverers end.
     drop(jobs);
     drop(deliver);

@@ -5,13 +5,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use mpi::Threading;
 use mpi::environment::Universe;
-use mpi::point_to_point::Destination;
 use mpi::topology::Communicator;
 use multiproc_process::{Error, Result};
 
 use crate::build_check::Ranks;
 use crate::dispatch::dispatch;
-use crate::wire::STOP;
+use crate::wire::stop_workers;
 use crate::worker::serve;
 
 /// A process pool whose workers are the ranks of an MPI job. Python
@@ -134,11 +133,7 @@ impl Pool {
             Err(e) => {
                 // No dispatcher: the workers are told to stop from here,
                 // so that the job ends.
-                for rank in 1..size {
-                    world
-                        .process_at_rank(rank)
-                        .send_with_tag(&[0u8; 0][..], STOP);
-                }
+                stop_workers(&world);
                 return Err(e);
             }
         };

@@ -10,6 +10,8 @@
 use std::time::{Duration, Instant};
 
 use mpi::Tag;
+use mpi::point_to_point::Destination;
+use mpi::topology::{Communicator, SimpleCommunicator};
 
 /// Rank 0 to a worker: a task message.
 pub(crate) const TASK: Tag = 1;
@@ -19,6 +21,16 @@ pub(crate) const STOP: Tag = 2;
 pub(crate) const REPLY: Tag = 3;
 /// A worker to rank 0: the reply was too large for one MPI message; why.
 pub(crate) const TOO_LARGE: Tag = 4;
+
+/// Tells every worker rank to stop (an empty message: eager, so it
+/// never waits for a worker that is busy).
+pub(crate) fn stop_workers(world: &SimpleCommunicator) {
+    for rank in 1..world.size() {
+        world
+            .process_at_rank(rank)
+            .send_with_tag(&[0u8; 0][..], STOP);
+    }
+}
 
 /// The largest message MPI's `int` count can carry.
 pub(crate) const MAX_MESSAGE: usize = i32::MAX as usize;

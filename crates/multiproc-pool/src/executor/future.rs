@@ -140,8 +140,9 @@ pub struct TaskFuture<R> {
     /// When polled as a future: the done-callback that wakes it, and the
     /// waker it wakes.
     waiting: Option<(u64, std::task::Waker)>,
-    /// Counted in the task's `awaited` (from its first pending poll).
-    awaiting: Option<()>,
+    /// Whether it is counted in the task's `awaited` (from its first
+    /// pending poll).
+    awaiting: bool,
     _result: PhantomData<fn() -> R>,
 }
 
@@ -171,7 +172,7 @@ impl<R> TaskFuture<R> {
         TaskFuture {
             task,
             waiting: None,
-            awaiting: None,
+            awaiting: false,
             _result: PhantomData,
         }
     }
@@ -317,9 +318,9 @@ impl<R: DeserializeOwned> std::future::Future for TaskFuture<R> {
             let wake = waker.clone();
             match this.task.when_done(Box::new(move || wake.wake())) {
                 Some(id) => {
-                    if this.awaiting.is_none() {
+                    if !this.awaiting {
                         this.task.awaited.fetch_add(1, Ordering::SeqCst);
-                        this.awaiting = Some(());
+                        this.awaiting = true;
                     }
                     this.waiting = Some((id, waker));
                 }
@@ -342,7 +343,7 @@ impl<R> Drop for TaskFuture<R> {
         if let Some((id, _)) = self.waiting.take() {
             self.task.forget(id);
         }
-        if self.awaiting.take().is_none() {
+        if !std::mem::take(&mut self.awaiting) {
             return;
         }
         // It was awaited. The last awaited future dropped before the end
