@@ -5,7 +5,14 @@
 //! it with one store of its own. The model checks that a record is read
 //! only after it was written (loom reports a race on the data otherwise),
 //! that a bounded producer never has more than `maxsize` messages in the
-//! ring, and that the counts end equal. Run with `cargo xtask loom`.
+//! ring, and that the counts end equal.
+//!
+//! A second model checks the async waiters' handshake, used by a queue's
+//! bell (`Bell::wait` / `ring_if_awaited`) and by a connection's async
+//! sender waiting for room (`Ring::want_room` / `room_awaited`): the
+//! waiter counts itself, fences and looks; the other side changes the
+//! state, fences and reads the count. The waiter then sees the change, or
+//! is rung. Run with `cargo xtask loom`.
 
 #![cfg(multiproc_loom)]
 #![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
@@ -94,5 +101,34 @@ fn records_are_read_after_they_are_written_and_counted_once() {
         );
         assert_eq!(messages_between(g, p), 0);
         assert_eq!(p, g);
+    });
+}
+
+/// One change (room freed, a message published) against one waiter that
+/// found nothing and counts itself before it looks again.
+#[test]
+fn a_counted_waiter_sees_the_change_or_is_rung() {
+    use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, fence};
+    loom::model(|| {
+        let state = Arc::new(AtomicU64::new(0));
+        let waiters = Arc::new(AtomicU32::new(0));
+        let rung = Arc::new(AtomicBool::new(false));
+        let changer = {
+            let (state, waiters, rung) = (state.clone(), waiters.clone(), rung.clone());
+            thread::spawn(move || {
+                state.store(1, Ordering::Release);
+                fence(Ordering::SeqCst);
+                if waiters.load(Ordering::Relaxed) != 0 {
+                    rung.store(true, Ordering::Release);
+                }
+            })
+        };
+        let saw = state.load(Ordering::Acquire) == 1 || {
+            waiters.fetch_add(1, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            state.load(Ordering::Acquire) == 1
+        };
+        changer.join().unwrap();
+        assert!(saw || rung.load(Ordering::Acquire), "a lost wake-up");
     });
 }

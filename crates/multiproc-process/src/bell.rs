@@ -80,6 +80,9 @@ impl Bell {
     /// (and, for a long wait, lengthens the slice: see [`next_slice`]).
     pub async fn wait(&self, waiters: &AtomicU32, ready: impl Fn() -> bool, slice: Duration) {
         waiters.fetch_add(1, Ordering::SeqCst);
+        // The count before the look (as `ring_if_awaited`'s fence orders
+        // the change before its read of the count).
+        std::sync::atomic::fence(Ordering::SeqCst);
         let _counted = Counted(waiters);
         // Rings so far go first; one after this drain stays for the wait.
         self.drain();

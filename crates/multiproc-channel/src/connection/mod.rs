@@ -222,7 +222,7 @@ impl Connection {
     pub fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
         let tx = self.tx()?;
         let (bytes, fds) = handoff::encode_with_fds(value)?;
-        self.send_frame(tx, &bytes, fds)
+        self.send_frame(tx, &bytes, &fds, true).map(drop)
     }
 
     /// Sends bytes as one message. Python: `Connection.send_bytes(buf)`.
@@ -232,7 +232,7 @@ impl Connection {
     /// [`Error::Closed`] if either end is closed.
     pub fn send_bytes(&self, bytes: &[u8]) -> Result<()> {
         let tx = self.tx()?;
-        self.send_frame(tx, bytes, Vec::new())
+        self.send_frame(tx, bytes, &[], true).map(drop)
     }
 
     /// Sends bytes as one message with descriptors, which arrive with it
@@ -252,10 +252,12 @@ impl Connection {
                 handoff::MAX_FDS
             )));
         }
-        self.send_frame(tx, bytes, fds)
+        self.send_frame(tx, bytes, &fds, true).map(drop)
     }
 
-    fn send_frame(&self, tx: &Ring, bytes: &[u8], fds: Vec<OwnedFd>) -> Result<()> {
+    /// Sends one message; with `wait == false`, `Ok(false)` when the ring
+    /// has no room for it now (its descriptors were not sent).
+    fn send_frame(&self, tx: &Ring, bytes: &[u8], fds: &[OwnedFd], wait: bool) -> Result<bool> {
         let sock = self.sock()?;
         let sock = sock.as_fd();
         // A message to an end nobody holds any more would be lost: as
@@ -282,7 +284,7 @@ impl Connection {
             if fds.is_empty() {
                 return Ok(());
             }
-            fdio::send_with_fds(sock, &[FDS], &fds)
+            fdio::send_with_fds(sock, &[FDS], fds)
         };
         let ring = || {
             if tx.doorbell().load(Ordering::SeqCst) != 0 {
@@ -292,7 +294,7 @@ impl Connection {
         };
         let mut opts = PutOpts {
             meta: nfds,
-            wait: true,
+            wait,
             deadline: None,
             gone: &gone,
             before: &mut before,
@@ -305,14 +307,27 @@ impl Connection {
                 return Err(Error::Closed);
             }
             Err(PutFail::Io(e)) => return Err(Error::Io(e)),
-            Err(PutFail::Full | PutFail::Timeout) => return Err(Error::Timeout),
+            Err(PutFail::Full) => return Ok(false),
+            Err(PutFail::Timeout) => return Err(Error::Timeout),
         }
         if tx.doorbell().load(Ordering::SeqCst) != 0 {
             // A full socket already wakes the reader; a gone one is noticed
             // by the next send.
             let _ = fdio::send_nowait(sock, &[DOORBELL]);
         }
-        Ok(())
+        Ok(true)
+    }
+
+    /// After a receive freed room in `rx`: an async sender of the other
+    /// end waiting for room is rung on the socket (it arrives at its end).
+    fn room_freed(&self, rx: &Ring) {
+        if rx.room_awaited()
+            && let Ok(sock) = self.sock()
+        {
+            // Best effort: a full socket wakes the sender too, and a
+            // missed ring costs it a slice.
+            let _ = fdio::send_nowait(sock.as_fd(), &[DOORBELL]);
+        }
     }
 
     /// Whether the other end is gone: its socket hung up.
@@ -419,7 +434,10 @@ impl Connection {
         loop {
             let max = self.inner.max_message.load(Ordering::SeqCst);
             match rx.get_into(false, None, max, out) {
-                Ok(nfds) => return self.claim_fds(usize::from(nfds)),
+                Ok(nfds) => {
+                    self.room_freed(rx);
+                    return self.claim_fds(usize::from(nfds));
+                }
                 Err(GetFail::Empty) => {
                     if !self.wait_readable(rx, deadline)? {
                         return Err(Error::Timeout);

@@ -50,7 +50,7 @@
 mod record;
 mod state;
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 use std::time::{Duration, Instant};
 
 use multiproc_process::{Error, Result};
@@ -99,9 +99,21 @@ struct Header {
     /// Async waiters of either side (a queue's): while there are some,
     /// producers and consumers ring the bell.
     async_waiters: AtomicU32,
+    /// A connection's async senders waiting for room: a reader that took
+    /// a message then rings them on its socket.
+    room_waiters: AtomicU32,
 }
 
 const _: () = assert!(size_of::<Header>() <= DATA);
+
+/// An async sender counted as waiting for room in a ring, while it lives.
+pub(crate) struct RoomWanted<'a>(&'a Ring);
+
+impl Drop for RoomWanted<'_> {
+    fn drop(&mut self) {
+        self.0.header().room_waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// Why a put did not deliver.
 #[derive(Debug)]
@@ -235,8 +247,8 @@ impl Ring {
         let seg = Segment::new(DATA + cap as usize)?;
         let ring = Ring {
             seg,
-            put_lock: Lock::new()?,
-            get_lock: Lock::new()?,
+            put_lock: Lock::without_bell()?,
+            get_lock: Lock::without_bell()?,
             bell: None,
             local: Default::default(),
         };
@@ -804,6 +816,22 @@ impl Ring {
     pub(crate) fn has_data(&self) -> bool {
         let h = self.header();
         h.put.load(Ordering::Acquire).pos != h.get.load(Ordering::Acquire).pos
+    }
+
+    /// Whether a connection's async sender waits for room (see
+    /// [`RoomWanted`]). Called after a take freed room: the fence orders
+    /// that against the sender's count, as the sender's fence orders its
+    /// count against its next look at the room.
+    pub(crate) fn room_awaited(&self) -> bool {
+        fence(Ordering::SeqCst);
+        self.header().room_waiters.load(Ordering::Relaxed) != 0
+    }
+
+    /// Counts an async sender waiting for room until dropped.
+    pub(crate) fn want_room(&self) -> RoomWanted<'_> {
+        self.header().room_waiters.fetch_add(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        RoomWanted(self)
     }
 
     /// The reader's "ring me on the socket" flag.
