@@ -45,17 +45,33 @@ pub const REACTOR_THREAD: &str = "multiproc-reactor";
 /// Python: `loop.add_reader(fd, callback)`.
 pub fn readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> Readable<'_> {
     Readable {
-        fd,
+        fd: Some(fd),
         deadline: timeout.and_then(crate::deadline),
         id: None,
     }
 }
 
-/// The future of [`readable`].
+/// A future that is ready (with `false`) when `duration` has passed, on
+/// the same reactor thread as [`readable`]: a timer for code that may run
+/// under any executor. Python: `asyncio.sleep(delay)`.
+pub fn sleep(duration: Duration) -> Readable<'static> {
+    Readable {
+        fd: None,
+        // A sleep past the end of time is one of a very long time.
+        deadline: Some(
+            crate::deadline(duration)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(1 << 30)),
+        ),
+        id: None,
+    }
+}
+
+/// The future of [`readable`] and [`sleep`].
 #[derive(Debug)]
 #[must_use = "a future does nothing unless awaited"]
 pub struct Readable<'a> {
-    fd: BorrowedFd<'a>,
+    /// `None` for a [`sleep`].
+    fd: Option<BorrowedFd<'a>>,
     deadline: Option<Instant>,
     /// Its registration, once polled.
     id: Option<(Arc<Reactor>, u64)>,
@@ -86,9 +102,9 @@ impl Future for Readable<'_> {
             }
         }
         if self.deadline.is_some_and(|d| d <= Instant::now()) {
-            return Poll::Ready(
-                crate::fdio::poll_readable(&[self.fd], Some(Duration::ZERO)).map_or(true, |r| r[0]),
-            );
+            return Poll::Ready(self.fd.is_some_and(|fd| {
+                crate::fdio::poll_readable(&[fd], Some(Duration::ZERO)).map_or(true, |r| r[0])
+            }));
         }
         let registered = Reactor::current()
             .and_then(|r| Some((r.register(self.fd, self.deadline, cx.waker().clone())?, r)));
@@ -124,7 +140,8 @@ impl Drop for Readable<'_> {
 
 /// One waiting task.
 struct Waiter {
-    fd: RawFd,
+    /// `None` for a sleep.
+    fd: Option<RawFd>,
     waker: Waker,
     deadline: Option<Instant>,
     /// Set by the thread: `Some(true)` readable, `Some(false)` timed out.
@@ -222,10 +239,17 @@ impl Reactor {
 
     /// Adds a waiter; `None` if `epoll` refuses the descriptor (then the
     /// caller treats it as ready and looks for itself).
-    fn register(&self, fd: BorrowedFd<'_>, deadline: Option<Instant>, waker: Waker) -> Option<u64> {
-        let raw = fd.as_raw_fd();
+    fn register(
+        &self,
+        fd: Option<BorrowedFd<'_>>,
+        deadline: Option<Instant>,
+        waker: Waker,
+    ) -> Option<u64> {
+        let raw = fd.map(|fd| fd.as_raw_fd());
         let mut s = self.lock();
-        if let std::collections::hash_map::Entry::Vacant(slot) = s.by_fd.entry(raw) {
+        if let (Some(fd), Some(raw)) = (fd, raw)
+            && let std::collections::hash_map::Entry::Vacant(slot) = s.by_fd.entry(raw)
+        {
             let copy = fd.try_clone_to_owned().ok()?;
             epoll::add(
                 &self.epoll,
@@ -241,7 +265,7 @@ impl Reactor {
         }
         s.next += 1;
         let id = s.next;
-        if let Some(w) = s.by_fd.get_mut(&raw) {
+        if let Some(w) = raw.and_then(|raw| s.by_fd.get_mut(&raw)) {
             w.ids.insert(id);
         }
         let nearest = s.deadlines.first().map(|(at, _)| *at);
@@ -305,7 +329,8 @@ impl Reactor {
 
     /// Takes `id` off its descriptor's list, and the descriptor out of
     /// `epoll` when no one else waits for it.
-    fn unlist(&self, s: &mut State, fd: RawFd, id: u64) {
+    fn unlist(&self, s: &mut State, fd: Option<RawFd>, id: u64) {
+        let Some(fd) = fd else { return };
         if let Some(w) = s.by_fd.get_mut(&fd) {
             w.ids.remove(&id);
             if w.ids.is_empty()

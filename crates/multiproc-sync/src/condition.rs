@@ -2,13 +2,19 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{Ordering, fence};
 use std::time::Duration;
 
 use multiproc_process::Result;
+use multiproc_process::bell::{ASYNC_SLICE, Bell, next_slice};
+use multiproc_process::reactor::readable;
 use serde::{Deserialize, Serialize};
 
 use crate::layout::CondState;
-use crate::lock::{AcquireResult, acquire_result, lock_word, try_lock_word, try_result};
+use crate::lock::{
+    AcquireResult, Counted, acquire_result, lock_word, lock_word_async, try_lock_word, try_result,
+    unlock_word,
+};
 use crate::shared::Shared;
 use crate::shim::{Deadline, SpinBudget, expired};
 
@@ -29,9 +35,18 @@ use crate::shim::{Deadline, SpinBudget, expired};
 /// still counts as waiting: a `notify` may choose it, and the notification
 /// then goes to the next process that waits (so one `notify` may wake a
 /// later waiter instead of none).
+///
+/// # In async code
+///
+/// [`acquire_async`](Condition::acquire_async) and
+/// [`ConditionGuard::wait_async`] wait without a thread, woken by the
+/// condition's bell (an eventfd that goes with it to every process), which
+/// an unlock and a `notify` ring while an async waiter waits.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Condition {
     shared: Shared<CondState>,
+    /// Rung by an unlock and a notify while an async waiter waits.
+    bell: Bell,
     #[serde(skip)]
     spin: Arc<SpinBudget>,
 }
@@ -45,12 +60,31 @@ impl Condition {
     pub fn new() -> Result<Condition> {
         Ok(Condition {
             shared: Shared::new(0)?,
+            bell: Bell::new()?,
             spin: Arc::default(),
         })
     }
 
     fn state(&self) -> &CondState {
         self.shared.state()
+    }
+
+    fn unlock(&self) {
+        let st = self.state();
+        unlock_word(&st.word, Some(&self.bell), &st.async_waiters);
+    }
+
+    /// Acquires the condition's lock without blocking a thread, under any
+    /// async runtime, as [`Lock::acquire_async`](crate::Lock::acquire_async).
+    /// Dropping the future stops waiting and holds nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](Condition::acquire).
+    pub async fn acquire_async(&self) -> AcquireResult<ConditionGuard<'_>> {
+        let st = self.state();
+        let got = lock_word_async(&st.word, Some(&self.bell), &st.async_waiters, &self.spin).await;
+        acquire_result(got, || ConditionGuard { cond: self })
     }
 
     fn acquire_until(&self, deadline: Deadline) -> AcquireResult<ConditionGuard<'_>> {
@@ -114,7 +148,7 @@ impl ConditionGuard<'_> {
     fn wait_until(&mut self, deadline: Deadline) -> bool {
         let st = self.cond.state();
         let ticket = st.notify.register();
-        st.word.unlock();
+        self.cond.unlock();
         let notified = st.notify.wait(ticket, deadline);
         // Taken back whatever happened to its last holder: we hold it again.
         lock_word(&st.word, None, &self.cond.spin);
@@ -131,6 +165,50 @@ impl ConditionGuard<'_> {
     /// whether a notification came. Python: `Condition.wait(timeout)`.
     pub fn wait_timeout(&mut self, timeout: Duration) -> bool {
         self.wait_until(multiproc_process::deadline(timeout))
+    }
+
+    /// As [`wait`](ConditionGuard::wait), without blocking a thread, under
+    /// any async runtime: releases the lock, waits for a notification on
+    /// the condition's bell, and takes the lock back (awaiting it, as
+    /// [`Condition::acquire_async`]). Python (asyncio):
+    /// `await loop.run_in_executor(None, cond.wait)`.
+    ///
+    /// Dropping the future while it waits takes the lock back before the
+    /// drop returns (as Python's `Condition.wait` does when it is
+    /// interrupted), blocking the thread while another holder keeps it:
+    /// the guard holds the lock again either way.
+    pub async fn wait_async(&mut self) {
+        let cond = self.cond;
+        let st = cond.state();
+        let ticket = st.notify.register();
+        // Dropped before its end, the wait still leaves the lock held.
+        let relock = Relock {
+            cond,
+            ticket: Some(ticket),
+        };
+        {
+            st.async_waiters.fetch_add(1, Ordering::SeqCst);
+            // The count before the looks below, as `notify`'s fence
+            // orders its permit before its read of the count.
+            fence(Ordering::SeqCst);
+            let _counted = Counted(&st.async_waiters);
+            cond.unlock();
+            let mut slice = ASYNC_SLICE;
+            loop {
+                cond.bell.drain();
+                if st.notify.take(ticket) {
+                    break;
+                }
+                readable(cond.bell.fd(), Some(slice)).await;
+                slice = next_slice(slice);
+            }
+        }
+        // Notified: take the lock back without blocking; a dropped future
+        // from here on takes it back in `Relock`.
+        let mut relock = relock;
+        relock.ticket = None;
+        lock_word_async(&st.word, Some(&cond.bell), &st.async_waiters, &cond.spin).await;
+        std::mem::forget(relock);
     }
 
     /// Waits until `predicate` holds (checked with the lock held, first
@@ -157,7 +235,12 @@ impl ConditionGuard<'_> {
     /// wait); one that starts waiting after this call is not among them.
     /// Returns how many it woke. Python: `Condition.notify(n)`.
     pub fn notify(&self, n: u32) -> u32 {
-        self.cond.state().notify.notify(n)
+        let st = self.cond.state();
+        let given = st.notify.notify(n);
+        if given > 0 {
+            self.cond.bell.ring_if_awaited(&st.async_waiters);
+        }
+        given
     }
 
     /// Wakes every process waiting now. Python: `Condition.notify_all()`.
@@ -168,7 +251,26 @@ impl ConditionGuard<'_> {
 
 impl Drop for ConditionGuard<'_> {
     fn drop(&mut self) {
-        self.cond.state().word.unlock();
+        self.cond.unlock();
+    }
+}
+
+/// Takes a condition's lock back, blocking, when an async wait is dropped
+/// before its end; and, if it was not notified yet, counts it out.
+struct Relock<'a> {
+    cond: &'a Condition,
+    /// Still counted as waiting.
+    ticket: Option<crate::core::condvar::Ticket>,
+}
+
+impl Drop for Relock<'_> {
+    fn drop(&mut self) {
+        let st = self.cond.state();
+        // Whatever happened to its last holder: we hold it again.
+        lock_word(&st.word, None, &self.cond.spin);
+        if let Some(ticket) = self.ticket {
+            st.notify.leave(ticket);
+        }
     }
 }
 

@@ -34,6 +34,9 @@ pub(crate) struct LockState {
     /// data after this state (so that the holder's own `get` must not read
     /// it); another number (0 or an older hold's) when none does.
     pub(crate) lent: AtomicU64,
+    /// Async acquirers (`acquire_async`): an unlock that finds `WAITERS`
+    /// rings the lock's bell while there are some.
+    pub(crate) async_waiters: std::sync::atomic::AtomicU32,
 }
 
 // SAFETY: atomics only; zero is unlocked, by no thread, not lent.
@@ -59,6 +62,8 @@ pub(crate) struct RLockState {
     pub(crate) count: AtomicU32,
     /// The owning thread (see `owner::thread_id`), with the word's process.
     pub(crate) thread: AtomicU64,
+    /// Async acquirers, as [`LockState::async_waiters`].
+    pub(crate) async_waiters: std::sync::atomic::AtomicU32,
 }
 
 // SAFETY: atomics only; zero is unlocked, count 0, no thread.
@@ -82,6 +87,10 @@ pub(crate) struct CondState {
     pub(crate) word: LockWord,
     /// Waiters, permits and the epoch of the last notify.
     pub(crate) notify: NotifyWord,
+    /// Async acquirers and async waiters for a notify: while there are
+    /// some, an unlock that finds `WAITERS` and a notify that gives a
+    /// permit ring the condition's bell.
+    pub(crate) async_waiters: std::sync::atomic::AtomicU32,
 }
 
 // SAFETY: atomics only; zero is unlocked with nobody waiting.

@@ -2,9 +2,11 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::time::{Duration, Instant};
 
+use multiproc_process::bell::{ASYNC_SLICE, Bell};
+use multiproc_process::reactor::{readable, sleep};
 use multiproc_process::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -109,6 +111,74 @@ pub(crate) fn lock_word(word: &LockWord, deadline: Deadline, spin: &SpinBudget) 
     )
 }
 
+/// The longest an async acquirer sleeps before it looks again: for a
+/// ring that another process's acquirer drained first, a holder that died,
+/// or a lock without a bell.
+const ASYNC_LOCK_SLICE_MAX: Duration = Duration::from_millis(100);
+
+/// Acquires `word` for this process without blocking a thread: it counts
+/// itself in `waiters`, flags the word, and waits for `bell` (rung by the
+/// unlock, see [`unlock_word`]) or a slice, on the process's reactor. With
+/// no bell, it looks again every slice. A dead holder is taken over at
+/// the end of a slice. Dropping the future stops waiting, holding nothing.
+pub(crate) async fn lock_word_async(
+    word: &LockWord,
+    bell: Option<&Bell>,
+    waiters: &AtomicU32,
+    spin: &SpinBudget,
+) -> Acquired {
+    let me = owner::token();
+    if word.try_lock(me) || spin.spin(|| word.owner() == 0 && word.try_lock(me)) {
+        return Acquired::Yes;
+    }
+    // Counted before the word is flagged: see `core::lock`.
+    waiters.fetch_add(1, Ordering::Relaxed);
+    let _counted = Counted(waiters);
+    let mut slice = ASYNC_SLICE;
+    loop {
+        // Rings so far go first; one after this stays for the wait.
+        if let Some(bell) = bell {
+            bell.drain();
+        }
+        if let Some(got) = word.try_lock_or_flag(me, owner::owner_dead_recently_checked) {
+            return got;
+        }
+        match bell {
+            Some(bell) => readable(bell.fd(), Some(slice)).await,
+            None => sleep(slice).await,
+        };
+        slice = (slice * 2).min(ASYNC_LOCK_SLICE_MAX);
+    }
+}
+
+/// Counts an async waiter while it waits, however its future ends.
+pub(crate) struct Counted<'a>(pub(crate) &'a AtomicU32);
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Unlocks `word`, ringing `bell` when the word was flagged and an async
+/// acquirer is counted in `waiters`. Returns whether it was held.
+pub(crate) fn unlock_word(word: &LockWord, bell: Option<&Bell>, waiters: &AtomicU32) -> bool {
+    match word.unlock_flagged() {
+        None => false,
+        Some(flagged) => {
+            // The swap acquired the flag's write, and so the count made
+            // before it (see `core::lock`).
+            if flagged
+                && let Some(bell) = bell
+                && waiters.load(Ordering::Relaxed) > 0
+            {
+                bell.ring();
+            }
+            true
+        }
+    }
+}
+
 /// Acquires `word` for this process if it is free or its owner died.
 pub(crate) fn try_lock_word(word: &LockWord) -> Option<Acquired> {
     word.try_lock_or_take_over(owner::token(), owner::owner_dead_recently_checked)
@@ -126,6 +196,10 @@ pub(crate) fn try_lock_word(word: &LockWord) -> Option<Acquired> {
 /// [`try_acquire`](Lock::try_acquire) takes it over at once (within a few milliseconds of
 /// having found the holder alive). What the lock protected may be
 /// half-updated. CPython deadlocks here.
+///
+/// In async code, [`acquire_async`](Lock::acquire_async) waits without a
+/// thread, woken by the lock's bell (an eventfd that goes with the lock to
+/// every process), which an unlock rings while an async acquirer waits.
 ///
 /// # Examples
 ///
@@ -151,6 +225,9 @@ pub(crate) fn try_lock_word(word: &LockWord) -> Option<Acquired> {
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Lock {
     shared: Shared<LockState>,
+    /// Rung by an unlock while an async acquirer waits; `None` for a lock
+    /// made [`without_bell`](Lock::without_bell).
+    bell: Option<Bell>,
     #[serde(skip)]
     spin: Arc<SpinBudget>,
 }
@@ -160,14 +237,32 @@ impl Lock {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] if the system refuses the shared memory.
+    /// [`Error::Io`] if the system refuses the shared memory or the bell's
+    /// descriptor.
     pub fn new() -> Result<Lock> {
+        let mut lock = Lock::from_shared(Shared::new(0)?);
+        lock.bell = Some(Bell::new()?);
+        Ok(lock)
+    }
+
+    /// A new, unlocked lock without a bell: one descriptor fewer, for a
+    /// lock that blocking code uses. Its
+    /// [`acquire_async`](Lock::acquire_async) is not woken by the unlock:
+    /// it looks again every 10 to 100 ms. (The lock of a
+    /// [`Value`](crate::Value) or an [`Array`](crate::Array) is one.)
+    /// Python has no twin.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the system refuses the shared memory.
+    pub fn without_bell() -> Result<Lock> {
         Ok(Lock::from_shared(Shared::new(0)?))
     }
 
     pub(crate) fn from_shared(shared: Shared<LockState>) -> Lock {
         Lock {
             shared,
+            bell: None,
             spin: Arc::default(),
         }
     }
@@ -200,8 +295,9 @@ impl Lock {
 
     /// Unlocks, after forgetting the holder.
     fn unlock(&self) -> bool {
-        self.shared.state().thread.store(0, Ordering::Relaxed);
-        self.word().unlock()
+        let st = self.shared.state();
+        st.thread.store(0, Ordering::Relaxed);
+        unlock_word(&st.word, self.bell.as_ref(), &st.async_waiters)
     }
 
     /// Whether the calling thread holds the lock (acquired it, in this
@@ -231,6 +327,23 @@ impl Lock {
     /// died holding it.
     pub fn acquire(&self) -> AcquireResult<LockGuard<'_>> {
         self.acquire_until(None)
+    }
+
+    /// Acquires the lock without blocking a thread, under any async runtime
+    /// (tokio, smol, ...): woken by the lock's bell when it is freed. A
+    /// holder that dies is taken over within about 100 ms, as
+    /// [`acquire`](Lock::acquire) does. Dropping the future stops waiting
+    /// and holds nothing. Python (asyncio):
+    /// `await loop.run_in_executor(None, lock.acquire)`.
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](Lock::acquire).
+    pub async fn acquire_async(&self) -> AcquireResult<LockGuard<'_>> {
+        let st = self.shared.state();
+        let got =
+            lock_word_async(&st.word, self.bell.as_ref(), &st.async_waiters, &self.spin).await;
+        acquire_result(got, || self.guard())
     }
 
     /// Acquires the lock if it is free, or if its holder died (then with

@@ -1,16 +1,20 @@
 //! [`RLock`]: a lock its owner may acquire again.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use multiproc_process::bell::Bell;
 use multiproc_process::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::core::lock::Acquired;
 use crate::layout::RLockState;
-use crate::lock::{AcquireError, AcquireResult, lock_word, try_lock_word};
+use crate::lock::{
+    AcquireError, AcquireResult, lock_word, lock_word_async, try_lock_word, unlock_word,
+};
 use crate::owner;
 use crate::shared::Shared;
 use crate::shim::{Deadline, SpinBudget};
@@ -20,10 +24,18 @@ use crate::shim::{Deadline, SpinBudget};
 ///
 /// Python: `multiprocessing.RLock`. Only the owning thread of the owning
 /// process may release it. A dead owner is handled as for
-/// [`Lock`](crate::Lock).
+/// [`Lock`](crate::Lock), and so is an async acquire
+/// ([`acquire_async`](RLock::acquire_async)).
+///
+/// The owner is a thread: a guard stays on the thread that acquired it
+/// (it is not `Send`, as std's lock guards are not), so in async code an
+/// `RLock` is held across an `.await` only on a current-thread runtime or
+/// in a task that does not move (`spawn_local`).
 #[derive(Clone, Serialize, Deserialize)]
 pub struct RLock {
     shared: Shared<RLockState>,
+    /// Rung by an unlock while an async acquirer waits.
+    bell: Bell,
     #[serde(skip)]
     spin: Arc<SpinBudget>,
 }
@@ -37,6 +49,7 @@ impl RLock {
     pub fn new() -> Result<RLock> {
         Ok(RLock {
             shared: Shared::new(0)?,
+            bell: Bell::new()?,
             spin: Arc::default(),
         })
     }
@@ -54,13 +67,13 @@ impl RLock {
         let st = self.state();
         st.thread.store(owner::thread_id(), Ordering::Relaxed);
         st.count.store(1, Ordering::Relaxed);
-        RLockGuard { lock: self }
+        RLockGuard::new(self)
     }
 
     fn acquire_until(&self, deadline: Deadline) -> AcquireResult<RLockGuard<'_>> {
         if self.mine() {
             self.state().count.fetch_add(1, Ordering::Relaxed);
-            return Ok(RLockGuard { lock: self });
+            return Ok(RLockGuard::new(self));
         }
         match lock_word(&self.state().word, deadline, &self.spin) {
             Acquired::Yes => Ok(self.take()),
@@ -80,6 +93,27 @@ impl RLock {
         self.acquire_until(None)
     }
 
+    /// Acquires the lock (again, if this thread holds it) without blocking
+    /// a thread, under any async runtime, as
+    /// [`Lock::acquire_async`](crate::Lock::acquire_async). Dropping the
+    /// future stops waiting and holds nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](RLock::acquire).
+    pub async fn acquire_async(&self) -> AcquireResult<RLockGuard<'_>> {
+        if self.mine() {
+            self.state().count.fetch_add(1, Ordering::Relaxed);
+            return Ok(RLockGuard::new(self));
+        }
+        let st = self.state();
+        match lock_word_async(&st.word, Some(&self.bell), &st.async_waiters, &self.spin).await {
+            Acquired::Yes => Ok(self.take()),
+            Acquired::OwnerDied => Err(AcquireError::OwnerDied(self.take())),
+            Acquired::TimedOut => Err(AcquireError::Timeout),
+        }
+    }
+
     /// Acquires the lock if it is free or this thread holds it.
     ///
     /// # Errors
@@ -89,7 +123,7 @@ impl RLock {
     pub fn try_acquire(&self) -> AcquireResult<RLockGuard<'_>> {
         if self.mine() {
             self.state().count.fetch_add(1, Ordering::Relaxed);
-            return Ok(RLockGuard { lock: self });
+            return Ok(RLockGuard::new(self));
         }
         match try_lock_word(&self.state().word) {
             Some(Acquired::Yes) => Ok(self.take()),
@@ -122,7 +156,7 @@ impl RLock {
             0 | 1 => {
                 st.count.store(0, Ordering::Relaxed);
                 st.thread.store(0, Ordering::Relaxed);
-                st.word.unlock();
+                unlock_word(&st.word, Some(&self.bell), &st.async_waiters);
             }
             n => st.count.store(n - 1, Ordering::Relaxed),
         }
@@ -151,6 +185,17 @@ impl fmt::Debug for RLock {
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct RLockGuard<'a> {
     lock: &'a RLock,
+    /// Released by the thread that acquired it: not `Send`.
+    _thread: PhantomData<*const ()>,
+}
+
+impl<'a> RLockGuard<'a> {
+    fn new(lock: &'a RLock) -> RLockGuard<'a> {
+        RLockGuard {
+            lock,
+            _thread: PhantomData,
+        }
+    }
 }
 
 impl Drop for RLockGuard<'_> {

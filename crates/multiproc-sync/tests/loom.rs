@@ -251,3 +251,75 @@ fn a_wait_that_times_out_as_a_notify_comes_counts_once() {
         assert_eq!(word.waiting(), 0);
     });
 }
+
+/// Two async acquirers and a holder. Each acquirer counts itself, notes
+/// the bell (a count here) and looks once: it takes the lock, or flags the
+/// word and would sleep until the bell moves. An unlock that finds the
+/// flag and a counted waiter rings. Once the others are done, every
+/// acquirer that would sleep was rung after it noted the bell (no lost
+/// wake-up), and then takes the lock.
+#[test]
+fn an_async_acquirer_is_rung_by_the_unlock_that_frees_the_lock() {
+    use loom::sync::atomic::{AtomicU32, Ordering};
+    fn release(word: &lock::LockWord, count: &AtomicU32, rings: &AtomicU32) {
+        if word.unlock_flagged() == Some(true) && count.load(Ordering::Relaxed) > 0 {
+            rings.fetch_add(1, Ordering::Release);
+        }
+    }
+    /// One look; `Err(seen)` when it would sleep.
+    fn look(
+        me: u32,
+        word: &lock::LockWord,
+        count: &AtomicU32,
+        rings: &AtomicU32,
+    ) -> Result<(), u32> {
+        let seen = rings.load(Ordering::Acquire);
+        match word.try_lock_or_flag(me, |_| false) {
+            Some(_) => {
+                count.fetch_sub(1, Ordering::Relaxed);
+                release(word, count, rings);
+                Ok(())
+            }
+            None => Err(seen),
+        }
+    }
+    model(|| {
+        let word = Arc::new(lock::LockWord::new());
+        let count = Arc::new(AtomicU32::new(0));
+        let rings = Arc::new(AtomicU32::new(0));
+        assert!(word.try_lock(7));
+        let holder = {
+            let (word, count, rings) = (word.clone(), count.clone(), rings.clone());
+            thread::spawn(move || release(&word, &count, &rings))
+        };
+        let other = {
+            let (word, count, rings) = (word.clone(), count.clone(), rings.clone());
+            thread::spawn(move || {
+                count.fetch_add(1, Ordering::Relaxed);
+                look(2, &word, &count, &rings)
+            })
+        };
+        count.fetch_add(1, Ordering::Relaxed);
+        let mine = look(1, &word, &count, &rings);
+        holder.join().unwrap();
+        let theirs = other.join().unwrap();
+        let rung = rings.load(Ordering::Acquire);
+        // A waiter still waiting is rung; the lock is then free for it.
+        for (me, got) in [(1, mine), (2, theirs)] {
+            if let Err(seen) = got {
+                assert!(rung > seen, "a lost wake-up for {me}");
+            }
+        }
+        for (me, got) in [(1, mine), (2, theirs)] {
+            if got.is_err() {
+                assert_eq!(
+                    word.try_lock_or_flag(me, |_| false),
+                    Some(lock::Acquired::Yes)
+                );
+                count.fetch_sub(1, Ordering::Relaxed);
+                release(&word, &count, &rings);
+            }
+        }
+        assert_eq!(word.owner(), 0);
+    });
+}

@@ -106,7 +106,7 @@ impl NotifyWord {
     }
 
     /// Takes a permit meant for `ticket`'s waiter, counting it out.
-    fn take(&self, ticket: Ticket) -> bool {
+    pub(crate) fn take(&self, ticket: Ticket) -> bool {
         self.update(|f| {
             f.for_waiter_of(ticket.0).then(|| Fields {
                 permits: f.permits - 1,

@@ -10,6 +10,13 @@
 //! swap, plus a futex wake when `WAITERS` was set. A waiter sleeps in slices;
 //! when a slice ends with the same owner, it asks whether that owner still
 //! lives and, if not, takes the word over (`OwnerDied`).
+//!
+//! An async waiter sets `WAITERS` too, with a release compare-and-swap made
+//! after it counted itself in its object's async count; the unlock's swap
+//! acquires, so an unlock that finds the flag also sees the count, and its
+//! caller rings the object's bell. The flag is set by that compare-and-swap
+//! every time (even when it is set already), so the unlock that frees the
+//! word reads a value written at or after it: the wake-up cannot be lost.
 
 use std::time::Duration;
 
@@ -144,11 +151,59 @@ impl LockWord {
 
     /// Releases the lock. Returns whether it was held.
     pub(crate) fn unlock(&self) -> bool {
-        let old = self.word.swap(0, Ordering::Release);
-        if old & WAITERS != 0 {
+        self.unlock_flagged().is_some()
+    }
+
+    /// Releases the lock: `None` if it was not held, else whether `WAITERS`
+    /// was set (then an async waiter may wait: see the module's notes).
+    pub(crate) fn unlock_flagged(&self) -> Option<bool> {
+        let old = self.word.swap(0, Ordering::AcqRel);
+        let flagged = old & WAITERS != 0;
+        if flagged {
             futex_wake(&self.word, 1);
         }
-        old != 0
+        (old != 0).then_some(flagged)
+    }
+
+    /// One look of an async acquire, which counted itself first: takes
+    /// the lock if it is free (keeping `WAITERS` set, for the waiters that
+    /// may sleep still) or if its owner died; otherwise sets `WAITERS`,
+    /// so that the unlock that frees it reports waiters (`None`).
+    pub(crate) fn try_lock_or_flag(
+        &self,
+        me: u32,
+        owner_dead: impl Fn(u32) -> bool,
+    ) -> Option<Acquired> {
+        loop {
+            let w = self.word.load(Ordering::Relaxed);
+            let owner = w & !WAITERS;
+            if owner == 0 {
+                if self
+                    .word
+                    .compare_exchange(w, me | WAITERS, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return Some(Acquired::Yes);
+                }
+                continue;
+            }
+            if owner_dead(owner)
+                && self
+                    .word
+                    .compare_exchange(w, me | WAITERS, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                return Some(Acquired::OwnerDied);
+            }
+            // Written even when the flag is there already (see above).
+            if self
+                .word
+                .compare_exchange(w, w | WAITERS, Ordering::Release, Ordering::Relaxed)
+                .is_ok()
+            {
+                return None;
+            }
+        }
     }
 
     /// The owner's token, 0 when unlocked.
