@@ -39,6 +39,23 @@ impl Chan {
         }
     }
 
+    /// As [`send`](Chan::send), waiting for room in a local pipe without
+    /// a thread (a socket's send goes at once, or within its send timeout).
+    pub(crate) async fn send_async(&self, bytes: &[u8]) -> Result<()> {
+        match self {
+            Chan::Local(c) => c.send_bytes_async(bytes).await,
+            Chan::Remote(c) => c.send_bytes(bytes),
+        }
+    }
+
+    /// As [`recv_timeout`](Chan::recv_timeout), waiting without a thread.
+    pub(crate) async fn recv_timeout_async(&self, timeout: Duration) -> Result<Vec<u8>> {
+        match self {
+            Chan::Local(c) => c.recv_bytes_async().await,
+            Chan::Remote(c) => c.recv_bytes_within_async(Some(timeout)).await,
+        }
+    }
+
     /// Whether the other side went away (or, against the protocol, sent
     /// more while waiting for a reply) during a request.
     pub(crate) fn gone(&self) -> bool {

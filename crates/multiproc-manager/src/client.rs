@@ -66,6 +66,9 @@ pub(crate) struct ClientConn {
     /// connection is dropped when the call fails (a reply timeout, a reply
     /// over the limit), which must not free every object the session holds.
     anchor: Option<Chan>,
+    /// A local session's anchor, opened by its first async call: a call
+    /// whose future is dropped drops its connection.
+    async_anchor: std::sync::OnceLock<Chan>,
 }
 
 /// The sessions of this process (and, after a fork, stale ones of the
@@ -104,6 +107,7 @@ impl ClientConn {
             idle: Mutex::new(Vec::new()),
             decrefs: Mutex::new(Vec::new()),
             anchor: None,
+            async_anchor: std::sync::OnceLock::new(),
         });
         // Open one connection now: a dead manager shows here, not later.
         let chan = conn.open()?;
@@ -145,6 +149,7 @@ impl ClientConn {
             idle: Mutex::new(Vec::new()),
             decrefs: Mutex::new(Vec::new()),
             anchor: Some(chan),
+            async_anchor: std::sync::OnceLock::new(),
         });
         CONNS.lock().push(Arc::downgrade(&conn));
         Ok(conn)
@@ -211,6 +216,29 @@ impl ClientConn {
         reply.map_err(Error::from)
     }
 
+    /// As [`call`](ClientConn::call), waiting for the reply without a
+    /// thread. A future dropped before the reply drops its connection
+    /// (it holds half an exchange); the server then gives back what the
+    /// call took (a queue's item, a lock), and the session lives on.
+    /// Opening a connection, when none is free, blocks briefly.
+    pub(crate) async fn call_async(&self, request: &Request) -> Result<Reply> {
+        self.check_pid()?;
+        let bytes = codec::encode(request)?;
+        if self.anchor.is_none() && self.async_anchor.get().is_none() {
+            // Two calls may open one each: the spare closes, harmlessly.
+            let _ = self.async_anchor.set(self.open()?);
+        }
+        let idle = self.idle.lock().pop();
+        let chan = match idle {
+            Some(chan) => chan,
+            None => self.open()?,
+        };
+        self.flush_decrefs(&chan)?;
+        let reply = exchange_async(&chan, &bytes, self.reply_timeout()).await?;
+        self.idle.lock().push(chan);
+        reply.map_err(Error::from)
+    }
+
     /// Gives back a hold; failures are ignored (the manager is gone, and
     /// with it what the hold was on). With no connection free, it waits
     /// for the next request.
@@ -249,7 +277,11 @@ impl Drop for ClientConn {
         // hold copies, and the server ends the session only when every
         // connection of it hangs up.
         let idle = std::mem::take(&mut *self.idle.lock());
-        for chan in idle.iter().chain(self.anchor.iter()) {
+        for chan in idle
+            .iter()
+            .chain(self.anchor.iter())
+            .chain(self.async_anchor.get())
+        {
             if let Chan::Remote(c) = chan {
                 c.close();
             }
@@ -283,6 +315,17 @@ fn exchange(chan: &Chan, request: &[u8], silence: Duration) -> Result<WireResult
     }
 }
 
+/// As [`exchange`], waiting without a thread.
+async fn exchange_async(chan: &Chan, request: &[u8], silence: Duration) -> Result<WireResult> {
+    chan.send_async(request).await?;
+    loop {
+        let reply = codec::decode::<WireResult>(&chan.recv_timeout_async(silence).await?)?;
+        if !matches!(reply, Ok(Reply::Waiting)) {
+            return Ok(reply);
+        }
+    }
+}
+
 fn hello(chan: &Chan, session: u64, silence: Duration) -> Result<u64> {
     // A few words of "still waiting" fit in each span of allowed silence.
     let heartbeat = (silence < Duration::MAX).then(|| silence / 4);
@@ -305,6 +348,10 @@ pub(crate) struct ProxyRef {
 impl ProxyRef {
     pub(crate) fn call(&self, op: crate::wire::Op) -> Result<Reply> {
         self.conn.call(&Request::Call(self.id, op))
+    }
+
+    pub(crate) async fn call_async(&self, op: crate::wire::Op) -> Result<Reply> {
+        self.conn.call_async(&Request::Call(self.id, op)).await
     }
 }
 

@@ -241,6 +241,10 @@ impl Server {
                     }
                     _ => None,
                 };
+                let taken_from = match &request {
+                    Request::Call(id, Op::Take(_)) => Some(*id),
+                    _ => None,
+                };
                 let Some(result) = self.handle(session, request, chan, heartbeat) else {
                     continue;
                 };
@@ -256,6 +260,10 @@ impl Server {
                     if let (Some((id, who)), Ok(_)) = (took, &result) {
                         let _ =
                             self.handle(session, Request::Call(id, Op::Release(who)), chan, None);
+                    }
+                    // An item it never received goes back where it was.
+                    if let (Some(id), Ok(Reply::Value(item))) = (taken_from, result) {
+                        self.unget(session, id, item);
                     }
                     break;
                 }
@@ -562,6 +570,29 @@ impl Server {
                 state.refs_into(&mut work);
                 slot.object.cv.notify_all();
             }
+        }
+    }
+
+    /// Puts an item that a client took from queue `id` but never received
+    /// back at the queue's front: the queue holds its objects again, and
+    /// `session` gives back the holds its copy had counted.
+    fn unget(&self, session: u64, id: ObjectId, item: Stored) {
+        let object = self.objects.lock().get(&id).map(|slot| slot.object.clone());
+        let Some(object) = object else {
+            // The queue is gone: so is the item, as if it had stayed there.
+            for &r in &item.refs {
+                self.session_decref(session, r);
+            }
+            return;
+        };
+        let item = self.adopt(item);
+        for &r in &item.refs {
+            self.session_decref(session, r);
+        }
+        let mut state = object.state.lock();
+        if let State::Queue { items, .. } = &mut *state {
+            items.push_front(item);
+            object.cv.notify_all();
         }
     }
 

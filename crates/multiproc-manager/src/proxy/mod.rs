@@ -119,7 +119,15 @@ impl ProxyRef {
     }
 
     fn value<T: DeserializeOwned>(&self, op: Op) -> Result<T> {
-        match self.call(op)? {
+        self.as_value(self.call(op)?)
+    }
+
+    async fn value_async<T: DeserializeOwned>(&self, op: Op) -> Result<T> {
+        self.as_value(self.call_async(op).await?)
+    }
+
+    fn as_value<T: DeserializeOwned>(&self, reply: Reply) -> Result<T> {
+        match reply {
             Reply::Value(s) => self.get(s),
             other => Err(unexpected(other)),
         }
@@ -140,17 +148,19 @@ impl ProxyRef {
     }
 
     fn unit(&self, op: Op) -> Result<()> {
-        match self.call(op)? {
-            Reply::Unit => Ok(()),
-            other => Err(unexpected(other)),
-        }
+        as_unit(self.call(op)?)
+    }
+
+    async fn unit_async(&self, op: Op) -> Result<()> {
+        as_unit(self.call_async(op).await?)
     }
 
     fn boolean(&self, op: Op) -> Result<bool> {
-        match self.call(op)? {
-            Reply::Bool(b) => Ok(b),
-            other => Err(unexpected(other)),
-        }
+        as_bool(self.call(op)?)
+    }
+
+    async fn boolean_async(&self, op: Op) -> Result<bool> {
+        as_bool(self.call_async(op).await?)
     }
 
     fn len(&self, op: Op) -> Result<usize> {
@@ -158,6 +168,20 @@ impl ProxyRef {
             Reply::Len(n) => usize::try_from(n).map_err(|_| Error::Decode("length".into())),
             other => Err(unexpected(other)),
         }
+    }
+}
+
+fn as_unit(reply: Reply) -> Result<()> {
+    match reply {
+        Reply::Unit => Ok(()),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn as_bool(reply: Reply) -> Result<bool> {
+    match reply {
+        Reply::Bool(b) => Ok(b),
+        other => Err(unexpected(other)),
     }
 }
 
@@ -179,9 +203,27 @@ impl<S: Served> Proxy<S> {
     /// object stays), [`Error::Decode`], [`Error::Closed`].
     pub fn call(&self, request: S::Request) -> Result<S::Reply> {
         let bytes = multiproc_process::codec::encode(&request)?;
-        match self.r.call(Op::User(bytes))? {
-            Reply::Bytes(b) => multiproc_process::codec::decode(&b),
-            other => Err(unexpected(other)),
-        }
+        user_reply(self.r.call(Op::User(bytes))?)
+    }
+
+    /// As [`call`](Proxy::call), awaiting the reply without blocking a
+    /// thread, under any async runtime. Dropping the future before the
+    /// reply drops its connection to the manager (the object may still
+    /// run the request). Python (asyncio):
+    /// `await loop.run_in_executor(None, proxy.method, *args)`.
+    ///
+    /// # Errors
+    ///
+    /// As [`call`](Proxy::call).
+    pub async fn call_async(&self, request: S::Request) -> Result<S::Reply> {
+        let bytes = multiproc_process::codec::encode(&request)?;
+        user_reply(self.r.call_async(Op::User(bytes)).await?)
+    }
+}
+
+fn user_reply<R: DeserializeOwned>(reply: Reply) -> Result<R> {
+    match reply {
+        Reply::Bytes(b) => multiproc_process::codec::decode(&b),
+        other => Err(unexpected(other)),
     }
 }

@@ -36,8 +36,43 @@ fn queue_put<T: Serialize>(
         .map_err(|e| put_error(e, item))
 }
 
+/// As [`queue_put`], awaiting the reply.
+async fn queue_put_async<T: Serialize>(r: &ProxyRef, item: T) -> Result<(), PutError<T>> {
+    let stored = match r.put(&item) {
+        Ok(s) => s,
+        Err(e) => return Err(PutError::Encode(item, e)),
+    };
+    r.unit_async(Op::Put(stored, None))
+        .await
+        .map_err(|e| put_error(e, item))
+}
+
 macro_rules! queue_methods {
     () => {
+        /// As [`put`](Self::put), awaiting room without blocking a thread,
+        /// under any async runtime. Python (asyncio):
+        /// `await loop.run_in_executor(None, q.put, x)`.
+        ///
+        /// # Errors
+        ///
+        /// As [`put`](Self::put).
+        pub async fn put_async(&self, item: T) -> Result<(), PutError<T>> {
+            queue_put_async(&self.r, item).await
+        }
+
+        /// As [`get`](Self::get), awaiting an item without blocking a
+        /// thread, under any async runtime. Dropping the future loses
+        /// nothing: an item the manager took for it goes back to the
+        /// front of the queue. Python (asyncio):
+        /// `await loop.run_in_executor(None, q.get)`.
+        ///
+        /// # Errors
+        ///
+        /// As [`get`](Self::get).
+        pub async fn get_async(&self) -> Result<T> {
+            self.r.value_async(Op::Take(None)).await
+        }
+
         /// Puts an item, waiting for room in a bounded queue. Python:
         /// `put(x)`.
         ///

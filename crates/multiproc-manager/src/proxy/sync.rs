@@ -22,19 +22,39 @@ fn holder() -> Holder {
     (0, THREAD.with(|t| *t))
 }
 
-fn acquire(r: &ProxyRef, wait: Option<Duration>) -> Result<()> {
-    r.unit(Op::Acquire(holder(), wait))
+/// Takes the lock for this thread; the guard releases it as the same
+/// holder, from whichever thread drops it.
+fn acquire(r: &ProxyRef, wait: Option<Duration>) -> Result<ManagedGuard<'_>> {
+    let who = holder();
+    r.unit(Op::Acquire(who, wait))?;
+    Ok(ManagedGuard::new(r, who))
 }
 
-fn release(r: &ProxyRef) -> Result<()> {
-    r.unit(Op::Release(holder()))
+/// As [`acquire`], awaiting the grant: the holder is the thread that
+/// first polls the future.
+async fn acquire_async(r: &ProxyRef) -> Result<ManagedGuard<'_>> {
+    let who = holder();
+    r.unit_async(Op::Acquire(who, None)).await?;
+    Ok(ManagedGuard::new(r, who))
+}
+
+fn release(r: &ProxyRef, who: Holder) -> Result<()> {
+    r.unit(Op::Release(who))
 }
 
 /// A held managed lock (or semaphore); released on drop.
 #[must_use = "the lock is released when the guard is dropped"]
 pub struct ManagedGuard<'a> {
     r: &'a ProxyRef,
+    /// Who took it: who gives it back.
+    who: Holder,
     held: bool,
+}
+
+impl<'a> ManagedGuard<'a> {
+    fn new(r: &'a ProxyRef, who: Holder) -> ManagedGuard<'a> {
+        ManagedGuard { r, who, held: true }
+    }
 }
 
 impl ManagedGuard<'_> {
@@ -46,7 +66,7 @@ impl ManagedGuard<'_> {
     /// [`Error::Closed`](multiproc_process::Error::Closed) when the manager is gone.
     pub fn release(mut self) -> Result<()> {
         self.held = false;
-        release(self.r)
+        release(self.r, self.who)
     }
 }
 
@@ -54,7 +74,7 @@ impl Drop for ManagedGuard<'_> {
     fn drop(&mut self) {
         if self.held {
             // The manager gone: the lock went with it.
-            let _ = release(self.r);
+            let _ = release(self.r, self.who);
         }
     }
 }
@@ -73,11 +93,21 @@ macro_rules! lock_methods {
         ///
         /// [`Error::Closed`](multiproc_process::Error::Closed) when the manager is gone.
         pub fn acquire(&self) -> Result<ManagedGuard<'_>> {
-            acquire(&self.r, None)?;
-            Ok(ManagedGuard {
-                r: &self.r,
-                held: true,
-            })
+            acquire(&self.r, None)
+        }
+
+        /// As [`acquire`](Self::acquire), without blocking a thread, under
+        /// any async runtime. Dropping the future before the lock is
+        /// granted holds nothing: the manager lets go of a grant it could
+        /// not deliver. The holder is the thread that polled the future
+        /// first. Python (asyncio):
+        /// `await loop.run_in_executor(None, lock.acquire)`.
+        ///
+        /// # Errors
+        ///
+        /// As [`acquire`](Self::acquire).
+        pub async fn acquire_async(&self) -> Result<ManagedGuard<'_>> {
+            acquire_async(&self.r).await
         }
 
         /// Takes the lock if it is free now. Python: `acquire(False)`.
@@ -86,11 +116,7 @@ macro_rules! lock_methods {
         ///
         /// [`Error::WouldBlock`](multiproc_process::Error::WouldBlock) when it is not.
         pub fn try_acquire(&self) -> Result<ManagedGuard<'_>> {
-            acquire(&self.r, Some(Duration::ZERO))?;
-            Ok(ManagedGuard {
-                r: &self.r,
-                held: true,
-            })
+            acquire(&self.r, Some(Duration::ZERO))
         }
 
         /// Waits at most `timeout` for the lock. Python:
@@ -100,11 +126,7 @@ macro_rules! lock_methods {
         ///
         /// [`Error::Timeout`](multiproc_process::Error::Timeout).
         pub fn acquire_timeout(&self, timeout: Duration) -> Result<ManagedGuard<'_>> {
-            acquire(&self.r, Some(timeout))?;
-            Ok(ManagedGuard {
-                r: &self.r,
-                held: true,
-            })
+            acquire(&self.r, Some(timeout))
         }
 
         /// Releases a hold taken without a guard (after
@@ -116,7 +138,7 @@ macro_rules! lock_methods {
         /// [`Error::NotHeld`](multiproc_process::Error::NotHeld) when nobody (for an `RLock`: not this
         /// thread) holds it.
         pub fn release(&self) -> Result<()> {
-            release(&self.r)
+            release(&self.r, holder())
         }
     };
 }
@@ -219,12 +241,8 @@ impl ConditionProxy {
     ///
     /// [`Error::Closed`](multiproc_process::Error::Closed) when the manager is gone.
     pub fn acquire(&self) -> Result<ManagedConditionGuard<'_>> {
-        acquire(&self.r, None)?;
         Ok(ManagedConditionGuard {
-            guard: ManagedGuard {
-                r: &self.r,
-                held: true,
-            },
+            guard: acquire(&self.r, None)?,
         })
     }
 
@@ -234,19 +252,15 @@ impl ConditionProxy {
     ///
     /// [`Error::Timeout`](multiproc_process::Error::Timeout).
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<ManagedConditionGuard<'_>> {
-        acquire(&self.r, Some(timeout))?;
         Ok(ManagedConditionGuard {
-            guard: ManagedGuard {
-                r: &self.r,
-                held: true,
-            },
+            guard: acquire(&self.r, Some(timeout))?,
         })
     }
 }
 
 impl ManagedConditionGuard<'_> {
     fn wait_op(&self, wait: Option<Duration>) -> Result<bool> {
-        self.guard.r.boolean(Op::CondWait(holder(), wait))
+        self.guard.r.boolean(Op::CondWait(self.guard.who, wait))
     }
 
     /// Releases the lock, waits for a notification, takes the lock back.
@@ -305,7 +319,7 @@ impl ManagedConditionGuard<'_> {
     ///
     /// [`Error::Closed`](multiproc_process::Error::Closed) when the manager is gone.
     pub fn notify(&self, n: u32) -> Result<()> {
-        self.guard.r.unit(Op::CondNotify(holder(), n))
+        self.guard.r.unit(Op::CondNotify(self.guard.who, n))
     }
 
     /// Wakes every waiter. Python: `cond.notify_all()`.
@@ -361,6 +375,17 @@ impl EventProxy {
     /// [`Error::Closed`](multiproc_process::Error::Closed) when the manager is gone.
     pub fn wait(&self) -> Result<()> {
         self.r.boolean(Op::EventWait(None)).map(drop)
+    }
+
+    /// As [`wait`](Self::wait), without blocking a thread, under any async
+    /// runtime. Python (asyncio):
+    /// `await loop.run_in_executor(None, event.wait)`.
+    ///
+    /// # Errors
+    ///
+    /// As [`wait`](Self::wait).
+    pub async fn wait_async(&self) -> Result<()> {
+        self.r.boolean_async(Op::EventWait(None)).await.map(drop)
     }
 
     /// Waits at most `timeout`; whether the flag was set. Python:

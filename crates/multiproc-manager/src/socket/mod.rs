@@ -280,6 +280,59 @@ impl SocketConnection {
         Ok(fdio::poll_readable(&[self.stream.as_fd()], timeout)?[0])
     }
 
+    /// Receives a value without blocking a thread while it waits for the
+    /// message to begin, under any async runtime (woken through the
+    /// process's reactor); the rest of the message is then read as
+    /// [`recv`](SocketConnection::recv) reads it, each piece within a
+    /// second. Dropping the future while it waits takes nothing. Python
+    /// (asyncio): `await loop.run_in_executor(None, conn.recv)`.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](SocketConnection::recv).
+    pub async fn recv_async<T: DeserializeOwned>(&self) -> Result<T> {
+        self.decode(&self.recv_bytes_async().await?)
+    }
+
+    /// As [`recv_async`](SocketConnection::recv_async), one message as
+    /// bytes.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv_bytes`](SocketConnection::recv_bytes).
+    pub async fn recv_bytes_async(&self) -> Result<Vec<u8>> {
+        self.recv_bytes_within_async(None).await
+    }
+
+    /// As [`recv_bytes_async`](SocketConnection::recv_bytes_async), with
+    /// `Timeout` when no message begins within `silence` (`None`: as long
+    /// as it takes).
+    pub(crate) async fn recv_bytes_within_async(
+        &self,
+        silence: Option<Duration>,
+    ) -> Result<Vec<u8>> {
+        let deadline = silence.and_then(multiproc_process::deadline);
+        loop {
+            if self.poll(Some(Duration::ZERO))? {
+                // Readable (or at its end): the message has begun, unless
+                // another thread of this process took it first.
+                let soon = Instant::now() + Duration::from_millis(1);
+                match self.recv_frame(Some(soon), None) {
+                    Err(Error::Timeout) => {}
+                    done => return done,
+                }
+            }
+            let left = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => return Err(Error::Timeout),
+                },
+                None => None,
+            };
+            multiproc_process::reactor::readable(self.stream.as_fd(), left).await;
+        }
+    }
+
     /// Closes the connection: both directions, at once. Python:
     /// `Connection.close()`.
     pub fn close(&self) {
