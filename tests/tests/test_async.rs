@@ -660,3 +660,424 @@ fn barrier_wait_async_meets_processes_that_wait_blocking() {
         assert!(lonely.is_broken());
     });
 }
+
+/// After `ms`, receives `n` messages, giving the first byte of each.
+fn read_later(conn: mp::Connection, ms: u64, n: usize) -> Vec<u8> {
+    nap(ms);
+    (0..n)
+        .map(|_| {
+            assert!(conn.poll(Some(Duration::from_secs(10))).expect("poll"));
+            conn.recv_bytes().expect("recv")[0]
+        })
+        .collect()
+}
+
+#[test]
+fn send_async_waits_for_room_without_blocking_the_runtime_thread() {
+    within(LIMIT, || {
+        let (mine, theirs) = mp::Pipe::with_capacity(4096).expect("pipe");
+        let mut p = mp::Process::new(read_later, (theirs, 100, 200));
+        p.start().expect("start");
+        let ticks = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let started = std::time::Instant::now();
+        tokio_current().block_on(async {
+            // A task of the same thread ticks while the sends wait.
+            let ticker = {
+                let ticks = ticks.clone();
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        ticks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                })
+            };
+            for i in 0..200u8 {
+                mine.send_bytes_async(&[i; 500])
+                    .await
+                    .expect("send_bytes_async");
+            }
+            ticker.abort();
+        });
+        assert!(
+            started.elapsed() >= Duration::from_millis(90),
+            "it waited for room"
+        );
+        let ticks = ticks.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            ticks >= 5,
+            "the runtime's thread went on while it waited: {ticks} ticks"
+        );
+        p.join_timeout(Duration::from_secs(10)).expect("join");
+        assert_eq!(
+            p.take_result().expect("result"),
+            (0..200u8).collect::<Vec<_>>()
+        );
+    });
+}
+
+#[test]
+fn a_dropped_send_async_sends_nothing_and_a_gone_reader_is_closed() {
+    within(LIMIT, || {
+        let (mine, theirs) = mp::Pipe::with_capacity(4096).expect("pipe");
+        let full = smol::block_on(async {
+            // Fill the ring: the first send that does not finish at once
+            // loses to the timer and is dropped.
+            for i in 0..100u8 {
+                let sent = smol::future::or(
+                    async { Some(mine.send_bytes_async(&[i; 500]).await) },
+                    async {
+                        smol::Timer::after(Duration::from_millis(50)).await;
+                        None
+                    },
+                )
+                .await;
+                match sent {
+                    Some(done) => done.expect("send_async"),
+                    None => return i,
+                }
+            }
+            panic!("a 4 KiB ring took 100 messages of 500 bytes");
+        });
+        assert!(full > 0);
+        let mut p = mp::Process::new(read_later, (theirs.clone(), 0, usize::from(full) + 1));
+        p.start().expect("start");
+        // Sent after the dropped one, and received right after the ones
+        // before it.
+        smol::block_on(mine.send_bytes_async(&[200u8; 500])).expect("send_async");
+        p.join_timeout(Duration::from_secs(10)).expect("join");
+        let mut want: Vec<u8> = (0..full).collect();
+        want.push(200);
+        assert_eq!(p.take_result().expect("result"), want);
+        // The reader's end is dropped everywhere: a send waiting for room
+        // (in a ring filled again) ends `Closed`.
+        for _ in 0..usize::from(full) {
+            mine.send_bytes(&[0u8; 500]).expect("send");
+        }
+        let waiting = std::thread::spawn({
+            let mine = mine.clone();
+            move || smol::block_on(mine.send_bytes_async(&[1u8; 500]))
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        drop(theirs);
+        let end = waiting.join().expect("thread");
+        assert!(matches!(end, Err(mp::Error::Closed)), "{end:?}");
+    });
+}
+
+/// Takes `lock`, says so, holds it `ms`, then adds `n` to `total` under it
+/// one by one.
+fn hold_then_add(lock: mp::Lock, held: mp::Event, total: mp::Value<u64>, ms: u64, n: u64) {
+    {
+        let _g = lock.acquire().expect("acquire");
+        held.set();
+        nap(ms);
+    }
+    for _ in 0..n {
+        let _g = lock.acquire().expect("acquire");
+        total.set(total.get() + 1);
+    }
+}
+
+#[test]
+fn lock_acquire_async_excludes_tasks_and_a_process_and_waits_for_its_holder() {
+    within(LIMIT, || {
+        let lock = mp::Lock::new().expect("lock");
+        let held = mp::Event::new().expect("event");
+        let total = mp::Value::new(0u64).expect("value");
+        let mut p = mp::Process::new(
+            hold_then_add,
+            (lock.clone(), held.clone(), total.clone(), 150, 200),
+        );
+        p.start().expect("start");
+        assert!(held.wait_timeout(Duration::from_secs(10)));
+        let started = std::time::Instant::now();
+        let first = tokio_multi().block_on(async {
+            let tasks: Vec<_> = (0..20)
+                .map(|_| {
+                    let (lock, total) = (lock.clone(), total.clone());
+                    tokio::spawn(async move {
+                        let mut first = None;
+                        for _ in 0..10 {
+                            let _g = lock.acquire_async().await.expect("acquire_async");
+                            first.get_or_insert_with(std::time::Instant::now);
+                            // A read and a write with an await between:
+                            // only the lock keeps them together.
+                            let v = total.get();
+                            tokio::task::yield_now().await;
+                            total.set(v + 1);
+                        }
+                        first.expect("acquired")
+                    })
+                })
+                .collect();
+            let mut first = Vec::new();
+            for t in tasks {
+                first.push(t.await.expect("task"));
+            }
+            first.into_iter().min().expect("tasks")
+        });
+        p.join_timeout(Duration::from_secs(10)).expect("join");
+        assert_eq!(p.exitcode(), Some(0));
+        assert!(
+            first.duration_since(started) >= Duration::from_millis(100),
+            "no task took the lock while the child held it"
+        );
+        assert_eq!(total.get(), 200 + 20 * 10);
+        assert_eq!(reactor_threads(), 1);
+    });
+}
+
+/// Takes `lock` and ends without releasing it.
+fn die_holding(lock: mp::Lock) {
+    std::mem::forget(lock.acquire().expect("acquire"));
+}
+
+#[test]
+fn lock_acquire_async_takes_over_from_a_holder_that_died_and_works_without_a_bell() {
+    within(LIMIT, || {
+        let lock = mp::Lock::new().expect("lock");
+        let mut p = mp::Process::new(die_holding, (lock.clone(),));
+        p.start().expect("start");
+        p.join_timeout(Duration::from_secs(10)).expect("join");
+        assert!(lock.is_locked());
+        let got = smol::block_on(lock.acquire_async());
+        assert!(
+            matches!(got, Err(mp::AcquireError::OwnerDied(_))),
+            "{got:?}"
+        );
+        drop(got);
+        assert!(!lock.is_locked());
+        // A lock without a bell looks again in slices.
+        let plain = mp::Lock::without_bell().expect("lock");
+        let held = mp::Event::new().expect("event");
+        let total = mp::Value::new(0u64).expect("value");
+        let mut p = mp::Process::new(
+            hold_then_add,
+            (plain.clone(), held.clone(), total.clone(), 100, 0),
+        );
+        p.start().expect("start");
+        assert!(held.wait_timeout(Duration::from_secs(10)));
+        let started = std::time::Instant::now();
+        let g = tokio_current()
+            .block_on(plain.acquire_async())
+            .expect("acquire_async");
+        assert!(
+            started.elapsed() >= Duration::from_millis(50),
+            "it waited for the holder"
+        );
+        drop(g);
+        p.join_timeout(Duration::from_secs(10)).expect("join");
+    });
+}
+
+/// Takes `lock` (a reentrant one), says so, and holds it `ms`.
+fn hold_rlock(lock: mp::RLock, held: mp::Event, ms: u64) {
+    let _g = lock.acquire().expect("acquire");
+    held.set();
+    nap(ms);
+}
+
+#[test]
+fn rlock_acquire_async_waits_for_another_process_and_nests() {
+    within(LIMIT, || {
+        let lock = mp::RLock::new().expect("rlock");
+        let held = mp::Event::new().expect("event");
+        let mut p = mp::Process::new(hold_rlock, (lock.clone(), held.clone(), 100));
+        p.start().expect("start");
+        assert!(held.wait_timeout(Duration::from_secs(10)));
+        let started = std::time::Instant::now();
+        tokio_current().block_on(async {
+            let outer = lock.acquire_async().await.expect("acquire_async");
+            assert!(started.elapsed() >= Duration::from_millis(50), "it waited");
+            let inner = lock.acquire_async().await.expect("again");
+            assert_eq!(lock.count(), 2);
+            drop(inner);
+            drop(outer);
+        });
+        assert_eq!(lock.count(), 0);
+        p.join_timeout(Duration::from_secs(10)).expect("join");
+    });
+}
+
+/// After `ms`, sets `flag` to 1 under the condition and wakes everyone.
+fn notify_later(cond: mp::Condition, flag: mp::Value<u32>, ms: u64) {
+    nap(ms);
+    let g = cond.acquire().expect("acquire");
+    flag.set(1);
+    g.notify_all();
+}
+
+#[test]
+fn condition_wait_async_wakes_tasks_notified_by_another_process() {
+    within(LIMIT, || {
+        let cond = mp::Condition::new().expect("condition");
+        let flag = mp::Value::new(0u32).expect("value");
+        let mut p = mp::Process::new(notify_later, (cond.clone(), flag.clone(), 150));
+        p.start().expect("start");
+        let woken = tokio_current().block_on(async {
+            let tasks: Vec<_> = (0..10)
+                .map(|_| {
+                    let (cond, flag) = (cond.clone(), flag.clone());
+                    tokio::task::spawn(async move {
+                        let mut g = cond.acquire_async().await.expect("acquire_async");
+                        while flag.get() == 0 {
+                            g.wait_async().await;
+                        }
+                        // The guard holds the lock again.
+                        assert!(matches!(
+                            cond.try_acquire(),
+                            Err(mp::AcquireError::WouldBlock)
+                        ));
+                        1u32
+                    })
+                })
+                .collect();
+            let mut woken = 0;
+            for t in tasks {
+                woken += t.await.expect("task");
+            }
+            woken
+        });
+        assert_eq!(woken, 10);
+        p.join_timeout(Duration::from_secs(10)).expect("join");
+        // A wait that loses a select still leaves the guard holding the
+        // lock, and the waiter counted out.
+        tokio_current().block_on(async {
+            let mut g = cond.acquire_async().await.expect("acquire_async");
+            tokio::select! {
+                () = g.wait_async() => panic!("nobody notified"),
+                () = tokio::time::sleep(Duration::from_millis(30)) => {}
+            }
+            assert!(matches!(
+                cond.try_acquire(),
+                Err(mp::AcquireError::WouldBlock)
+            ));
+            assert_eq!(cond.waiting(), 0);
+            drop(g);
+        });
+        assert!(cond.try_acquire().is_ok());
+    });
+}
+
+/// After `ms`, puts `v` on a managed queue.
+fn put_later_managed(q: mp::QueueProxy<u64>, ms: u64, v: u64) {
+    nap(ms);
+    q.put(v).expect("put");
+}
+
+/// After `ms`, sets a managed event.
+fn set_later_managed(e: mp::EventProxy, ms: u64) {
+    nap(ms);
+    e.set().expect("set");
+}
+
+fn served_manager() -> mp::Manager {
+    mp::Manager::builder()
+        .serve_on("127.0.0.1:0".parse().expect("address"), b"async key")
+        .start()
+        .expect("manager")
+}
+
+#[test]
+fn manager_proxies_are_awaited_through_a_pipe_and_over_tcp() {
+    within(LIMIT, || {
+        let m = served_manager();
+        let q = m.queue::<u64>().expect("queue");
+        let e = m.event().expect("event");
+        let lock = m.lock().expect("lock");
+        m.publish("q", &q).expect("publish");
+        m.publish("lock", &lock).expect("publish");
+        let remote =
+            mp::Manager::connect(m.address().expect("served"), b"async key").expect("connect");
+        let rq: mp::QueueProxy<u64> = remote.lookup("q").expect("lookup");
+        let rlock: mp::LockProxy = remote.lookup("lock").expect("lookup");
+        let mut ps = vec![
+            mp::Process::new(put_later_managed, (q.clone(), 100, 1)),
+            mp::Process::new(put_later_managed, (q.clone(), 150, 2)),
+        ];
+        let mut setter = mp::Process::new(set_later_managed, (e.clone(), 100));
+        for p in &mut ps {
+            p.start().expect("start");
+        }
+        setter.start().expect("start");
+        let ticks = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let got = tokio_current().block_on(async {
+            let ticker = {
+                let ticks = ticks.clone();
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        ticks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                })
+            };
+            // One item through this process's pipe, one over TCP, the
+            // event through the pipe, all awaited together.
+            let (a, b, set) = tokio::join!(q.get_async(), rq.get_async(), e.wait_async());
+            set.expect("wait_async");
+            // A lock taken over TCP holds off the one through the pipe.
+            let held = rlock.acquire_async().await.expect("acquire_async");
+            let waiting = tokio::spawn({
+                let lock = lock.clone();
+                async move {
+                    let started = std::time::Instant::now();
+                    let g = lock.acquire_async().await.expect("acquire_async");
+                    g.release().expect("release");
+                    started.elapsed()
+                }
+            });
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            held.release().expect("release");
+            let waited = waiting.await.expect("task");
+            ticker.abort();
+            (a.expect("get_async"), b.expect("get_async"), waited)
+        });
+        let mut items = vec![got.0, got.1];
+        items.sort_unstable();
+        assert_eq!(items, vec![1, 2]);
+        assert!(
+            got.2 >= Duration::from_millis(40),
+            "the lock was held: {:?}",
+            got.2
+        );
+        let ticks = ticks.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(ticks >= 10, "the runtime's thread went on: {ticks} ticks");
+        for p in ps.iter_mut().chain([&mut setter]) {
+            p.join_timeout(Duration::from_secs(10)).expect("join");
+            assert_eq!(p.exitcode(), Some(0));
+        }
+    });
+}
+
+#[test]
+fn a_dropped_get_async_on_a_managed_queue_loses_nothing() {
+    within(LIMIT, || {
+        let m = served_manager();
+        let q = m.queue::<u64>().expect("queue");
+        m.publish("q", &q).expect("publish");
+        let remote =
+            mp::Manager::connect(m.address().expect("served"), b"async key").expect("connect");
+        let rq: mp::QueueProxy<u64> = remote.lookup("q").expect("lookup");
+        for (round, waiter) in [&q, &rq].into_iter().enumerate() {
+            for k in 0..5u64 {
+                tokio_current().block_on(async {
+                    tokio::select! {
+                        got = waiter.get_async() => panic!("nothing was put: {got:?}"),
+                        () = tokio::time::sleep(Duration::from_millis(30)) => {}
+                    }
+                });
+                // Put at once, while the manager may still wait for the
+                // dropped call: the item must not go to it.
+                let base = (round as u64 * 5 + k) * 10;
+                for i in 0..10 {
+                    q.put(base + i).expect("put");
+                }
+                let got: Vec<u64> = (0..10)
+                    .map(|_| q.get_timeout(Duration::from_secs(10)).expect("every item"))
+                    .collect();
+                assert_eq!(got, (base..base + 10).collect::<Vec<_>>());
+            }
+        }
+        assert_eq!(q.qsize().expect("qsize"), 0);
+    });
+}

@@ -53,7 +53,7 @@ pub use multiproc_process::{
 pub use multiproc_process::kind;
 
 #[doc(inline)]
-pub use multiproc_process::reactor::{REACTOR_THREAD, Readable, readable};
+pub use multiproc_process::reactor::{REACTOR_THREAD, Readable, readable, sleep};
 
 #[doc(inline)]
 pub use multiproc_shm::{
