@@ -40,6 +40,7 @@ mod client;
 mod manager;
 mod pickle;
 mod proxy;
+pub mod python;
 mod served;
 mod server;
 mod slice;

@@ -97,6 +97,17 @@ pub mod futures {
     };
 }
 
+/// Clients of CPython's managers: a Rust program using the objects a
+/// Python `BaseManager` or `SyncManager` serves (its queues, dicts,
+/// lists, values, namespaces, and any registered type through
+/// [`python::Proxy::call`]). Python: `multiprocessing.managers`, client side.
+pub mod python {
+    #[doc(inline)]
+    pub use multiproc_manager::python::{
+        DictProxy, ListProxy, Manager, NamespaceProxy, Proxy, QueueProxy, ValueProxy,
+    };
+}
+
 /// The pool on a cluster: [`mpi::Pool`] runs a [`Pool`]'s tasks on the
 /// ranks of an MPI job (`mpirun -n N`). With the `mpi` feature. Python:
 /// `mpi4py.futures`.

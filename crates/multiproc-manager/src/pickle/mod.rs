@@ -102,6 +102,36 @@ pub(crate) fn loads<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     }
 }
 
+/// Decodes a CPython manager's reply, `(kind, value)`: the kind
+/// (`#RETURN`, `#ERROR`, ...) and the value, where an `#ERROR`'s exception
+/// instance is already [`Error::Python`] (in `Err`).
+///
+/// # Errors
+///
+/// [`Error::Decode`] if the pickle is not such a pair of plain data.
+pub(crate) fn loads_reply(bytes: &[u8]) -> Result<(String, std::result::Result<Value, Error>)> {
+    let walked = Walker::new(bytes).allowing_an_exception().walk()?;
+    let patched = walked.patched(bytes);
+    let plain = patched.as_deref().unwrap_or(bytes);
+    let value = serde_pickle::value_from_slice(plain, DeOptions::new())
+        .map_err(|e| decode(format!("pickle: {e}")))?;
+    let Value::Tuple(mut pair) = value else {
+        return Err(decode("a manager's reply is not a pair"));
+    };
+    let (Some(value), Some(Value::String(kind)), None) = (pair.pop(), pair.pop(), pair.pop())
+    else {
+        return Err(decode("a manager's reply is not a (kind, value) pair"));
+    };
+    match walked.nested {
+        Some(class) if kind == "#ERROR" => {
+            let e = exception_of(value, class.full_name(bytes));
+            Ok((kind, Err(e)))
+        }
+        Some(class) => Err(not_plain(&class.full_name(bytes))),
+        None => Ok((kind, Ok(value))),
+    }
+}
+
 /// Writes the pickle (protocol 3) of an instance of the exception class
 /// `class`, given as `module.Name` (`_queue.Empty`, `builtins.KeyError`),
 /// made with `args`: what `pickle.dumps(KeyError('k'))` gives, which a
@@ -191,13 +221,21 @@ fn is_exception(module: &str, name: &str) -> bool {
 /// The [`Error::Python`] for the (patched) pickle of an exception of
 /// `class`, which serde-pickle reads as `(None, args)`.
 fn exception(patched: &[u8], class: String) -> Error {
-    let args = match serde_pickle::value_from_slice(patched, DeOptions::new()) {
-        Ok(Value::Tuple(mut pair)) if pair.len() == 2 => match pair.pop() {
+    match serde_pickle::value_from_slice(patched, DeOptions::new()) {
+        Ok(value) => exception_of(value, class),
+        Err(e) => decode(format!("pickle of {class}: {e}")),
+    }
+}
+
+/// The [`Error::Python`] for an exception of `class` as serde-pickle read
+/// it (patched): `(None, args)`.
+fn exception_of(value: Value, class: String) -> Error {
+    let args = match value {
+        Value::Tuple(mut pair) if pair.len() == 2 => match pair.pop() {
             Some(Value::Tuple(args)) => args,
             _ => return decode(format!("a pickle of {class} without an argument tuple")),
         },
-        Ok(_) => return decode(format!("a pickle of {class} of an unexpected shape")),
-        Err(e) => return decode(format!("pickle of {class}: {e}")),
+        _ => return decode(format!("a pickle of {class} of an unexpected shape")),
     };
     let mut message = String::new();
     match &args[..] {

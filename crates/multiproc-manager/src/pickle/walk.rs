@@ -339,6 +339,8 @@ struct Patch {
 #[derive(Debug)]
 pub(super) struct Walked {
     pub(super) top: Item,
+    /// The exception inside the data, for a walk that allows one.
+    pub(super) nested: Option<Class>,
     patches: Vec<Patch>,
 }
 
@@ -379,6 +381,9 @@ pub(super) struct Walker<'a> {
     /// The most `size` and `copied` may reach.
     limit: u64,
     patches: Vec<Patch>,
+    /// Whether one exception may sit inside the data.
+    allow_nested: bool,
+    nested: Option<Class>,
 }
 
 impl<'a> Walker<'a> {
@@ -394,7 +399,16 @@ impl<'a> Walker<'a> {
                 .saturating_mul(NODE + 1)
                 .saturating_add(MAX_EXPANSION),
             patches: Vec::new(),
+            allow_nested: false,
+            nested: None,
         }
+    }
+
+    /// A walker that lets one exception instance sit inside the data (a
+    /// manager's `('#ERROR', exc)` reply), reported in [`Walked::nested`].
+    pub(super) fn allowing_an_exception(mut self) -> Walker<'a> {
+        self.allow_nested = true;
+        self
     }
 
     pub(super) fn walk(mut self) -> Result<Walked> {
@@ -540,6 +554,7 @@ impl<'a> Walker<'a> {
                     }
                     return Ok(Walked {
                         top,
+                        nested: self.nested,
                         patches: self.patches,
                     });
                 }
@@ -732,8 +747,19 @@ impl<'a> Walker<'a> {
         let (mut size, mut depth) = (0u64, 0u32);
         for &slot in &slots {
             let item = self.resolve(slot, true)?;
-            if let Kind::Global(class) | Kind::Instance(class) = item.kind {
-                return Err(self.not_plain(class));
+            match item.kind {
+                Kind::Instance(class)
+                    if self.allow_nested
+                        && self.nested.is_none()
+                        && super::is_exception(
+                            &class.module(self.bytes),
+                            class.name(self.bytes),
+                        ) =>
+                {
+                    self.nested = Some(class);
+                }
+                Kind::Global(class) | Kind::Instance(class) => return Err(self.not_plain(class)),
+                _ => {}
             }
             size = size.saturating_add(item.size);
             depth = depth.max(item.depth);

@@ -1,0 +1,238 @@
+#![allow(clippy::unwrap_used)] // a failed call fails the test, as it should
+
+//! Rust clients of CPython managers, against every CPython 3.x this
+//! machine has: the queue of a `BaseManager` (`register("get_queue")`),
+//! a `SyncManager`'s dict, list, Value and Namespace, the mapping of
+//! Python's exceptions, and the distributed-queue pattern with a Python
+//! orchestrator and two Rust worker processes.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use multiproc as mp;
+use multiproc_testkit::{Python, cpythons, within};
+
+multiproc::test_setup!();
+
+const LIMIT: Duration = Duration::from_secs(120);
+const PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/python/manager_peer.py");
+const KEY: &str = "py manager key";
+
+/// A Python manager of `mode`, and the address it serves on.
+struct Peer {
+    child: Child,
+    lines: BufReader<std::process::ChildStdout>,
+    address: mp::connection::Address,
+}
+
+impl Peer {
+    fn start(py: &Python, args: &[&str]) -> Peer {
+        let mut child = py
+            .command()
+            .arg(PEER)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap());
+        let port = read_line(&mut lines);
+        let address = format!("127.0.0.1:{port}").parse().unwrap();
+        Peer {
+            child,
+            lines,
+            address,
+        }
+    }
+
+    fn line(&mut self) -> String {
+        read_line(&mut self.lines)
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        // Closing its stdin ends it (a SyncManager's server with it).
+        drop(self.child.stdin.take());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read_line(r: &mut impl BufRead) -> String {
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    line.trim().to_string()
+}
+
+#[test]
+fn a_base_managers_queue_with_every_method_and_its_errors() {
+    within(LIMIT, || {
+        for py in cpythons() {
+            let peer = Peer::start(&py, &["base", KEY]);
+            let m = mp::python::Manager::connect(&peer.address, KEY.as_bytes()).unwrap();
+            let q = m.queue::<(i64, String)>("get_queue").unwrap();
+            assert!(q.empty().unwrap(), "{}", py.version);
+            q.put(&(1, "one".into())).unwrap();
+            q.put_nowait(&(2, "two".into())).unwrap();
+            q.put(&(3, "three".into())).unwrap();
+            assert!(q.full().unwrap());
+            assert!(matches!(
+                q.put_nowait(&(4, "four".into())),
+                Err(mp::Error::Full)
+            ));
+            assert_eq!(q.qsize().unwrap(), 3);
+            assert_eq!(q.get().unwrap(), (1, "one".into()));
+            assert_eq!(q.get_nowait().unwrap(), (2, "two".into()));
+            assert_eq!(
+                q.get_timeout(Duration::from_secs(5)).unwrap(),
+                (3, "three".into())
+            );
+            assert!(
+                matches!(q.get_nowait(), Err(mp::Error::Empty)),
+                "{}",
+                py.version
+            );
+            let started = std::time::Instant::now();
+            assert!(matches!(
+                q.get_timeout(Duration::from_millis(200)),
+                Err(mp::Error::Empty)
+            ));
+            assert!(started.elapsed() >= Duration::from_millis(150));
+            for _ in 0..3 {
+                q.task_done().unwrap();
+            }
+            q.join().unwrap();
+            // One task_done too many: Python's ValueError, class kept.
+            match q.task_done() {
+                Err(mp::Error::Python { class, .. }) => assert_eq!(class, "builtins.ValueError"),
+                other => panic!("{}: {other:?}", py.version),
+            }
+            // A method the queue does not expose: the server's traceback.
+            match q.proxy().call::<i64>("no_such_method", ()) {
+                Err(mp::Error::Python { class, message }) => {
+                    assert_eq!(class, "multiprocessing.managers.RemoteError");
+                    assert!(message.contains("no_such_method"), "{message}");
+                }
+                other => panic!("{}: {other:?}", py.version),
+            }
+            assert!(q.proxy().exposed().iter().any(|m| m == "put_nowait"));
+            // An unknown typeid: the server's traceback (a KeyError in
+            // `create`), as a Python client gets it.
+            match m.queue::<i64>("get_nothing") {
+                Err(mp::Error::Python { class, message }) => {
+                    assert_eq!(class, "multiprocessing.managers.RemoteError");
+                    assert!(message.contains("get_nothing"), "{message}");
+                }
+                other => panic!("{}: {other:?}", py.version),
+            }
+            // A wrong key is refused.
+            assert!(matches!(
+                mp::python::Manager::connect(&peer.address, b"wrong"),
+                Err(mp::Error::Auth(_))
+            ));
+        }
+    });
+}
+
+#[test]
+fn a_sync_managers_dict_list_value_and_namespace_and_refcounts() {
+    within(LIMIT, || {
+        for py in cpythons() {
+            let peer = Peer::start(&py, &["sync", KEY]);
+            let m = mp::python::Manager::connect(&peer.address, KEY.as_bytes()).unwrap();
+            let before = m.number_of_objects().unwrap();
+            {
+                let d = m.dict::<String, Vec<i64>>("dict").unwrap();
+                d.insert(&"a".into(), &vec![1, 2]).unwrap();
+                d.insert(&"b".into(), &vec![]).unwrap();
+                assert_eq!(d.get(&"a".into()).unwrap(), vec![1, 2]);
+                assert_eq!(d.len().unwrap(), 2);
+                assert!(d.contains_key(&"b".into()).unwrap());
+                assert_eq!(d.get_or_none(&"z".into()).unwrap(), None);
+                match d.get(&"z".into()) {
+                    Err(mp::Error::NotFound(text)) => assert!(text.contains("KeyError"), "{text}"),
+                    other => panic!("{}: {other:?}", py.version),
+                }
+                assert_eq!(d.pop(&"b".into()).unwrap(), Vec::<i64>::new());
+                let copy: std::collections::BTreeMap<String, Vec<i64>> = d.copy().unwrap();
+                assert_eq!(copy, [("a".to_string(), vec![1, 2])].into());
+                let l = m.list::<f64>("list").unwrap();
+                l.push(&1.5).unwrap();
+                l.push(&2.5).unwrap();
+                l.set(0, &0.5).unwrap();
+                assert_eq!(l.to_vec().unwrap(), vec![0.5, 2.5]);
+                assert_eq!(l.get(-1).unwrap(), 2.5);
+                assert_eq!(l.pop().unwrap(), 2.5);
+                assert_eq!(l.pop().unwrap(), 0.5);
+                match l.pop() {
+                    Err(mp::Error::Python { class, .. }) => {
+                        assert_eq!(class, "builtins.IndexError")
+                    }
+                    other => panic!("{}: {other:?}", py.version),
+                }
+                let v = m.value::<i64>("i", &5).unwrap();
+                assert_eq!(v.get().unwrap(), 5);
+                v.set(&-7).unwrap();
+                assert_eq!(v.get().unwrap(), -7);
+                let ns = m.namespace().unwrap();
+                ns.set("x", &"y").unwrap();
+                assert_eq!(ns.get::<String>("x").unwrap(), "y");
+                match ns.get::<String>("missing") {
+                    Err(mp::Error::Python { class, .. }) => {
+                        assert_eq!(class, "builtins.AttributeError");
+                    }
+                    other => panic!("{}: {other:?}", py.version),
+                }
+                let q = m.queue::<i64>("Queue").unwrap();
+                q.put(&9).unwrap();
+                assert_eq!(q.get().unwrap(), 9);
+                assert_eq!(m.number_of_objects().unwrap(), before + 5, "{}", py.version);
+            }
+            // Every proxy dropped gave its reference back.
+            assert_eq!(m.number_of_objects().unwrap(), before, "{}", py.version);
+        }
+    });
+}
+
+/// A Rust worker of a Python orchestrator: squares jobs until a `None`.
+fn square_jobs(address: String, key: String) -> u64 {
+    let m = mp::python::Manager::connect(&address.parse().unwrap(), key.as_bytes()).unwrap();
+    let jobs = m.queue::<Option<i64>>("get_jobs").unwrap();
+    let results = m.queue::<i64>("get_results").unwrap();
+    let mut done = 0;
+    while let Some(n) = jobs.get_timeout(Duration::from_secs(30)).unwrap() {
+        results.put(&(n * n)).unwrap();
+        done += 1;
+    }
+    done
+}
+
+#[test]
+fn a_python_orchestrator_feeds_two_rust_workers() {
+    within(LIMIT, || {
+        for py in cpythons() {
+            let mut peer = Peer::start(&py, &["orchestrate", KEY, "200"]);
+            let address = peer.address.to_string();
+            let mut workers: Vec<_> = (0..2)
+                .map(|_| mp::Process::new(square_jobs, (address.clone(), KEY.to_string())))
+                .collect();
+            for w in &mut workers {
+                w.start().unwrap();
+            }
+            assert_eq!(peer.line(), "ok", "{}", py.version);
+            let mut total = 0;
+            for w in &mut workers {
+                w.join_timeout(Duration::from_secs(30)).unwrap();
+                assert_eq!(w.exitcode(), Some(0));
+                total += w.take_result().unwrap();
+            }
+            assert_eq!(total, 200, "{}", py.version);
+        }
+    });
+}
