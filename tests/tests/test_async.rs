@@ -1081,3 +1081,52 @@ fn a_dropped_get_async_on_a_managed_queue_loses_nothing() {
         assert_eq!(q.qsize().expect("qsize"), 0);
     });
 }
+
+#[test]
+fn a_managed_call_dropped_with_its_reply_on_the_way_gives_back_what_it_took() {
+    within(LIMIT, || {
+        let m = served_manager();
+        let q = m.queue::<u64>().expect("queue");
+        let lock = m.lock().expect("lock");
+        m.publish("q", &q).expect("publish");
+        m.publish("lock", &lock).expect("publish");
+        let remote =
+            mp::Manager::connect(m.address().expect("served"), b"async key").expect("connect");
+        let rq: mp::QueueProxy<u64> = remote.lookup("q").expect("lookup");
+        let rlock: mp::LockProxy = remote.lookup("lock").expect("lookup");
+        let waker = futures::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        for (round, waiter) in [&q, &rq].into_iter().enumerate() {
+            for k in 0..3u64 {
+                let v = round as u64 * 10 + k;
+                let mut get = Box::pin(waiter.get_async());
+                // Polled once: the request is out and the manager waits.
+                assert!(get.as_mut().poll(&mut cx).is_pending());
+                nap(30);
+                // The manager hands the item to the waiting call; its reply
+                // is on the way when the future is dropped unread.
+                q.put(v).expect("put");
+                nap(100);
+                drop(get);
+                assert_eq!(
+                    q.get_timeout(Duration::from_secs(10)).expect("given back"),
+                    v
+                );
+            }
+        }
+        for waiter in [&lock, &rlock] {
+            let held = lock.acquire().expect("acquire");
+            let mut acquire = Box::pin(waiter.acquire_async());
+            assert!(acquire.as_mut().poll(&mut cx).is_pending());
+            nap(30);
+            // Granted to the waiting call, which is dropped unread.
+            drop(held);
+            nap(100);
+            drop(acquire);
+            let again = lock
+                .acquire_timeout(Duration::from_secs(10))
+                .expect("the grant was let go");
+            drop(again);
+        }
+    });
+}

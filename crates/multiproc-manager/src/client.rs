@@ -34,7 +34,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::address::Address;
 use crate::chan::Chan;
 use crate::socket::{ClientOptions, SocketConnection};
-use crate::wire::{ObjectId, Reply, Request, Stored, WireResult};
+use crate::wire::{Holder, ObjectId, Op, Reply, Request, Stored, WireResult};
 
 /// The ring of each direction of a local manager connection.
 const RING_BYTES: usize = 256 << 10;
@@ -217,15 +217,21 @@ impl ClientConn {
     }
 
     /// As [`call`](ClientConn::call), waiting for the reply without a
-    /// thread. A future dropped before the reply drops its connection
-    /// (it holds half an exchange); the server then gives back what the
-    /// call took (a queue's item, a lock), and the session lives on.
-    /// Opening a connection, when none is free, blocks briefly.
-    pub(crate) async fn call_async(&self, request: &Request) -> Result<Reply> {
+    /// thread. A future dropped after its request went out hands its
+    /// connection to a short-lived thread that ends the exchange (see
+    /// [`InFlight`]) and gives back what the call took (`undo`). Opening a
+    /// connection, when none is free, blocks briefly.
+    pub(crate) async fn call_async(
+        self: &Arc<Self>,
+        request: &Request,
+        undo: Undo,
+    ) -> Result<Reply> {
         self.check_pid()?;
         let bytes = codec::encode(request)?;
         if self.anchor.is_none() && self.async_anchor.get().is_none() {
-            // Two calls may open one each: the spare closes, harmlessly.
+            // A connection that fails mid-call is dropped: the session
+            // must not end with it. Two calls may open one each: the spare
+            // closes, harmlessly.
             let _ = self.async_anchor.set(self.open()?);
         }
         let idle = self.idle.lock().pop();
@@ -234,9 +240,57 @@ impl ClientConn {
             None => self.open()?,
         };
         self.flush_decrefs(&chan)?;
-        let reply = exchange_async(&chan, &bytes, self.reply_timeout()).await?;
-        self.idle.lock().push(chan);
+        let mut flight = InFlight {
+            conn: self.clone(),
+            chan: None,
+            undo,
+        };
+        chan.send_async(&bytes).await?;
+        let chan = flight.chan.insert(chan);
+        let reply = read_reply_async(chan, self.reply_timeout()).await;
+        // Answered (or failed, then dropped with its half exchange): no
+        // longer in flight.
+        let chan = flight.chan.take();
+        let reply = reply?;
+        if let Some(chan) = chan {
+            self.idle.lock().push(chan);
+        }
         reply.map_err(Error::from)
+    }
+
+    /// Ends the exchange of an async call whose future was dropped after
+    /// its request went out: a second request (`Count`) tells the server
+    /// to stop waiting for the first (it sees the client sent more), the
+    /// two replies are read, and what the first took is given back. The
+    /// connection then goes back to the pool.
+    fn finish_dropped_call(&self, chan: Chan, undo: Undo) {
+        let silence = self.reply_timeout();
+        let Ok(count) = codec::encode(&Request::Count) else {
+            return;
+        };
+        if chan.send(&count).is_err() {
+            return;
+        }
+        let Ok(first) = read_reply(&chan, silence) else {
+            return;
+        };
+        if read_reply(&chan, silence).is_err() {
+            return;
+        }
+        let give_back = match (undo, first) {
+            (Undo::Item(id), Ok(Reply::Value(item))) => Some(Request::Call(id, Op::PutFront(item))),
+            (Undo::Release(id, who), Ok(_)) => Some(Request::Call(id, Op::Release(who))),
+            _ => None,
+        };
+        if let Some(request) = give_back {
+            let Ok(bytes) = codec::encode(&request) else {
+                return;
+            };
+            if chan.send(&bytes).is_err() || read_reply(&chan, silence).is_err() {
+                return;
+            }
+        }
+        self.idle.lock().push(chan);
     }
 
     /// Gives back a hold; failures are ignored (the manager is gone, and
@@ -307,6 +361,11 @@ fn remote_socket(
 /// is still waiting; `silence` bounds the wait for each word.
 fn exchange(chan: &Chan, request: &[u8], silence: Duration) -> Result<WireResult> {
     chan.send(request)?;
+    read_reply(chan, silence)
+}
+
+/// Reads a reply, skipping the server's word that it is still waiting.
+fn read_reply(chan: &Chan, silence: Duration) -> Result<WireResult> {
     loop {
         let reply = codec::decode::<WireResult>(&chan.recv_timeout(silence)?)?;
         if !matches!(reply, Ok(Reply::Waiting)) {
@@ -315,14 +374,48 @@ fn exchange(chan: &Chan, request: &[u8], silence: Duration) -> Result<WireResult
     }
 }
 
-/// As [`exchange`], waiting without a thread.
-async fn exchange_async(chan: &Chan, request: &[u8], silence: Duration) -> Result<WireResult> {
-    chan.send_async(request).await?;
+/// As [`read_reply`], waiting without a thread.
+async fn read_reply_async(chan: &Chan, silence: Duration) -> Result<WireResult> {
     loop {
         let reply = codec::decode::<WireResult>(&chan.recv_timeout_async(silence).await?)?;
         if !matches!(reply, Ok(Reply::Waiting)) {
             return Ok(reply);
         }
+    }
+}
+
+/// What an async call took that its dropped future must give back.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Undo {
+    /// Nothing (a read, a put, a wait).
+    Nothing,
+    /// The item a `Take` of queue `id` took.
+    Item(ObjectId),
+    /// The hold an `Acquire` (or a condition's wait) of `id` took for the
+    /// holder.
+    Release(ObjectId, Holder),
+}
+
+/// An async call whose request went out and whose reply is not read:
+/// dropped so (its future dropped), it hands the connection to a thread
+/// that ends the exchange ([`ClientConn::finish_dropped_call`]), so that
+/// nothing the call took is lost: the thread lives until the server's
+/// next look at the connection (a slice of its wait).
+struct InFlight {
+    conn: Arc<ClientConn>,
+    chan: Option<Chan>,
+    undo: Undo,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let Some(chan) = self.chan.take() else { return };
+        let (conn, undo) = (self.conn.clone(), self.undo);
+        // Without a thread, the connection closes: the server gives back
+        // what it could not send, and a reply sent already is lost.
+        let _ = std::thread::Builder::new()
+            .name("multiproc-cancel".into())
+            .spawn(move || conn.finish_dropped_call(chan, undo));
     }
 }
 
@@ -350,8 +443,15 @@ impl ProxyRef {
         self.conn.call(&Request::Call(self.id, op))
     }
 
-    pub(crate) async fn call_async(&self, op: crate::wire::Op) -> Result<Reply> {
-        self.conn.call_async(&Request::Call(self.id, op)).await
+    pub(crate) async fn call_async(&self, op: Op) -> Result<Reply> {
+        let undo = match &op {
+            Op::Take(_) => Undo::Item(self.id),
+            Op::Acquire(who, _) | Op::CondWait(who, _) => Undo::Release(self.id, *who),
+            _ => Undo::Nothing,
+        };
+        self.conn
+            .call_async(&Request::Call(self.id, op), undo)
+            .await
     }
 }
 

@@ -364,6 +364,10 @@ impl Server {
                 self.session_decref(session, id);
                 return None;
             }
+            Request::Call(id, Op::PutFront(item)) => {
+                self.unget(session, id, item);
+                Ok(Reply::Unit)
+            }
             Request::Call(id, op) => {
                 let object = self.objects.lock().get(&id).map(|s| s.object.clone());
                 match object {

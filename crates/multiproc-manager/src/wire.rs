@@ -122,7 +122,8 @@ impl Request {
                 | Op::DictSetDefault(_, v)
                 | Op::NsSet(_, v)
                 | Op::ValueSet(v)
-                | Op::Put(v, _) => each(v),
+                | Op::Put(v, _)
+                | Op::PutFront(v) => each(v),
                 Op::Extend(items) | Op::SetRange(_, items) => items.iter().for_each(&mut each),
                 Op::DictUpdate(items) => items.iter().for_each(|(_, v)| each(v)),
                 _ => {}
@@ -210,6 +211,10 @@ pub(crate) enum Op {
     // Queues.
     Put(Stored, Wait),
     Take(Wait),
+    /// Gives back an item a `Take` took for a caller that had gone: it
+    /// goes back to the queue's front, and the session lets go of the
+    /// holds its copy counted.
+    PutFront(Stored),
     QSize,
     MaxSize,
     TaskDone,

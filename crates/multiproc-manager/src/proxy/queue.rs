@@ -50,7 +50,9 @@ async fn queue_put_async<T: Serialize>(r: &ProxyRef, item: T) -> Result<(), PutE
 macro_rules! queue_methods {
     () => {
         /// As [`put`](Self::put), awaiting room without blocking a thread,
-        /// under any async runtime. Python (asyncio):
+        /// under any async runtime. A future dropped after the request went
+        /// out may have put the item (the manager puts it unless it was
+        /// still waiting for room). Python (asyncio):
         /// `await loop.run_in_executor(None, q.put, x)`.
         ///
         /// # Errors
