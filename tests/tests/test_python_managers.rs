@@ -236,3 +236,156 @@ fn a_python_orchestrator_feeds_two_rust_workers() {
         }
     });
 }
+
+// --- Python programs as clients of a Rust manager. ---
+
+const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/python/manager_client.py");
+
+/// A Rust manager that Python programs reach too.
+fn rust_manager() -> mp::Manager {
+    mp::Manager::builder()
+        .serve_python_on("127.0.0.1:0".parse().unwrap(), KEY.as_bytes())
+        .start()
+        .unwrap()
+}
+
+/// Starts `manager_client.py mode` against `m`.
+fn python_client(py: &Python, m: &mp::Manager, args: &[&str]) -> Child {
+    let address = m.python_address().unwrap().to_string();
+    py.command()
+        .arg(CLIENT)
+        .arg(args[0])
+        .arg(&address)
+        .arg(KEY)
+        .args(&args[1..])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The last line a client printed, after it ended (within the limit).
+fn last_line(child: Child) -> String {
+    let out = multiproc_testkit::output_within(child, Duration::from_secs(60));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.lines().last().unwrap_or_default().to_string()
+}
+
+#[test]
+fn a_python_sync_manager_client_uses_a_rust_managers_objects() {
+    within(LIMIT, || {
+        let m = rust_manager();
+        for py in cpythons() {
+            let before = m.number_of_objects().unwrap();
+            let got = last_line(python_client(&py, &m, &["sync"]));
+            assert_eq!(got, "ok", "{}", py.version);
+            // Its proxies gave back every hold when the program ended.
+            let settled = multiproc_testkit::wait_until(Duration::from_secs(10), || {
+                m.number_of_objects().unwrap() == before
+            });
+            assert!(
+                settled,
+                "{}: {} objects left",
+                py.version,
+                m.number_of_objects().unwrap()
+            );
+        }
+    });
+}
+
+#[test]
+fn a_python_base_manager_client_gets_a_published_queue_and_bad_requests_get_errors() {
+    within(LIMIT, || {
+        let m = rust_manager();
+        let q = m.queue::<String>().unwrap();
+        m.publish("get_queue", &q).unwrap();
+        for py in cpythons() {
+            assert_eq!(
+                last_line(python_client(&py, &m, &["base"])),
+                "ok",
+                "{}",
+                py.version
+            );
+        }
+        // The Rust side still uses the same queue.
+        q.put("from rust".into()).unwrap();
+        assert_eq!(q.get_timeout(Duration::from_secs(5)).unwrap(), "from rust");
+        assert!(matches!(q.try_get(), Err(mp::Error::Empty)));
+    });
+}
+
+#[test]
+fn a_rust_orchestrator_feeds_two_python_workers() {
+    within(LIMIT, || {
+        let m = rust_manager();
+        for py in cpythons() {
+            let jobs = m.queue::<Option<i64>>().unwrap();
+            let results = m.queue::<i64>().unwrap();
+            m.publish("get_jobs", &jobs).unwrap();
+            m.publish("get_results", &results).unwrap();
+            for n in 1..=200 {
+                jobs.put(Some(n)).unwrap();
+            }
+            jobs.put(None).unwrap();
+            jobs.put(None).unwrap();
+            let workers: Vec<Child> = (0..2)
+                .map(|_| python_client(&py, &m, &["worker"]))
+                .collect();
+            let mut got: Vec<i64> = (0..200)
+                .map(|_| results.get_timeout(Duration::from_secs(60)).unwrap())
+                .collect();
+            got.sort_unstable();
+            assert_eq!(
+                got,
+                (1..=200).map(|n| n * n).collect::<Vec<i64>>(),
+                "{}",
+                py.version
+            );
+            let done: usize = workers
+                .into_iter()
+                .map(|w| {
+                    let line = last_line(w);
+                    line.strip_prefix("ok ")
+                        .unwrap_or_else(|| panic!("{line}"))
+                        .parse::<usize>()
+                        .unwrap()
+                })
+                .sum();
+            assert_eq!(done, 200, "{}", py.version);
+        }
+    });
+}
+
+#[test]
+fn python_and_rust_calls_interleave_on_one_queue_and_lose_nothing() {
+    within(LIMIT, || {
+        let m = rust_manager();
+        let q = m.queue::<(String, i64)>().unwrap();
+        m.publish("get_queue", &q).unwrap();
+        let py = cpythons().into_iter().last().unwrap();
+        let client = python_client(&py, &m, &["hammer", "1000"]);
+        // Rust calls at the same time: 1,000 puts.
+        for i in 0..1000 {
+            q.put(("rs".into(), i)).unwrap();
+        }
+        let line = last_line(client);
+        let taken_by_python: Vec<(String, i64)> = line
+            .split(',')
+            .map(|item| {
+                let (kind, i) = item.split_once(':').unwrap_or_else(|| panic!("{line}"));
+                (kind.to_string(), i.parse().unwrap())
+            })
+            .collect();
+        assert_eq!(taken_by_python.len(), 500);
+        let mut all = taken_by_python;
+        while let Ok(item) = q.get_timeout(Duration::from_millis(500)) {
+            all.push(item);
+        }
+        all.sort();
+        let mut want: Vec<(String, i64)> = (0..1000)
+            .flat_map(|i| [("py".to_string(), i), ("rs".to_string(), i)])
+            .collect();
+        want.sort();
+        assert_eq!(all.len(), want.len(), "every item once");
+        assert_eq!(all, want);
+    });
+}

@@ -69,6 +69,9 @@ pub(crate) struct ClientConn {
     /// A local session's anchor, opened by its first async call: a call
     /// whose future is dropped drops its connection.
     async_anchor: std::sync::OnceLock<Chan>,
+    /// The manager stores values as pickles (it serves Python programs):
+    /// set by the first hello.
+    pickle: std::sync::OnceLock<bool>,
 }
 
 /// The sessions of this process (and, after a fork, stale ones of the
@@ -108,6 +111,7 @@ impl ClientConn {
             decrefs: Mutex::new(Vec::new()),
             anchor: None,
             async_anchor: std::sync::OnceLock::new(),
+            pickle: std::sync::OnceLock::new(),
         });
         // Open one connection now: a dead manager shows here, not later.
         let chan = conn.open()?;
@@ -135,7 +139,7 @@ impl ClientConn {
         let sock = remote_socket(address, authkey, options)?;
         let session = random_u64()?;
         let chan = Chan::Remote(sock);
-        let uid = hello(&chan, session, options.reply_timeout)?;
+        let (uid, pickle) = hello(&chan, session, options.reply_timeout)?;
         let route = Route::Remote {
             address: address.clone(),
             authkey: authkey.into(),
@@ -150,6 +154,7 @@ impl ClientConn {
             decrefs: Mutex::new(Vec::new()),
             anchor: Some(chan),
             async_anchor: std::sync::OnceLock::new(),
+            pickle: std::sync::OnceLock::from(pickle),
         });
         CONNS.lock().push(Arc::downgrade(&conn));
         Ok(conn)
@@ -176,7 +181,8 @@ impl ClientConn {
                 options,
             } => Chan::Remote(remote_socket(address, authkey, options)?),
         };
-        hello(&chan, self.session, self.reply_timeout())?;
+        let (_, pickle) = hello(&chan, self.session, self.reply_timeout())?;
+        let _ = self.pickle.set(pickle);
         Ok(chan)
     }
 
@@ -419,12 +425,12 @@ impl Drop for InFlight {
     }
 }
 
-fn hello(chan: &Chan, session: u64, silence: Duration) -> Result<u64> {
+fn hello(chan: &Chan, session: u64, silence: Duration) -> Result<(u64, bool)> {
     // A few words of "still waiting" fit in each span of allowed silence.
     let heartbeat = (silence < Duration::MAX).then(|| silence / 4);
     let request = codec::encode(&Request::Hello { session, heartbeat })?;
     match exchange(chan, &request, silence)?.map_err(Error::from)? {
-        Reply::Len(uid) => Ok(uid),
+        Reply::Welcome { uid, pickle } => Ok((uid, pickle)),
         other => Err(Error::Decode(format!(
             "unexpected reply to hello: {other:?}"
         ))),
@@ -477,8 +483,22 @@ thread_local! {
     static READING: RefCell<Option<Arc<ClientConn>>> = const { RefCell::new(None) };
 }
 
-/// Encodes a value to store into `conn`'s manager.
+impl ClientConn {
+    fn pickles(&self) -> bool {
+        self.pickle.get().copied().unwrap_or(false)
+    }
+}
+
+/// Encodes a value to store into `conn`'s manager: postcard, or the
+/// canonical pickle for a manager that serves Python programs (which
+/// then read the value too; a proxy cannot go there).
 pub(crate) fn store<T: Serialize + ?Sized>(conn: &ClientConn, value: &T) -> Result<Stored> {
+    if conn.pickles() {
+        return Ok(Stored {
+            bytes: pickle_of(value)?,
+            refs: Vec::new(),
+        });
+    }
     let outer = STORING.with(|s| s.borrow_mut().replace((conn.uid, Vec::new())));
     let bytes = codec::encode(value);
     let refs = STORING.with(|s| std::mem::replace(&mut *s.borrow_mut(), outer));
@@ -488,8 +508,26 @@ pub(crate) fn store<T: Serialize + ?Sized>(conn: &ClientConn, value: &T) -> Resu
     })
 }
 
+/// The canonical pickle of a value for a manager that serves Python
+/// programs, refusing a proxy (Python programs could not use it).
+fn pickle_of<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
+    let outer = STORING.with(|s| s.borrow_mut().replace((0, Vec::new())));
+    let bytes = crate::pickle::canonical(value);
+    let refs = STORING.with(|s| std::mem::replace(&mut *s.borrow_mut(), outer));
+    if refs.is_some_and(|(_, r)| !r.is_empty()) {
+        return Err(Error::Encode(
+            "a value holding a proxy cannot be stored in a manager that serves Python programs"
+                .into(),
+        ));
+    }
+    bytes
+}
+
 /// Encodes a key: proxies in keys do not keep their objects alive.
-pub(crate) fn key<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
+pub(crate) fn key<T: Serialize + ?Sized>(conn: &ClientConn, value: &T) -> Result<Vec<u8>> {
+    if conn.pickles() {
+        return pickle_of(value);
+    }
     codec::encode(value)
 }
 
@@ -498,6 +536,9 @@ pub(crate) fn load<T: serde::de::DeserializeOwned>(
     conn: &Arc<ClientConn>,
     bytes: &[u8],
 ) -> Result<T> {
+    if conn.pickles() {
+        return crate::pickle::loads(bytes);
+    }
     let outer = READING.with(|r| r.borrow_mut().replace(conn.clone()));
     let value = codec::decode(bytes);
     READING.with(|r| *r.borrow_mut() = outer);

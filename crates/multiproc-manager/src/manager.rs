@@ -60,6 +60,9 @@ pub struct Manager {
     server: Option<Process<()>>,
     listener: Option<Listener>,
     address: Option<Address>,
+    /// The socket Python programs reach, when served.
+    python_listener: Option<Listener>,
+    python_address: Option<Address>,
 }
 
 /// Options for [`Manager::builder`].
@@ -67,6 +70,7 @@ pub struct Manager {
 pub struct ManagerBuilder {
     method: Option<StartMethod>,
     serve: Option<(Address, Vec<u8>)>,
+    serve_python: Option<(Address, Vec<u8>)>,
     registry: Vec<RemoteFn>,
     max_request: Option<u64>,
     listener_options: ListenerOptions,
@@ -92,6 +96,22 @@ impl ManagerBuilder {
     /// Python: `BaseManager(address=..., authkey=...)`.
     pub fn serve_on(mut self, address: Address, authkey: &[u8]) -> ManagerBuilder {
         self.serve = Some((address, authkey.to_vec()));
+        self
+    }
+
+    /// Also serves Python programs at `address` (TCP or a Unix socket), on
+    /// CPython's manager protocol: a stock `BaseManager` subclass that
+    /// `register`s a name and `connect`s with `authkey` gets the object
+    /// [`published`](Manager::publish) under that name (`get_queue`), and
+    /// a `SyncManager` client makes `dict()`, `list()`, `Queue()`,
+    /// `JoinableQueue()`, `Value()`, `Lock()`, `RLock()`, `Semaphore()`,
+    /// `BoundedSemaphore()`, `Event()` and `Namespace()` here. Values are
+    /// then stored as pickles, which Rust proxies read and write too: they
+    /// must be plain data (see the crate's pickle table), and a proxy
+    /// cannot be stored in a value. Python: `BaseManager(address=...,
+    /// authkey=...).get_server().serve_forever()`.
+    pub fn serve_python_on(mut self, address: Address, authkey: &[u8]) -> ManagerBuilder {
+        self.serve_python = Some((address, authkey.to_vec()));
         self
     }
 
@@ -135,7 +155,22 @@ impl ManagerBuilder {
                     fd: listener.to_fd()?,
                     address: listener.address().clone(),
                     authkey,
-                    options: self.listener_options,
+                    options: self.listener_options.clone(),
+                    max_connections: self.max_connections.unwrap_or(MAX_CONNECTIONS),
+                };
+                (Some(listener), Some(served))
+            }
+            None => (None, None),
+        };
+        let (python_listener, python) = match self.serve_python {
+            Some((address, authkey)) => {
+                let listener =
+                    Listener::bind_with(&address, &authkey, self.listener_options.clone())?;
+                let served = ServedSocket {
+                    fd: listener.to_fd()?,
+                    address: listener.address().clone(),
+                    authkey,
+                    options: self.listener_options.clone(),
                     max_connections: self.max_connections.unwrap_or(MAX_CONNECTIONS),
                 };
                 (Some(listener), Some(served))
@@ -143,10 +178,12 @@ impl ManagerBuilder {
             None => (None, None),
         };
         let address = listener.as_ref().map(|l| l.address().clone());
+        let python_address = python_listener.as_ref().map(|l| l.address().clone());
         let config = ServerConfig {
             uid,
             door: HandoffFd::from(door_server),
             listener: served,
+            python,
             registry: self.registry,
             max_request: self.max_request.unwrap_or(MAX_REQUEST),
         };
@@ -172,6 +209,8 @@ impl ManagerBuilder {
             server: Some(server),
             listener,
             address,
+            python_listener,
+            python_address,
         })
     }
 }
@@ -232,12 +271,20 @@ impl Manager {
             server: None,
             listener: None,
             address: Some(address.clone()),
+            python_listener: None,
+            python_address: None,
         })
     }
 
     /// Where other programs can connect, if served. Python: `address`.
     pub fn address(&self) -> Option<&Address> {
         self.address.as_ref()
+    }
+
+    /// Where Python programs reach the manager, if it
+    /// [serves them](ManagerBuilder::serve_python_on).
+    pub fn python_address(&self) -> Option<&Address> {
+        self.python_address.as_ref()
     }
 
     /// The server's process id, for a manager this program started.
@@ -309,7 +356,7 @@ impl Manager {
         let entries: Vec<(K, V)> = entries.into_iter().collect();
         let stored = entries
             .iter()
-            .map(|(k, v)| Ok((key(k)?, store(&self.conn, v)?)))
+            .map(|(k, v)| Ok((key(&self.conn, k)?, store(&self.conn, v)?)))
             .collect::<Result<Vec<_>>>()?;
         // Kept until the server holds what they refer to (see `store_all`).
         let dict = self.make(Init::Dict(stored));
@@ -524,7 +571,8 @@ impl Manager {
             conn: self.conn.clone(),
         });
         let mut want = P::info();
-        if want.kind == Kind::User {
+        // An object a Python program made holds whatever Python put in.
+        if want.kind == Kind::User || found.type_name == crate::server::PYTHON_ITEMS {
             want.type_name = found.type_name.clone();
         }
         if found != want {
@@ -574,6 +622,7 @@ impl Manager {
             }
         }
         self.listener = None;
+        self.python_listener = None;
         asked
     }
 }

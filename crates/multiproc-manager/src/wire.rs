@@ -260,6 +260,12 @@ pub(crate) enum Reply {
         broken: bool,
     },
     Bytes(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// The reply to `Hello`: the manager's uid, and whether it stores
+    /// values as pickles (it serves Python programs too).
+    Welcome {
+        uid: u64,
+        pickle: bool,
+    },
     /// Not a reply: sent to a remote client, a few times per span of its
     /// reply timeout, while its call waits (a queue's get), so that it can
     /// tell a waiting server from a silent one.

@@ -79,6 +79,28 @@ pub(crate) fn dumps<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
     serde_pickle::to_vec(&value, SerOptions::new()).map_err(|e| Error::Encode(e.to_string()))
 }
 
+/// The canonical pickle of a value, as a manager that serves Python
+/// programs stores it: the same bytes for equal values, whoever sent them
+/// (a Rust value, or a Python pickle read by [`loads`] as a [`Value`]), so
+/// that a dict's keys and a list's searches compare bytes.
+///
+/// # Errors
+///
+/// [`Error::Encode`] if serde-pickle cannot write the value.
+pub(crate) fn canonical<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
+    let value = serde_pickle::to_value(&value).map_err(|e| Error::Encode(e.to_string()))?;
+    canonical_of(&value)
+}
+
+/// [`canonical`] of a pickle's value.
+///
+/// # Errors
+///
+/// As [`canonical`].
+pub(crate) fn canonical_of(value: &Value) -> Result<Vec<u8>> {
+    serde_pickle::value_to_vec(value, SerOptions::new()).map_err(|e| Error::Encode(e.to_string()))
+}
+
 /// Decodes a pickle of protocol 0 to 5 into a `T`.
 ///
 /// # Errors
@@ -132,15 +154,29 @@ pub(crate) fn loads_reply(bytes: &[u8]) -> Result<(String, std::result::Result<V
     }
 }
 
+/// Decodes a pickle of plain data into serde-pickle's [`Value`], which
+/// keeps Python's tuples apart from its lists (serde's data model does
+/// not): what a manager serving Python programs reads.
+///
+/// # Errors
+///
+/// As [`loads`]; an exception instance is [`Error::Decode`] here.
+pub(crate) fn loads_value(bytes: &[u8]) -> Result<Value> {
+    let walked = Walker::new(bytes).walk()?;
+    if let Kind::Global(class) | Kind::Instance(class) = walked.top.kind {
+        return Err(not_plain(&class.full_name(bytes)));
+    }
+    let patched = walked.patched(bytes);
+    let plain = patched.as_deref().unwrap_or(bytes);
+    serde_pickle::value_from_slice(plain, DeOptions::new())
+        .map_err(|e| decode(format!("pickle: {e}")))
+}
+
 /// Writes the pickle (protocol 3) of an instance of the exception class
 /// `class`, given as `module.Name` (`_queue.Empty`, `builtins.KeyError`),
 /// made with `args`: what `pickle.dumps(KeyError('k'))` gives, which a
 /// Python peer unpickles into the exception. A class without a dot is
 /// taken from `builtins`; it must not contain a newline.
-#[cfg_attr(
-    not(test),
-    allow(dead_code, reason = "not yet called outside the tests")
-)]
 pub(crate) fn dumps_exception(class: &str, args: &[&str]) -> Vec<u8> {
     debug_assert!(
         !class.contains('\n'),
@@ -179,6 +215,27 @@ pub(crate) fn dumps_exception(class: &str, args: &[&str]) -> Vec<u8> {
     });
     out.extend_from_slice(&[op::REDUCE, op::STOP]);
     out
+}
+
+/// A manager's `('#ERROR', exc)` reply, `exc` as [`dumps_exception`]
+/// writes it: what CPython's server sends when a method raised.
+pub(crate) fn error_reply(class: &str, args: &[&str]) -> Vec<u8> {
+    let exc = dumps_exception(class, args);
+    // Its body, without the protocol mark and the STOP.
+    let body = exc.get(2..exc.len() - 1).unwrap_or_default();
+    let kind = b"#ERROR";
+    let mut out = Vec::with_capacity(body.len() + 16);
+    out.extend_from_slice(&[op::PROTO, 3, op::BINUNICODE]);
+    out.extend_from_slice(&(kind.len() as u32).to_le_bytes());
+    out.extend_from_slice(kind);
+    out.extend_from_slice(body);
+    out.extend_from_slice(&[op::TUPLE2, op::STOP]);
+    out
+}
+
+/// Python's `repr` of a plain value, as an exception's text shows it.
+pub(crate) fn repr_of(value: &Value, out: &mut String) {
+    repr(value, out);
 }
 
 fn decode(message: impl Into<String>) -> Error {

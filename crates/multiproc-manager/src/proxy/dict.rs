@@ -30,8 +30,10 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
     ///
     /// [`Error::Encode`](multiproc_process::Error::Encode), or [`Error::Closed`](multiproc_process::Error::Closed) when the manager is gone.
     pub fn insert(&self, key_: K, value: V) -> Result<Option<V>> {
-        self.r
-            .maybe(Op::DictInsert(key(&key_)?, self.r.put(&value)?))
+        self.r.maybe(Op::DictInsert(
+            key(&self.r.conn, &key_)?,
+            self.r.put(&value)?,
+        ))
     }
 
     /// The value of `key`. Python: `d.get(k)`.
@@ -43,7 +45,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
     where
         K: std::borrow::Borrow<Q>,
     {
-        self.r.maybe(Op::DictGet(key(key_)?))
+        self.r.maybe(Op::DictGet(key(&self.r.conn, key_)?))
     }
 
     /// Removes `key`, returning its value. Python: `d.pop(k, None)`.
@@ -55,7 +57,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
     where
         K: std::borrow::Borrow<Q>,
     {
-        self.r.maybe(Op::DictRemove(key(key_)?))
+        self.r.maybe(Op::DictRemove(key(&self.r.conn, key_)?))
     }
 
     /// Whether `key` is there. Python: `k in d`.
@@ -67,7 +69,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
     where
         K: std::borrow::Borrow<Q>,
     {
-        self.r.boolean(Op::DictContains(key(key_)?))
+        self.r.boolean(Op::DictContains(key(&self.r.conn, key_)?))
     }
 
     /// The number of entries. Python: `len(d)`.
@@ -133,7 +135,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
         let entries: Vec<(K, V)> = entries.into_iter().collect();
         let stored = entries
             .iter()
-            .map(|(k, v)| Ok((key(k)?, self.r.put(v)?)))
+            .map(|(k, v)| Ok((key(&self.r.conn, k)?, self.r.put(v)?)))
             .collect::<Result<Vec<_>>>()?;
         // Kept until the server holds the proxies among them.
         let done = self.r.unit(Op::DictUpdate(stored));
@@ -157,8 +159,10 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
     ///
     /// [`Error::Encode`](multiproc_process::Error::Encode), [`Error::Decode`](multiproc_process::Error::Decode).
     pub fn setdefault(&self, key_: K, default: V) -> Result<V> {
-        self.r
-            .value(Op::DictSetDefault(key(&key_)?, self.r.put(&default)?))
+        self.r.value(Op::DictSetDefault(
+            key(&self.r.conn, &key_)?,
+            self.r.put(&default)?,
+        ))
     }
 
     /// Removes and returns the entry inserted last (`None` when the dict is

@@ -95,7 +95,7 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     ///
     /// [`Error::InvalidArgument`] if there is none (Python's `ValueError`).
     pub fn remove(&self, item: &T) -> Result<()> {
-        self.r.unit(Op::RemoveValue(key(item)?))
+        self.r.unit(Op::RemoveValue(key(&self.r.conn, item)?))
     }
 
     /// Removes and returns the last item. Python: `pop()`.
@@ -140,7 +140,7 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     ///
     /// As [`len`](Self::len).
     pub fn contains(&self, item: &T) -> Result<bool> {
-        self.r.boolean(Op::Contains(key(item)?))
+        self.r.boolean(Op::Contains(key(&self.r.conn, item)?))
     }
 
     /// The position of the first item equal to `item`. Python: `index`.
@@ -149,7 +149,7 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     ///
     /// [`Error::InvalidArgument`] if there is none.
     pub fn index(&self, item: &T) -> Result<usize> {
-        self.r.len(Op::Index(key(item)?))
+        self.r.len(Op::Index(key(&self.r.conn, item)?))
     }
 
     /// Removes every item. Python: `l.clear()`.
@@ -219,7 +219,7 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     ///
     /// As [`len`](Self::len).
     pub fn count(&self, item: &T) -> Result<usize> {
-        self.r.len(Op::Count(key(item)?))
+        self.r.len(Op::Count(key(&self.r.conn, item)?))
     }
 
     /// Reverses the list in place. Python: `l.reverse()`.

@@ -30,10 +30,13 @@ use crate::address::Address;
 use crate::chan::Chan;
 use crate::served::{ErasedServed, factory};
 use crate::socket::{Listener, ListenerFd, ListenerOptions};
+
+mod python;
 use crate::wire::{
     Holder, Init, Kind, ObjectId, ObjectInfo, Op, Reply, Request, Stored, Wait, WireError,
     WireResult,
 };
+pub(crate) use python::PYTHON_ITEMS;
 
 /// The most items `l *= n` may make: a typo of a count must not take the
 /// server's memory.
@@ -72,6 +75,8 @@ pub(crate) struct ServerConfig {
     /// fresh pipe each.
     pub(crate) door: HandoffFd,
     pub(crate) listener: Option<ServedSocket>,
+    /// Python programs' socket: values are then stored as pickles.
+    pub(crate) python: Option<ServedSocket>,
     /// Each installs one registered type.
     pub(crate) registry: Vec<RemoteFn>,
     /// The longest request a client may send.
@@ -83,7 +88,11 @@ pub(crate) fn serve(config: ServerConfig) {
     for install in &config.registry {
         install.call();
     }
-    let server = Arc::new(Server::new(config.uid, config.max_request));
+    let server = Arc::new(Server::new(
+        config.uid,
+        config.max_request,
+        config.python.is_some(),
+    ));
     let door = config.door;
     {
         let server = server.clone();
@@ -99,6 +108,15 @@ pub(crate) fn serve(config: ServerConfig) {
         std::thread::Builder::new()
             .name("manager-listener".into())
             .spawn(move || server.serve_listener(&listener, max))
+            .ok();
+    }
+    if let Some(served) = config.python {
+        let max = served.max_connections;
+        let listener = Listener::from_fd(served.fd, served.address, served.authkey, served.options);
+        let server = server.clone();
+        std::thread::Builder::new()
+            .name("manager-python".into())
+            .spawn(move || server.serve_python_listener(&listener, max))
             .ok();
     }
     let mut done = server.shutdown.lock();
@@ -121,6 +139,8 @@ struct Session {
 struct Server {
     uid: u64,
     max_request: u64,
+    /// Values are pickles: Python programs are served too.
+    pickle: bool,
     objects: Mutex<HashMap<ObjectId, Slot>>,
     names: Mutex<HashMap<String, ObjectId>>,
     sessions: Mutex<HashMap<u64, Session>>,
@@ -134,10 +154,11 @@ struct Server {
 }
 
 impl Server {
-    fn new(uid: u64, max_request: u64) -> Server {
+    fn new(uid: u64, max_request: u64, pickle: bool) -> Server {
         Server {
             uid,
             max_request,
+            pickle,
             objects: Mutex::new(HashMap::new()),
             names: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
@@ -228,7 +249,11 @@ impl Server {
         // Only a remote client waits with a timeout for our replies.
         let heartbeat = heartbeat.filter(|_| matches!(chan, Chan::Remote(_)));
         self.sessions.lock().entry(session).or_default().conns += 1;
-        if self.reply(chan, &Ok(Reply::Len(self.uid))).is_ok() {
+        let welcome = Reply::Welcome {
+            uid: self.uid,
+            pickle: self.pickle,
+        };
+        if self.reply(chan, &Ok(welcome)).is_ok() {
             while let Ok(bytes) = chan.recv() {
                 // A request that does not decode ends this connection only.
                 let Ok(request) = codec::decode::<Request>(&bytes) else {
@@ -1460,7 +1485,7 @@ mod tests {
     /// back a hold that is not its own.
     #[test]
     fn a_client_cannot_release_what_it_does_not_hold() {
-        let server = Server::new(1, MAX_REQUEST);
+        let server = Server::new(1, MAX_REQUEST, false);
         let (chan, _other) = Pipe::new().unwrap();
         let chan = Chan::Local(chan);
         let (attacker, victim) = (10, 20);
