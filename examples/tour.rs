@@ -13,6 +13,8 @@ mod executor;
 mod manager_remote;
 #[path = "pool_progress.rs"]
 mod pool_progress;
+#[path = "python_workers.rs"]
+mod python_workers;
 #[path = "seed_lock.rs"]
 mod seed_lock;
 #[path = "seed_manager.rs"]
@@ -88,9 +90,13 @@ fn main() -> mp::Result<()> {
     section("an async pipeline: a Queue and a Pool awaited on tokio");
     async_pipeline::main()?;
 
+    section("Python and Rust programs sharing work through managers, both ways");
+    python_workers::main()?;
+
     println!(
         "\ntour finished: the {} seed programs, a distributed queue, a pool with progress, \
-         an executor with time limits, processes from async code, an async pipeline",
+         an executor with time limits, processes from async code, an async pipeline, \
+         Python workers and a Python orchestrator",
         8
     );
     Ok(())
