@@ -79,17 +79,90 @@ def bench_executor_as_completed(n):
         assert total == n * (n - 1) // 2
         return n / (time.perf_counter() - t)
 
+def dict_client(address, key):
+    """A SyncManager client of the manager at `address` (CPython's or a
+    Rust one served to Python): for each count N read from stdin, sets N
+    items of one dict and prints the seconds it took. The peer of the
+    Rust manager's dict benchmark."""
+    from multiprocessing.managers import SyncManager
+    host, port = address.rsplit(":", 1)
+    m = SyncManager(address=(host, int(port)), authkey=key.encode())
+    m.connect()
+    d = m.dict()
+    for line in sys.stdin:
+        n = int(line)
+        t = time.perf_counter()
+        for i in range(n):
+            d[i] = i
+        print(f"{time.perf_counter() - t:.9f}", flush=True)
+
+def queue_manager():
+    """A CPython BaseManager serving get_queue on a free port (printed),
+    until stdin closes: the server of the Rust client's benchmark."""
+    import queue, threading
+    from multiprocessing.managers import BaseManager
+    class QueueManager(BaseManager): pass
+    q = queue.Queue()
+    QueueManager.register("get_queue", callable=lambda: q)
+    server = QueueManager(address=("127.0.0.1", 0), authkey=b"bench").get_server()
+    print(server.address[1], flush=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    sys.stdin.read()
+
+def bench_dict_set_cpython_manager(n):
+    # A Python client's d[i] = i on a CPython SyncManager's dict, over TCP
+    # on loopback (no process start counted).
+    from multiprocessing.managers import SyncManager
+    with SyncManager(address=("127.0.0.1", 0), authkey=b"bench") as m:
+        d = m.dict()
+        for i in range(100):
+            d[i] = i
+        t = time.perf_counter()
+        for i in range(n):
+            d[i] = i
+        return n / (time.perf_counter() - t)
+
+def bench_queue_call_cpython_manager(n):
+    # A Python client's q.qsize() on a CPython BaseManager's queue.
+    import subprocess
+    from multiprocessing.managers import BaseManager
+    server = subprocess.Popen([sys.executable, __file__, "--queue-manager"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    port = int(server.stdout.readline())
+    class QueueManager(BaseManager): pass
+    QueueManager.register("get_queue")
+    m = QueueManager(address=("127.0.0.1", port), authkey=b"bench")
+    m.connect()
+    q = m.get_queue()
+    for _ in range(100):
+        q.qsize()
+    t = time.perf_counter()
+    for _ in range(n):
+        q.qsize()
+    took = (time.perf_counter() - t) / n * 1e6
+    server.stdin.close()
+    server.wait(timeout=10)
+    return took
+
 CASES = {
     "pool_apply_async_rtt_us": lambda: bench_apply_async_rtt(5000),
     "pool_apply_1GiB_bytes_ms": lambda: bench_apply_1gib_bytes(3),
     "wire_tcp_rtt_us": lambda: bench_wire_rtt(20000),
     "executor_submit_rtt_us": lambda: bench_executor_rtt(3000),
     "executor_as_completed_per_s": lambda: bench_executor_as_completed(100000),
+    "py_client_dict_set_cpython_manager_ops_per_s": lambda: bench_dict_set_cpython_manager(20000),
+    "py_client_queue_call_cpython_manager_us": lambda: bench_queue_call_cpython_manager(5000),
 }
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--echo"]:
         echo_server()
+        sys.exit(0)
+    if sys.argv[1:2] == ["--dict-client"]:
+        dict_client(sys.argv[2], sys.argv[3])
+        sys.exit(0)
+    if sys.argv[1:] == ["--queue-manager"]:
+        queue_manager()
         sys.exit(0)
     for name in sys.argv[1:] or list(CASES):
         print(f"{name} {CASES[name]():.3f}", flush=True)

@@ -27,7 +27,7 @@ class QueueManager(BaseManager):
     pass
 
 
-for name in ("get_queue", "get_jobs", "get_results"):
+for name in ("get_queue", "get_jobs", "get_results", "Counter", "get_counter"):
     QueueManager.register(name)
 
 
@@ -139,6 +139,21 @@ def base(address, key):
     print("ok", flush=True)
 
 
+def served(address, key):
+    m = QueueManager(address=address, authkey=key)
+    m.connect()
+    c = m.Counter({"n": 5})
+    check(c.add(3) == 8 and c.get() == 8, "a Counter made by Python")
+    check(c.add_both(1, 2) == 11, "two arguments")
+    shared = m.get_counter()
+    check(shared.add(1) == 101, "the Counter the Rust program published")
+    e = raises(RemoteError, c._callmethod, "nope")
+    check("nope" in str(e), str(e))
+    raises(ValueError, c._callmethod, "add", ("not a number",))
+    check(c.get() == 11, "the object went on")
+    print("ok", flush=True)
+
+
 def worker(address, key):
     m = QueueManager(address=address, authkey=key)
     m.connect()
@@ -172,6 +187,8 @@ def main():
         sync(address, key)
     elif mode == "base":
         base(address, key)
+    elif mode == "served":
+        served(address, key)
     elif mode == "worker":
         worker(address, key)
     elif mode == "hammer":

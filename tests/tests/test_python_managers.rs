@@ -389,3 +389,57 @@ fn python_and_rust_calls_interleave_on_one_queue_and_lose_nothing() {
         assert_eq!(all, want);
     });
 }
+
+/// A registered type that Python programs may use too.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Counter {
+    n: i64,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+enum CounterOp {
+    #[serde(rename = "add")]
+    Add(i64),
+    #[serde(rename = "add_both")]
+    AddBoth(i64, i64),
+    #[serde(rename = "get")]
+    Get,
+}
+
+impl mp::Served for Counter {
+    const NAME: &'static str = "Counter";
+    const PYTHON_METHODS: &'static [&'static str] = &["add", "add_both", "get"];
+    type Request = CounterOp;
+    type Reply = i64;
+    fn handle(&mut self, op: CounterOp) -> i64 {
+        match op {
+            CounterOp::Add(k) => self.n += k,
+            CounterOp::AddBoth(a, b) => self.n += a + b,
+            CounterOp::Get => {}
+        }
+        self.n
+    }
+}
+
+#[test]
+fn python_programs_call_a_registered_rust_type_by_its_method_table() {
+    within(LIMIT, || {
+        let m = mp::Manager::builder()
+            .register::<Counter>()
+            .serve_python_on("127.0.0.1:0".parse().unwrap(), KEY.as_bytes())
+            .start()
+            .unwrap();
+        for py in cpythons() {
+            let shared = m.create(Counter { n: 100 }).unwrap();
+            m.publish("get_counter", &shared).unwrap();
+            assert_eq!(
+                last_line(python_client(&py, &m, &["served"])),
+                "ok",
+                "{}",
+                py.version
+            );
+            // The Python program's call reached the Rust object.
+            assert_eq!(shared.call(CounterOp::Get).unwrap(), 101, "{}", py.version);
+        }
+    });
+}

@@ -263,6 +263,22 @@ const CASES: &[Case] = &[
         rival: None,
     },
     Case {
+        criterion: "python_managers/python_client_dict_set_rust_manager",
+        python: Some("py_client_dict_set_cpython_manager_ops_per_s"),
+        metric: Metric::PerSecond { per_iter: 1.0 },
+        what: "a Python client's dict set on a Rust manager served to Python (CPython: on a SyncManager)",
+        goal: "at least 3x CPython's ops/s",
+        rival: None,
+    },
+    Case {
+        criterion: "python_managers/rust_client_queue_call_cpython_manager",
+        python: Some("py_client_queue_call_cpython_manager_us"),
+        metric: Metric::Micros,
+        what: "a Rust client's queue call (qsize) on a CPython BaseManager (CPython: a Python client)",
+        goal: "under 30 us per call",
+        rival: None,
+    },
+    Case {
         criterion: "executor/submit_result_rtt",
         python: Some("executor_submit_rtt_us"),
         metric: Metric::Micros,
@@ -491,6 +507,8 @@ const EXTRA_PYTHON: &[&str] = &[
     "wire_tcp_rtt_us",
     "executor_submit_rtt_us",
     "executor_as_completed_per_s",
+    "py_client_dict_set_cpython_manager_ops_per_s",
+    "py_client_queue_call_cpython_manager_us",
 ];
 
 fn baseline_script(root: &Path) -> PathBuf {

@@ -513,6 +513,11 @@ impl Server {
                 State::User(make(&init)?)
             }
         };
+        Ok(Reply::Created(self.insert_object(session, info, state)))
+    }
+
+    /// Adds an object, held once by `session`.
+    fn insert_object(&self, session: u64, info: ObjectInfo, state: State) -> ObjectId {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let object = Arc::new(Object {
             info,
@@ -521,7 +526,7 @@ impl Server {
         });
         self.objects.lock().insert(id, Slot { object, count: 1 });
         self.count_hold(session, id);
-        Ok(Reply::Created(id))
+        id
     }
 
     /// Records that `session` holds `id` once more (the object's own count

@@ -167,7 +167,7 @@ impl Server {
                 Value::Tuple(vec![
                     Value::String(format!("{id:x}")),
                     Value::Tuple(
-                        exposed(kind)
+                        self.exposed_of(id, kind)
                             .iter()
                             .map(|m| Value::String((*m).into()))
                             .collect(),
@@ -202,6 +202,16 @@ impl Server {
                 Some(kind) if self.session_incref(PYTHON_SESSION, id) => Ok((id, kind)),
                 _ => Err(PyReply::Error("builtins.KeyError", typeid.into())),
             };
+        }
+        if let Some(make) = crate::served::python_factory(typeid) {
+            let init = args.get(1).cloned().unwrap_or(Value::None);
+            let object = make(init).map_err(wire_error)?;
+            let info = ObjectInfo {
+                kind: Kind::User,
+                type_name: typeid.into(),
+            };
+            let id = self.insert_object(PYTHON_SESSION, info, super::State::User(object));
+            return Ok((id, Kind::User));
         }
         let (kind, init) = match typeid {
             "Queue" | "JoinableQueue" => {
@@ -295,6 +305,29 @@ impl Server {
             return Err(PyReply::Error("builtins.KeyError", ident.into()));
         };
         let kind = object.info.kind;
+        if kind == Kind::User {
+            let mut state = object.state.lock();
+            let super::State::User(served) = &mut *state else {
+                return Err(invalid("a registered type's object without its state"));
+            };
+            if !served.python_methods().contains(&method) {
+                return Err(invalid(format!(
+                    "method {method:?} of {} is not exposed",
+                    object.info.type_name
+                )));
+            }
+            let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                served.call_python(method, args.positional)
+            }));
+            return match called {
+                Ok(Ok(v)) => Ok(PyReply::Return(v)),
+                Ok(Err(e)) => Err(wire_error(e)),
+                Err(panic) => Err(PyReply::Traceback(format!(
+                    "{method} panicked: {}",
+                    multiproc_process::panic_message(&*panic)
+                ))),
+            };
+        }
         if !exposed(kind).contains(&method) {
             return Err(invalid(format!(
                 "method {method:?} of {kind:?} is not exposed"
@@ -488,6 +521,20 @@ impl Server {
                 "method {method:?} of {kind:?} is not served"
             ))),
         }
+    }
+}
+
+impl Server {
+    /// What `create` tells a Python proxy it may call.
+    fn exposed_of(&self, id: ObjectId, kind: Kind) -> Vec<&'static str> {
+        if kind != Kind::User {
+            return exposed(kind).to_vec();
+        }
+        let object = self.objects.lock().get(&id).map(|s| s.object.clone());
+        object.map_or_else(Vec::new, |o| match &*o.state.lock() {
+            super::State::User(served) => served.python_methods().to_vec(),
+            _ => Vec::new(),
+        })
     }
 }
 
