@@ -635,6 +635,17 @@ fn render(rows: &str, machine: &str) -> String {
          \x20 encoded or copied between processes; the pool's includes encoding every\n\
          \x20 chunk (`codec::bulk`), two copies through shared memory, and decoding.\n\
          \n\
+         ## Reading the rows between Rust and Python managers\n\
+         \n\
+         - Both are bounded by CPython's side of the wire. A CPython client's\n\
+         \x20 bare round trip of 16 bytes to a CPython `Listener` (the TCP row)\n\
+         \x20 takes most of what its dict set on our manager takes (the rest is its\n\
+         \x20 own pickling of the call), so no server can make that client 3x\n\
+         \x20 faster than on CPython's own manager.\n\
+         - The Rust client's `qsize` on a CPython manager is our round trip to a\n\
+         \x20 CPython `Listener` (the TCP row) plus CPython's unpickling, dispatch\n\
+         \x20 and pickling of the call.\n\
+         \n\
          ## Reproduce\n\
          \n\
          ```sh\n\
