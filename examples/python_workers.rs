@@ -93,6 +93,7 @@ fn rust_orchestrator() -> mp::Result<()> {
 fn python_orchestrator() -> mp::Result<()> {
     let mut python = Command::new("python3")
         .args([ORCHESTRATOR, "100", KEY])
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()?;
     let mut lines = BufReader::new(python.stdout.take().expect("piped"));
@@ -112,6 +113,8 @@ fn python_orchestrator() -> mp::Result<()> {
     }
     let mut summary = String::new();
     lines.read_line(&mut summary)?;
+    // The workers are done with its queues: the orchestrator may go.
+    drop(python.stdin.take());
     python.wait()?;
     println!("{} (two Rust workers took {done} jobs)", summary.trim());
     Ok(())

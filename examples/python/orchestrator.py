@@ -4,7 +4,8 @@
 
 It serves get_jobs and get_results on a free port of 127.0.0.1 (printed
 first), puts N numbers and one None per worker (2), and prints the sum of
-the squares that come back.
+the squares that come back. It serves until its stdin closes: a worker may
+still be taking its None when the last result is in.
 """
 
 import queue
@@ -31,6 +32,7 @@ def main():
         jobs.put(None)
     total = sum(results.get(timeout=60) for _ in range(n))
     print(f"python orchestrator: sum of squares {total}", flush=True)
+    sys.stdin.read()
 
 
 if __name__ == "__main__":

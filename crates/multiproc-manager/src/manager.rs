@@ -78,6 +78,26 @@ pub struct ManagerBuilder {
 }
 
 impl ManagerBuilder {
+    /// Binds a socket to serve on, if asked: ours, and what the server
+    /// process needs to serve it.
+    fn bind(
+        &self,
+        serve: Option<(Address, Vec<u8>)>,
+    ) -> Result<(Option<Listener>, Option<ServedSocket>)> {
+        let Some((address, authkey)) = serve else {
+            return Ok((None, None));
+        };
+        let listener = Listener::bind_with(&address, &authkey, self.listener_options.clone())?;
+        let served = ServedSocket {
+            fd: listener.to_fd()?,
+            address: listener.address().clone(),
+            authkey,
+            options: self.listener_options.clone(),
+            max_connections: self.max_connections.unwrap_or(MAX_CONNECTIONS),
+        };
+        Ok((Some(listener), Some(served)))
+    }
+
     /// The longest request the server accepts (default 1 GiB); a client
     /// that sends a longer one is disconnected, and only that client.
     pub fn max_message_size(mut self, bytes: u64) -> ManagerBuilder {
@@ -147,36 +167,8 @@ impl ManagerBuilder {
     pub fn start(self) -> Result<Manager> {
         let uid = new_uid()?;
         let (door_client, door_server) = fdio::seqpacket_pair()?;
-        let (listener, served) = match self.serve {
-            Some((address, authkey)) => {
-                let listener =
-                    Listener::bind_with(&address, &authkey, self.listener_options.clone())?;
-                let served = ServedSocket {
-                    fd: listener.to_fd()?,
-                    address: listener.address().clone(),
-                    authkey,
-                    options: self.listener_options.clone(),
-                    max_connections: self.max_connections.unwrap_or(MAX_CONNECTIONS),
-                };
-                (Some(listener), Some(served))
-            }
-            None => (None, None),
-        };
-        let (python_listener, python) = match self.serve_python {
-            Some((address, authkey)) => {
-                let listener =
-                    Listener::bind_with(&address, &authkey, self.listener_options.clone())?;
-                let served = ServedSocket {
-                    fd: listener.to_fd()?,
-                    address: listener.address().clone(),
-                    authkey,
-                    options: self.listener_options.clone(),
-                    max_connections: self.max_connections.unwrap_or(MAX_CONNECTIONS),
-                };
-                (Some(listener), Some(served))
-            }
-            None => (None, None),
-        };
+        let (listener, served) = self.bind(self.serve.clone())?;
+        let (python_listener, python) = self.bind(self.serve_python.clone())?;
         let address = listener.as_ref().map(|l| l.address().clone());
         let python_address = python_listener.as_ref().map(|l| l.address().clone());
         let config = ServerConfig {

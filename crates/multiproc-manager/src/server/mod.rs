@@ -83,6 +83,9 @@ pub(crate) struct ServerConfig {
     pub(crate) max_request: u64,
 }
 
+/// A listener's loop: Rust programs' or Python programs'.
+type Serve = fn(Arc<Server>, &Listener, usize);
+
 /// The server process's target.
 pub(crate) fn serve(config: ServerConfig) {
     for install in &config.registry {
@@ -101,22 +104,26 @@ pub(crate) fn serve(config: ServerConfig) {
             .spawn(move || server.serve_door(door))
             .ok();
     }
-    if let Some(served) = config.listener {
+    let served = [
+        (
+            config.listener,
+            "manager-listener",
+            Server::serve_listener as Serve,
+        ),
+        (
+            config.python,
+            "manager-python",
+            Server::serve_python_listener,
+        ),
+    ];
+    for (served, name, serve) in served {
+        let Some(served) = served else { continue };
         let max = served.max_connections;
         let listener = Listener::from_fd(served.fd, served.address, served.authkey, served.options);
         let server = server.clone();
         std::thread::Builder::new()
-            .name("manager-listener".into())
-            .spawn(move || server.serve_listener(&listener, max))
-            .ok();
-    }
-    if let Some(served) = config.python {
-        let max = served.max_connections;
-        let listener = Listener::from_fd(served.fd, served.address, served.authkey, served.options);
-        let server = server.clone();
-        std::thread::Builder::new()
-            .name("manager-python".into())
-            .spawn(move || server.serve_python_listener(&listener, max))
+            .name(name.into())
+            .spawn(move || serve(server, &listener, max))
             .ok();
     }
     let mut done = server.shutdown.lock();
