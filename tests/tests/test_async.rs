@@ -978,19 +978,45 @@ fn served_manager() -> mp::Manager {
         .expect("manager")
 }
 
+/// A queue and a lock of a served manager, with proxies of them through
+/// a session over TCP.
+struct Managed {
+    m: mp::Manager,
+    q: mp::QueueProxy<u64>,
+    lock: mp::LockProxy,
+    rq: mp::QueueProxy<u64>,
+    rlock: mp::LockProxy,
+}
+
+fn managed_queue_and_lock() -> Managed {
+    let m = served_manager();
+    let q = m.queue::<u64>().expect("queue");
+    let lock = m.lock().expect("lock");
+    m.publish("q", &q).expect("publish");
+    m.publish("lock", &lock).expect("publish");
+    let remote = mp::Manager::connect(m.address().expect("served"), b"async key").expect("connect");
+    let rq = remote.lookup("q").expect("lookup");
+    let rlock = remote.lookup("lock").expect("lookup");
+    Managed {
+        m,
+        q,
+        lock,
+        rq,
+        rlock,
+    }
+}
+
 #[test]
 fn manager_proxies_are_awaited_through_a_pipe_and_over_tcp() {
     within(LIMIT, || {
-        let m = served_manager();
-        let q = m.queue::<u64>().expect("queue");
+        let Managed {
+            m,
+            q,
+            lock,
+            rq,
+            rlock,
+        } = managed_queue_and_lock();
         let e = m.event().expect("event");
-        let lock = m.lock().expect("lock");
-        m.publish("q", &q).expect("publish");
-        m.publish("lock", &lock).expect("publish");
-        let remote =
-            mp::Manager::connect(m.address().expect("served"), b"async key").expect("connect");
-        let rq: mp::QueueProxy<u64> = remote.lookup("q").expect("lookup");
-        let rlock: mp::LockProxy = remote.lookup("lock").expect("lookup");
         let mut ps = vec![
             mp::Process::new(put_later_managed, (q.clone(), 100, 1)),
             mp::Process::new(put_later_managed, (q.clone(), 150, 2)),
@@ -1088,15 +1114,13 @@ fn a_dropped_get_async_on_a_managed_queue_loses_nothing() {
 #[test]
 fn a_managed_call_dropped_with_its_reply_on_the_way_gives_back_what_it_took() {
     within(LIMIT, || {
-        let m = served_manager();
-        let q = m.queue::<u64>().expect("queue");
-        let lock = m.lock().expect("lock");
-        m.publish("q", &q).expect("publish");
-        m.publish("lock", &lock).expect("publish");
-        let remote =
-            mp::Manager::connect(m.address().expect("served"), b"async key").expect("connect");
-        let rq: mp::QueueProxy<u64> = remote.lookup("q").expect("lookup");
-        let rlock: mp::LockProxy = remote.lookup("lock").expect("lookup");
+        let Managed {
+            m: _m,
+            q,
+            lock,
+            rq,
+            rlock,
+        } = managed_queue_and_lock();
         let waker = futures::task::noop_waker();
         let mut cx = std::task::Context::from_waker(&waker);
         for (round, waiter) in [&q, &rq].into_iter().enumerate() {

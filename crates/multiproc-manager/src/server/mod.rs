@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::address::Address;
 use crate::chan::Chan;
 use crate::served::{ErasedServed, factory};
-use crate::socket::{Listener, ListenerFd, ListenerOptions};
+use crate::socket::{Listener, ListenerFd, ListenerOptions, SocketConnection};
 
 mod python;
 use crate::wire::{
@@ -211,6 +211,17 @@ impl Server {
     /// Serves other programs: the listener runs the handshakes beside each
     /// other; each connection that passes gets a thread, up to `max`.
     fn serve_listener(self: Arc<Self>, listener: &Listener, max: usize) {
+        self.accept_each(listener, max, |conn| self.spawn_conn(Chan::Remote(conn)));
+    }
+
+    /// Hands each connection that passed the handshake to `serve`, while
+    /// fewer than `max` other programs are served; forever.
+    fn accept_each(
+        &self,
+        listener: &Listener,
+        max: usize,
+        mut serve: impl FnMut(SocketConnection),
+    ) {
         loop {
             match listener.accept() {
                 Ok(conn) => {
@@ -222,7 +233,7 @@ impl Server {
                     if conn.set_send_timeout(Some(SEND_TIMEOUT)).is_err() {
                         continue;
                     }
-                    self.spawn_conn(Chan::Remote(conn));
+                    serve(conn);
                 }
                 // The socket failed, or a thread could not be made: try
                 // again later rather than stop serving other programs.

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde_pickle::{HashableValue, Value};
 
-use super::{Cx, SEND_TIMEOUT, Server};
+use super::{Cx, Server};
 use crate::chan::Chan;
 use crate::pickle;
 use crate::socket::{Listener, SocketConnection};
@@ -82,30 +82,18 @@ impl Server {
             .entry(PYTHON_SESSION)
             .or_default()
             .conns += 1;
-        loop {
-            match listener.accept() {
-                Ok(conn) => {
-                    if self.remote.load(Ordering::Relaxed) >= max {
-                        continue;
-                    }
-                    conn.set_max_message_size(self.max_request);
-                    if conn.set_send_timeout(Some(SEND_TIMEOUT)).is_err() {
-                        continue;
-                    }
-                    self.remote.fetch_add(1, Ordering::Relaxed);
-                    let slot = super::RemoteSlot(self.remote.clone());
-                    let server = self.clone();
-                    let spawned = std::thread::Builder::new()
-                        .name("manager-python-conn".into())
-                        .spawn(move || {
-                            let _slot = slot;
-                            server.serve_python_conn(conn);
-                        });
-                    drop(spawned);
-                }
-                Err(_) => std::thread::sleep(Duration::from_secs(1)),
-            }
-        }
+        self.accept_each(listener, max, |conn| {
+            self.remote.fetch_add(1, Ordering::Relaxed);
+            let slot = super::RemoteSlot(self.remote.clone());
+            let server = self.clone();
+            let spawned = std::thread::Builder::new()
+                .name("manager-python-conn".into())
+                .spawn(move || {
+                    let _slot = slot;
+                    server.serve_python_conn(conn);
+                });
+            drop(spawned);
+        });
     }
 
     fn serve_python_conn(&self, conn: SocketConnection) {
