@@ -162,6 +162,14 @@ fn a_sync_managers_dict_list_value_and_namespace_and_refcounts() {
                 assert_eq!(d.pop(&"b".into()).unwrap(), Vec::<i64>::new());
                 let copy: std::collections::BTreeMap<String, Vec<i64>> = d.copy().unwrap();
                 assert_eq!(copy, [("a".to_string(), vec![1, 2])].into());
+                d.insert(&"c".into(), &vec![3]).unwrap();
+                // The views come back as a call of `list`, in the dict's order.
+                assert_eq!(d.keys().unwrap(), ["a", "c"]);
+                assert_eq!(d.values().unwrap(), [vec![1, 2], vec![3]]);
+                assert_eq!(
+                    d.items().unwrap(),
+                    [("a".to_string(), vec![1, 2]), ("c".to_string(), vec![3])]
+                );
                 let l = m.list::<f64>("list").unwrap();
                 l.push(&1.5).unwrap();
                 l.push(&2.5).unwrap();

@@ -341,6 +341,9 @@ fn other_classes_are_refused_by_name() {
     assert!(message.contains("builtins.KeyError"), "{message}");
     let message = decode_error::<Value>(RECURSIVE);
     assert!(message.contains("recursive"), "{message}");
+    // `list` is known for a list only; anything else is an error, not a call.
+    let message = decode_error::<Value>(b"\x80\x02c__builtin__\nlist\nX\x02\x00\x00\x00ab\x85R.");
+    assert!(message.contains("list() arg"), "{message}");
 }
 
 #[test]
@@ -779,7 +782,7 @@ fn python_reads_what_dumps_writes() {
 /// in its arguments.
 const WRITE: &str = r#"
 import collections, datetime, decimal, fractions, pickle, queue, struct, sys
-import multiprocessing.managers
+import multiprocessing.managers, multiprocessing.reduction
 class Point:
     pass
 def point():
@@ -789,7 +792,7 @@ def point():
 for expr in sys.argv[1:]:
     v = eval(expr)
     for proto in range(6):
-        p = pickle.dumps(v, protocol=proto)
+        p = multiprocessing.reduction.ForkingPickler.dumps(v, protocol=proto)
         sys.stdout.buffer.write(struct.pack('<I', len(p)) + p)
 "#;
 
@@ -857,6 +860,12 @@ fn loads_reads_what_python_writes() {
             ),
         ),
         ("[[1, 2, 3]] * 3", value(vec![vec![1i64, 2, 3]; 3])),
+        // A manager pickles a dict's views as a call of `list`.
+        (
+            "{'a': 1, 'b': 2}.items()",
+            value(vec![("a".to_string(), 1i64), ("b".to_string(), 2)]),
+        ),
+        ("{'a': 1, 'b': 2}.values()", value(vec![1i64, 2])),
         ("queue.Empty()", raised("_queue.Empty", "")),
         ("queue.Full()", raised("queue.Full", "")),
         ("KeyError('k')", raised("builtins.KeyError", "'k'")),

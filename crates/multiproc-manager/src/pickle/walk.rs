@@ -256,7 +256,7 @@ impl Class {
         let module = self.module.of(bytes);
         let name = self.name.of(bytes);
         match (module, name) {
-            (b"builtins" | b"__builtin__", b"set" | b"frozenset" | b"bytearray")
+            (b"builtins" | b"__builtin__", b"set" | b"frozenset" | b"bytearray" | b"list")
             | (b"_codecs", b"encode") => Known::Serde,
             (b"builtins" | b"__builtin__", b"bytes") => Known::Bytes,
             _ => Known::No,
@@ -267,7 +267,8 @@ impl Class {
 /// How a class referred to by a pickle is handled.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Known {
-    /// serde-pickle builds plain data from it (`set`, `_codecs.encode`).
+    /// serde-pickle builds plain data from it (`set`, `_codecs.encode`, and
+    /// `list` of a list, as CPython pickles a dict's views).
     Serde,
     /// `bytes`, which CPython calls with no argument for `b''` below
     /// protocol 3, and serde-pickle does not know.

@@ -222,15 +222,41 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
     }
 
     /// A copy of the whole dict, as a map of the caller's choice
-    /// (`HashMap`, `BTreeMap`, ...). Python: `d.copy()`. (`items()`,
-    /// `keys()` and `values()` come back from CPython as a call of `list`
-    /// on the view, which the pickle reader does not run.)
+    /// (`HashMap`, `BTreeMap`, ...). Python: `d.copy()`.
     ///
     /// # Errors
     ///
     /// As [`Proxy::call`].
     pub fn copy<M: DeserializeOwned>(&self) -> Result<M> {
         self.proxy.call("copy", ())
+    }
+
+    /// The keys, in the dict's order. Python: `d.keys()` (a list through a
+    /// proxy).
+    ///
+    /// # Errors
+    ///
+    /// As [`Proxy::call`].
+    pub fn keys(&self) -> Result<Vec<K>> {
+        self.proxy.call("keys", ())
+    }
+
+    /// The values, in the dict's order. Python: `d.values()`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Proxy::call`].
+    pub fn values(&self) -> Result<Vec<V>> {
+        self.proxy.call("values", ())
+    }
+
+    /// The entries, in the dict's order. Python: `d.items()`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Proxy::call`].
+    pub fn items(&self) -> Result<Vec<(K, V)>> {
+        self.proxy.call("items", ())
     }
 }
 
