@@ -19,6 +19,7 @@ import pickle
 import queue
 import sys
 import tempfile
+import threading
 from multiprocessing.connection import Client
 from multiprocessing.managers import BaseManager, RemoteError, SyncManager
 
@@ -92,6 +93,18 @@ def sync(address, key):
     lock.release()
     with lock:
         pass
+    raises(RuntimeError, lock.release)
+    # A Lock is released by any thread, an RLock by its owner only.
+    lock.acquire()
+    in_thread(lock.release)
+    check(lock.acquire(False) is True, "lock released by another thread")
+    lock.release()
+    rlock = m.RLock()
+    check(rlock.acquire() and rlock.acquire(), "rlock nests")
+    check(isinstance(in_thread(rlock.release), RuntimeError), "rlock is its owner's")
+    rlock.release()
+    rlock.release()
+    raises(RuntimeError, rlock.release)
     e = m.Event()
     check(not e.is_set() and e.wait(0.05) is False, "event clear")
     e.set()
@@ -101,6 +114,23 @@ def sync(address, key):
     check(ns.x == "y", "namespace")
     raises(AttributeError, lambda: ns.missing)
     print("ok", flush=True)
+
+
+def in_thread(f):
+    """What f() raised in another thread, or None."""
+    raised = []
+
+    def run():
+        try:
+            f()
+        except Exception as e:
+            raised.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join(10)
+    check(not t.is_alive(), "the thread's call returned")
+    return raised[0] if raised else None
 
 
 def base(address, key):

@@ -259,11 +259,15 @@ fn rust_manager() -> mp::Manager {
 
 /// Starts `manager_client.py mode` against `m`.
 fn python_client(py: &Python, m: &mp::Manager, args: &[&str]) -> Child {
-    let address = m.python_address().unwrap().to_string();
+    python_client_of(py, &m.python_address().unwrap().to_string(), args)
+}
+
+/// Starts `manager_client.py mode` against the manager at `address`.
+fn python_client_of(py: &Python, address: &str, args: &[&str]) -> Child {
     py.command()
         .arg(CLIENT)
         .arg(args[0])
-        .arg(&address)
+        .arg(address)
         .arg(KEY)
         .args(&args[1..])
         .stdout(Stdio::piped())
@@ -283,6 +287,15 @@ fn a_python_sync_manager_client_uses_a_rust_managers_objects() {
     within(LIMIT, || {
         let m = rust_manager();
         for py in cpythons() {
+            // What the client expects is what CPython's own server does.
+            let cpython = Peer::start(&py, &["sync", KEY]);
+            let got = last_line(python_client_of(
+                &py,
+                &cpython.address.to_string(),
+                &["sync"],
+            ));
+            assert_eq!(got, "ok", "{} against CPython's SyncManager", py.version);
+            drop(cpython);
             let before = m.number_of_objects().unwrap();
             let got = last_line(python_client(&py, &m, &["sync"]));
             assert_eq!(got, "ok", "{}", py.version);
