@@ -20,6 +20,7 @@ import queue
 import sys
 import tempfile
 import threading
+import time
 from multiprocessing.connection import Client
 from multiprocessing.managers import BaseManager, RemoteError, SyncManager
 
@@ -105,6 +106,46 @@ def sync(address, key):
     rlock.release()
     rlock.release()
     raises(RuntimeError, rlock.release)
+    cond = m.Condition()
+    with cond:
+        check(cond.wait(0.05) is False, "condition wait times out")
+    raises(RuntimeError, cond.notify)
+    raises(RuntimeError, cond.wait, 0.05)
+    raises(RuntimeError, cond.release)
+    flag = m.Value("i", 0)
+    woken = []
+
+    def waiter():
+        with cond:
+            woken.append(cond.wait_for(lambda: flag.value == 1, 10))
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    time.sleep(0.1)
+    with cond:
+        flag.value = 1
+        cond.notify_all()
+    t.join(10)
+    check(woken == [True], f"condition notify_all woke its waiter: {woken}")
+    barrier = m.Barrier(2, timeout=10)
+    check(
+        (barrier.parties, barrier.n_waiting, barrier.broken) == (2, 0, False),
+        "barrier attributes",
+    )
+    got = []
+    t = threading.Thread(target=lambda: got.append(barrier.wait()))
+    t.start()
+    got.append(barrier.wait())
+    t.join(10)
+    check(sorted(got) == [0, 1], f"barrier arrival indices: {got}")
+    barrier.abort()
+    check(barrier.broken, "barrier aborted")
+    raises(threading.BrokenBarrierError, barrier.wait)
+    barrier.reset()
+    check(not barrier.broken, "barrier reset")
+    alone = m.Barrier(2)
+    raises(threading.BrokenBarrierError, alone.wait, 0.05)
+    check(alone.broken, "a barrier's timeout breaks it")
     e = m.Event()
     check(not e.is_set() and e.wait(0.05) is False, "event clear")
     e.set()

@@ -248,6 +248,35 @@ impl Server {
             "Lock" => (Kind::Lock, Init::Lock),
             "RLock" => (Kind::RLock, Init::RLock),
             "Event" => (Kind::Event, Init::Event),
+            "Condition" => {
+                // Its lock is its own (an RLock, as Python's default): a
+                // proxy of another lock cannot come as plain data.
+                if !matches!(args.arg(1, "lock"), None | Some(Value::None)) {
+                    return Err(invalid(
+                        "Condition(lock) is not served: a Condition has a lock of its own",
+                    ));
+                }
+                (Kind::Condition, Init::Condition)
+            }
+            "Barrier" => {
+                let parties = args.int(1, "parties")?;
+                if !matches!(args.arg(2, "action"), None | Some(Value::None)) {
+                    return Err(invalid("a Barrier's action is not served"));
+                }
+                let parties = u32::try_from(parties)
+                    .ok()
+                    .filter(|&p| p > 0)
+                    .ok_or_else(|| {
+                        PyReply::Error("builtins.ValueError", "parties must be > 0".into())
+                    })?;
+                (
+                    Kind::Barrier,
+                    Init::Barrier {
+                        parties,
+                        timeout: args.seconds(3, "timeout")?,
+                    },
+                )
+            }
             "Semaphore" | "BoundedSemaphore" => {
                 let value = args.int_or(1, "value", 1)?;
                 let bounded = typeid == "BoundedSemaphore";
@@ -484,7 +513,14 @@ impl Server {
             }
             (Kind::Namespace, "__delattr__") => unit(Op::NsRemove(args.str(0, "name")?)),
             // Locks and semaphores: `acquire(blocking=True, timeout=None)`.
-            (Kind::Lock | Kind::RLock | Kind::Semaphore | Kind::BoundedSemaphore, "acquire") => {
+            (
+                Kind::Lock
+                | Kind::RLock
+                | Kind::Condition
+                | Kind::Semaphore
+                | Kind::BoundedSemaphore,
+                "acquire",
+            ) => {
                 let blocking = args.bool_or(0, "blocking", true)?;
                 let wait = if blocking {
                     args.seconds(1, "timeout")?
@@ -497,8 +533,48 @@ impl Server {
                     Err(e) => Err(wire_error(e)),
                 }
             }
-            (Kind::Lock | Kind::RLock | Kind::Semaphore | Kind::BoundedSemaphore, "release") => {
+            (Kind::Lock | Kind::Semaphore | Kind::BoundedSemaphore, "release") => {
                 unit(Op::Release(holder))
+            }
+            (Kind::RLock | Kind::Condition, "release") => {
+                owned(object.call(&cx, Op::Release(holder)), "release")
+            }
+            // Conditions: the lock must be held, as in Python.
+            (Kind::Condition, "wait") => {
+                let wait = args.seconds(0, "timeout")?;
+                owned(object.call(&cx, Op::CondWait(holder, wait)), "wait on")
+            }
+            (Kind::Condition, "notify" | "notify_all") => {
+                let n = if method == "notify" {
+                    u32::try_from(args.int_or(0, "n", 1)?.max(0)).unwrap_or(u32::MAX)
+                } else {
+                    u32::MAX
+                };
+                owned(object.call(&cx, Op::CondNotify(holder, n)), "notify on")
+            }
+            // Barriers: `parties`, `n_waiting` and `broken` are attributes.
+            (Kind::Barrier, "wait") => value(Op::BarrierWait(args.seconds(0, "timeout")?)),
+            (Kind::Barrier, "abort") => unit(Op::BarrierAbort),
+            (Kind::Barrier, "reset") => unit(Op::BarrierReset),
+            (Kind::Barrier, "__getattribute__") => {
+                let name = args.str(0, "name")?;
+                let Reply::Barrier {
+                    parties,
+                    waiting,
+                    broken,
+                } = call(Op::BarrierState)?
+                else {
+                    return Err(invalid("a barrier's state was not a barrier's"));
+                };
+                match name.as_str() {
+                    "parties" => ret(Value::I64(i64::from(parties))),
+                    "n_waiting" => ret(Value::I64(i64::from(waiting))),
+                    "broken" => ret(Value::Bool(broken)),
+                    _ => Err(PyReply::Error(
+                        "builtins.AttributeError",
+                        format!("'Barrier' object has no attribute '{name}'"),
+                    )),
+                }
             }
             // Events.
             (Kind::Event, "set") => unit(Op::EventSet),
@@ -586,6 +662,8 @@ fn exposed(kind: Kind) -> &'static [&'static str] {
             &["acquire", "release"]
         }
         Kind::Event => &["is_set", "set", "clear", "wait"],
+        Kind::Condition => &["acquire", "release", "wait", "notify", "notify_all"],
+        Kind::Barrier => &["__getattribute__", "wait", "abort", "reset"],
         _ => &[],
     }
 }
@@ -770,6 +848,18 @@ fn reply_value(reply: Reply) -> Result<PyReply, Refusal> {
     Ok(PyReply::Return(v))
 }
 
+/// The reply to a call on an owned lock (an `RLock`, a `Condition`'s):
+/// Python's `RuntimeError` for one its caller does not hold.
+fn owned(got: Result<Reply, WireError>, what: &str) -> Result<PyReply, Refusal> {
+    match got {
+        Err(WireError::NotHeld) => Err(PyReply::Error(
+            "builtins.RuntimeError",
+            format!("cannot {what} un-acquired lock"),
+        )),
+        got => reply_value(got.map_err(wire_error)?),
+    }
+}
+
 /// A server error as the exception a Python client expects.
 fn wire_error(e: WireError) -> Refusal {
     match e {
@@ -783,6 +873,7 @@ fn wire_error(e: WireError) -> Refusal {
             "task_done() called too many times".into(),
         ),
         WireError::NotFound(what) => PyReply::Error("builtins.KeyError", what),
+        WireError::BrokenBarrier => PyReply::Error("threading.BrokenBarrierError", String::new()),
         WireError::Invalid(why) if why.contains("out of range") || why.contains("empty list") => {
             PyReply::Error("builtins.IndexError", why)
         }
