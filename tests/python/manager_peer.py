@@ -7,6 +7,10 @@
                                       get_results: it puts N jobs and one
                                       None per worker (2), then checks the
                                       N squares that come back
+    manager_peer.py proxies KEY       a BaseManager serving get_box, whose
+                                      inbox() and counts() return proxies
+                                      (method_to_typeid) of a queue and a
+                                      dict
 
 Each prints the port it serves on, then serves until its stdin closes
 (orchestrate: until the results are in, then prints "ok" or what went
@@ -17,11 +21,28 @@ import os
 import queue
 import sys
 import threading
-from multiprocessing.managers import BaseManager, SyncManager
+from multiprocessing.managers import BaseManager, DictProxy, SyncManager
 
 
 class QueueManager(BaseManager):
     pass
+
+
+class Box:
+    """An object whose methods return other objects, served as proxies."""
+
+    def __init__(self):
+        self.queue = queue.Queue()
+        self.tally = {}
+
+    def inbox(self):
+        return self.queue
+
+    def counts(self):
+        return self.tally
+
+    def size(self):
+        return self.queue.qsize()
 
 
 def serve(manager):
@@ -49,6 +70,17 @@ def main():
         m.start()
         print(m.address[1], flush=True)
         until_stdin_closes(m)
+    elif mode == "proxies":
+        box = Box()
+        QueueManager.register(
+            "get_box",
+            callable=lambda: box,
+            method_to_typeid={"inbox": "Inbox", "counts": "Tally"},
+        )
+        QueueManager.register("Inbox")
+        QueueManager.register("Tally", proxytype=DictProxy)
+        serve(QueueManager(address=("127.0.0.1", 0), authkey=key))
+        until_stdin_closes()
     elif mode == "orchestrate":
         n = int(sys.argv[3])
         jobs, results = queue.Queue(), queue.Queue()

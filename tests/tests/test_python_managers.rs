@@ -141,6 +141,47 @@ fn a_base_managers_queue_with_every_method_and_its_errors() {
 }
 
 #[test]
+fn methods_that_return_proxies_give_proxies_that_hold_their_own_reference() {
+    within(LIMIT, || {
+        for py in cpythons() {
+            let peer = Peer::start(&py, &["proxies", KEY]);
+            let m = mp::python::Manager::connect(&peer.address, KEY.as_bytes()).unwrap();
+            let before = m.number_of_objects().unwrap();
+            {
+                let b = m.create("get_box", ()).unwrap();
+                let inbox: mp::python::QueueProxy<i64> = b.call_proxy("inbox", ()).unwrap().into();
+                assert_eq!(inbox.proxy().typeid(), "Inbox");
+                inbox.put(&5).unwrap();
+                // The same queue, seen through the object that returned it.
+                assert_eq!(b.call::<i64>("size", ()).unwrap(), 1);
+                assert_eq!(inbox.get().unwrap(), 5);
+                let tally: mp::python::DictProxy<String, i64> =
+                    b.call_proxy("counts", ()).unwrap().into();
+                tally.insert(&"a".into(), &1).unwrap();
+                assert_eq!(tally.items().unwrap(), [("a".to_string(), 1)]);
+                assert_eq!(m.number_of_objects().unwrap(), before + 3, "{}", py.version);
+                // A proxy not asked for is given back at once.
+                match b.call::<i64>("inbox", ()) {
+                    Err(mp::Error::Decode(text)) => assert!(text.contains("call_proxy"), "{text}"),
+                    other => panic!("{}: {other:?}", py.version),
+                }
+                match b.call_proxy("size", ()) {
+                    Err(mp::Error::Decode(text)) => assert!(text.contains("not a proxy"), "{text}"),
+                    other => panic!("{}: {other:?}", py.version),
+                }
+                assert_eq!(m.number_of_objects().unwrap(), before + 3, "{}", py.version);
+                drop(inbox);
+                // Asked again, the queue comes back under a new hold.
+                let again: mp::python::QueueProxy<i64> = b.call_proxy("inbox", ()).unwrap().into();
+                assert!(again.empty().unwrap());
+            }
+            // Every proxy dropped gave its reference back.
+            assert_eq!(m.number_of_objects().unwrap(), before, "{}", py.version);
+        }
+    });
+}
+
+#[test]
 fn a_sync_managers_dict_list_value_and_namespace_and_refcounts() {
     within(LIMIT, || {
         for py in cpythons() {

@@ -151,6 +151,9 @@ const VALUE_ERROR_WITH_NOTE: &[u8] = b"\x80\x04\x95:\x00\x00\x00\x00\x00\x00\x00
 const REMOTE_ERROR: &[u8] = b"\x80\x02cmultiprocessing.managers\x0aRemoteError\x0aq\x00X\x02\x00\x00\x00tbq\x01\x85q\x02Rq\x03.";
 /// `('#ERROR', KeyError('k'))`, a manager's reply, protocol 4.
 const ERROR_REPLY: &[u8] = b"\x80\x04\x95,\x00\x00\x00\x00\x00\x00\x00\x8c\x06#ERROR\x94\x8c\x08builtins\x94\x8c\x08KeyError\x94\x93\x94\x8c\x01k\x94\x85\x94R\x94\x86\x94.";
+/// `('#PROXY', (['get', 'put'], Token('Inbox', ('127.0.0.1', 5000),
+/// '7f00aa')))`, a manager's reply, protocol 4.
+const PROXY_REPLY: &[u8] = b"\x80\x04\x95k\x00\x00\x00\x00\x00\x00\x00\x8c\x06#PROXY\x94]\x94(\x8c\x03get\x94\x8c\x03put\x94e\x8c\x18multiprocessing.managers\x94\x8c\x05Token\x94\x93\x94)\x81\x94\x8c\x05Inbox\x94\x8c\x09127.0.0.1\x94M\x88\x13\x86\x94\x8c\x067f00aa\x94\x87\x94b\x86\x94\x86\x94.";
 /// `collections.OrderedDict(a=1)`, protocol 4.
 const ORDERED_DICT: &[u8] = b"\x80\x04\x95)\x00\x00\x00\x00\x00\x00\x00\x8c\x0bcollections\x94\x8c\x0bOrderedDict\x94\x93\x94)R\x94\x8c\x01a\x94K\x01s.";
 /// an instance of a user class `__main__.Point`, protocol 0.
@@ -341,6 +344,13 @@ fn other_classes_are_refused_by_name() {
     assert!(message.contains("builtins.KeyError"), "{message}");
     let message = decode_error::<Value>(RECURSIVE);
     assert!(message.contains("recursive"), "{message}");
+    // A token outside a manager's reply is refused too.
+    let message = decode_error::<Value>(PROXY_REPLY);
+    assert!(
+        message.contains("multiprocessing.managers.Token"),
+        "{message}"
+    );
+    assert!(matches!(loads_reply(PROXY_REPLY), Ok((kind, Ok(_))) if kind == "#PROXY"));
     // `list` is known for a list only; anything else is an error, not a call.
     let message = decode_error::<Value>(b"\x80\x02c__builtin__\nlist\nX\x02\x00\x00\x00ab\x85R.");
     assert!(message.contains("list() arg"), "{message}");
@@ -434,6 +444,7 @@ fn samples() -> Vec<Vec<u8>> {
         VALUE_ERROR_WITH_NOTE,
         REMOTE_ERROR,
         ERROR_REPLY,
+        PROXY_REPLY,
         ORDERED_DICT,
         POINT_0,
         POINT_2,
@@ -490,6 +501,7 @@ fn flipped_bytes_never_panic() {
                 bytes[i] ^= mask;
                 let _ = loads::<Value>(&bytes);
                 let _ = loads::<(String, i64)>(&bytes);
+                let _ = loads_reply(&bytes);
             }
         }
     }
@@ -518,6 +530,7 @@ fn random_opcodes_never_panic() {
         }
         bytes.push(b'.');
         let _ = loads::<Value>(&bytes);
+        let _ = loads_reply(&bytes);
     }
 }
 
@@ -894,6 +907,11 @@ fn loads_reads_what_python_writes() {
         ("fractions.Fraction(1, 3)", refused("fractions.Fraction")),
         ("decimal.Decimal('1.5')", refused("decimal.Decimal")),
         ("point()", refused("__main__.Point")),
+        // A token is only read in a manager's #PROXY reply.
+        (
+            "multiprocessing.managers.Token('Inbox', ('127.0.0.1', 1), 'ab')",
+            refused("multiprocessing.managers.Token"),
+        ),
         ("('#ERROR', KeyError('k'))", refused("builtins.KeyError")),
     ];
     let exprs: Vec<&str> = cases.iter().map(|(e, _)| *e).collect();
@@ -963,4 +981,90 @@ fn python_and_rust_values_have_one_canonical_pickle() {
         super::loads_value(&hex("80049509000000000000004b018c01789486942e")).unwrap(),
         serde_pickle::Value::Tuple(_)
     ));
+}
+
+/// Writes `('#PROXY', (exposed, token))` replies at protocols 2 to 5, as a
+/// manager does, then forged ones: a token made with arguments, a token
+/// whose state holds a class instance, another class made by `NEWOBJ`.
+const WRITE_TOKENS: &str = r#"
+import copyreg, datetime, pickle, struct, sys
+from multiprocessing.managers import Token
+from multiprocessing.reduction import ForkingPickler
+
+def out(p):
+    sys.stdout.buffer.write(struct.pack('<I', len(p)) + p)
+
+token = Token('Inbox', ('127.0.0.1', 5000), '7f00aa')
+for proto in range(2, 6):
+    out(bytes(ForkingPickler.dumps(('#PROXY', (['get', 'put'], token)), protocol=proto)))
+
+class Forged(pickle.Pickler):
+    def __init__(self, f, make):
+        super().__init__(f, protocol=4)
+        self.make = make
+    def reducer_override(self, obj):
+        return self.make(obj) if isinstance(obj, Token) else NotImplemented
+
+import io
+def forged(make):
+    f = io.BytesIO()
+    Forged(f, make).dump(('#PROXY', (['get'], token)))
+    out(f.getvalue())
+
+forged(lambda t: (copyreg.__newobj__, (Token, 'x'), ('Inbox', None, 'ab')))
+forged(lambda t: (copyreg.__newobj__, (Token,), ('Inbox', datetime.datetime(2020, 1, 1), 'ab')))
+
+class Impostor:
+    pass
+
+impostor = Impostor()
+impostor.typeid = 'Inbox'
+out(bytes(ForkingPickler.dumps(('#PROXY', (['get'], impostor)), protocol=4)))
+"#;
+
+#[test]
+fn a_proxy_reply_reads_its_token_and_nothing_else_is_made() {
+    let Some(out) = python(WRITE_TOKENS, &[], Vec::new()) else {
+        return;
+    };
+    let mut pickles = Vec::new();
+    let mut rest = &out[..];
+    while !rest.is_empty() {
+        let (len, tail) = rest.split_at(4);
+        let len = u32::from_le_bytes(len.try_into().unwrap()) as usize;
+        let (bytes, tail) = tail.split_at(len);
+        pickles.push(bytes.to_vec());
+        rest = tail;
+    }
+    assert_eq!(pickles.len(), 7);
+    for bytes in &pickles[..4] {
+        let (kind, value) = loads_reply(bytes).unwrap();
+        assert_eq!(kind, "#PROXY");
+        let want = Value::Tuple(vec![
+            Value::List(vec![
+                Value::String("get".into()),
+                Value::String("put".into()),
+            ]),
+            Value::Tuple(vec![
+                Value::Tuple(vec![Value::None, Value::Tuple(vec![])]),
+                Value::Tuple(vec![
+                    Value::String("Inbox".into()),
+                    Value::Tuple(vec![Value::String("127.0.0.1".into()), Value::I64(5000)]),
+                    Value::String("7f00aa".into()),
+                ]),
+            ]),
+        ]);
+        assert_eq!(value.unwrap(), want);
+    }
+    for (bytes, names) in pickles[4..].iter().zip([
+        "multiprocessing.managers.Token",
+        "datetime.datetime",
+        "__main__.Impostor",
+    ]) {
+        let message = match loads_reply(bytes) {
+            Err(Error::Decode(message)) => message,
+            other => panic!("{names}: {other:?}"),
+        };
+        assert!(message.contains(names), "{message}");
+    }
 }

@@ -246,6 +246,12 @@ impl Class {
         std::str::from_utf8(self.name.of(bytes)).unwrap_or("?")
     }
 
+    /// Whether this is `multiprocessing.managers.Token`, which a manager's
+    /// `#PROXY` reply carries.
+    fn is_token(&self, bytes: &[u8]) -> bool {
+        self.module.of(bytes) == b"multiprocessing.managers" && self.name.of(bytes) == b"Token"
+    }
+
     /// `module.Name`.
     pub(super) fn full_name(&self, bytes: &[u8]) -> String {
         format!("{}.{}", self.module(bytes), self.name(bytes))
@@ -522,9 +528,14 @@ impl<'a> Walker<'a> {
                 }
                 Effect::Reduce => self.reduce(opcode, at)?,
                 Effect::SetState => {
-                    self.pop(opcode)?;
+                    let state = self.pop(opcode)?;
                     let top = self.top(opcode)?;
                     match self.resolve(top, false)?.kind {
+                        Kind::Instance(class)
+                            if self.allow_nested && class.is_token(self.bytes) =>
+                        {
+                            self.token_state(opcode, at, state)?;
+                        }
                         Kind::Instance(_) => self.patch(at, 1, &[op::POP]),
                         Kind::Global(class) => return Err(self.not_plain(class)),
                         _ => {
@@ -534,7 +545,11 @@ impl<'a> Walker<'a> {
                         }
                     }
                 }
-                Effect::NewObject => return Err(self.new_object(opcode, arg, arg2)),
+                Effect::NewObject => {
+                    if !self.new_token(opcode, at)? {
+                        return Err(self.new_object(opcode, arg, arg2));
+                    }
+                }
                 Effect::Refuse(what) => {
                     return Err(decode(format!(
                         "pickle uses {what} ({} at offset {at}), which are not supported",
@@ -905,6 +920,56 @@ impl<'a> Walker<'a> {
                 self.patch(at, 1, &[op::TUPLE2]);
             }
         }
+        self.push(item);
+        Ok(())
+    }
+
+    /// `NEWOBJ` of `multiprocessing.managers.Token` with no arguments, in a
+    /// manager's reply (a `#PROXY`): an instance whose `BUILD` keeps its
+    /// state, so that serde-pickle reads `((None, ()), state)`. Nothing
+    /// else is made this way; `false` for anything else.
+    fn new_token(&mut self, opcode: &Opcode, at: usize) -> Result<bool> {
+        if !self.allow_nested || opcode.name != "NEWOBJ" {
+            return Ok(false);
+        }
+        let n = self.stack.len();
+        let (Some(&class), Some(&args)) = (self.stack.get(n.wrapping_sub(2)), self.stack.last())
+        else {
+            return Ok(false);
+        };
+        if n < self.fence() + 2 {
+            return Ok(false);
+        }
+        let (class, args) = (self.resolve(class, false)?, self.resolve(args, false)?);
+        let (Kind::Global(class), Kind::EmptyTuple) = (class.kind, args.kind) else {
+            return Ok(false);
+        };
+        if !class.is_token(self.bytes) {
+            return Ok(false);
+        }
+        self.pop(opcode)?;
+        self.pop(opcode)?;
+        let mut item = self.container(2 * NODE, 1)?;
+        item.kind = Kind::Instance(class);
+        self.patch(at, 1, &[op::TUPLE2]);
+        self.push(item);
+        Ok(true)
+    }
+
+    /// `BUILD` of a token made by [`new_token`](Walker::new_token): its
+    /// state, plain data, is kept beside it.
+    fn token_state(&mut self, opcode: &Opcode, at: usize, state: Slot) -> Result<()> {
+        let state = self.resolve(state, true)?;
+        if let Kind::Global(class) | Kind::Instance(class) = state.kind {
+            return Err(self.not_plain(class));
+        }
+        let token = self.pop(opcode)?;
+        let token = self.resolve(token, true)?;
+        let item = self.container(
+            token.size.saturating_add(state.size),
+            token.depth.max(state.depth),
+        )?;
+        self.patch(at, 1, &[op::TUPLE2]);
         self.push(item);
         Ok(())
     }

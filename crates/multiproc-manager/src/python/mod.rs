@@ -88,7 +88,16 @@ impl Manager {
     /// Calls a method of the server itself on a connection of its own.
     fn server_call<R: DeserializeOwned>(&self, method: &str, args: Vec<Value>) -> Result<R> {
         let conn = self.open()?;
-        exchange(&conn, None, method, args, Some(self.options.reply_timeout))
+        match exchange(&conn, None, method, args, Some(self.options.reply_timeout))? {
+            Returned::Value(v) => decoded(v),
+            Returned::Proxy(token) => {
+                // Not ours to keep: the server's count goes back.
+                drop(self.adopt(&token.typeid, token.ident, token.exposed));
+                Err(Error::Decode(format!(
+                    "the manager's {method} returned a proxy"
+                )))
+            }
+        }
     }
 
     /// Makes a new object of the registered type `typeid` with `args`
@@ -103,14 +112,19 @@ impl Manager {
         let mut all = vec![Value::String(typeid.into())];
         all.extend(args_of(args)?);
         let (ident, exposed): (String, Vec<String>) = self.server_call("create", all)?;
-        // From here the server counts the object once for us: the proxy
-        // gives it back when dropped, even if it cannot connect.
+        self.adopt(typeid, ident, exposed)
+    }
+
+    /// A proxy of the object `ident`, which the server counts once for
+    /// us: the proxy gives that back when dropped, even if it cannot
+    /// connect.
+    fn adopt(&self, typeid: &str, ident: String, exposed: Vec<String>) -> Result<Proxy> {
         let holder = Holder {
             manager: self.clone(),
-            ident: ident.clone(),
+            ident,
         };
         let conn = self.open()?;
-        exchange::<Value>(
+        exchange(
             &conn,
             None,
             "accept_connection",
@@ -238,13 +252,44 @@ impl Proxy {
     /// other, with its class (a `#TRACEBACK`, such as a method the object
     /// does not expose, is `multiprocessing.managers.RemoteError` with the
     /// server's text); [`Error::Timeout`] when the server is silent past the
-    /// reply timeout; [`Error::Decode`] if the result is not an `R`.
+    /// reply timeout; [`Error::Decode`] if the result is not an `R`, or
+    /// is a proxy (a method the type registered with `method_to_typeid`:
+    /// [`call_proxy`](Proxy::call_proxy) takes it).
     pub fn call<R: DeserializeOwned>(&self, method: &str, args: impl Serialize) -> Result<R> {
         self.call_within(
             method,
             args,
             Some(self.holder.manager.options.reply_timeout),
         )
+    }
+
+    /// Calls a method that returns a proxy of another object (one named
+    /// in the type's `method_to_typeid`). Python: `proxy._callmethod(method,
+    /// args)` for such a method. The new proxy holds the reference the
+    /// server counted for the reply, and reaches the object through this
+    /// proxy's manager, as CPython's client does; make a typed one with
+    /// `.into()` ([`QueueProxy`], [`DictProxy`], ...).
+    ///
+    /// # Errors
+    ///
+    /// As [`call`](Proxy::call); [`Error::Decode`] if the method returned
+    /// a value rather than a proxy.
+    pub fn call_proxy(&self, method: &str, args: impl Serialize) -> Result<Proxy> {
+        let timeout = Some(self.holder.manager.options.reply_timeout);
+        match self.exchange(method, args, timeout)? {
+            Returned::Proxy(token) => {
+                self.holder
+                    .manager
+                    .adopt(&token.typeid, token.ident, token.exposed)
+            }
+            Returned::Value(v) => {
+                let mut text = String::new();
+                pickle::repr_of(&v, &mut text);
+                Err(Error::Decode(format!(
+                    "{method} returned a value, not a proxy: {text}"
+                )))
+            }
+        }
     }
 
     /// As [`call`](Proxy::call), with `silence` as the longest wait for
@@ -255,6 +300,29 @@ impl Proxy {
         args: impl Serialize,
         silence: Option<Duration>,
     ) -> Result<R> {
+        match self.exchange(method, args, silence)? {
+            Returned::Value(v) => decoded(v),
+            Returned::Proxy(token) => {
+                // Not asked for: the server's count goes back at once.
+                drop(
+                    self.holder
+                        .manager
+                        .adopt(&token.typeid, token.ident, token.exposed),
+                );
+                Err(Error::Decode(format!(
+                    "{method} returned a proxy of a {:?}: call_proxy takes it",
+                    token.typeid
+                )))
+            }
+        }
+    }
+
+    fn exchange(
+        &self,
+        method: &str,
+        args: impl Serialize,
+        silence: Option<Duration>,
+    ) -> Result<Returned> {
         let args = args_of(args)?;
         let conn = self.conn.lock();
         let got = exchange(&conn, Some(&self.holder.ident), method, args, silence);
@@ -288,15 +356,75 @@ fn args_of(args: impl Serialize) -> Result<Vec<Value>> {
     )
 }
 
+/// What a call returned: a value, or a proxy of another object.
+enum Returned {
+    Value(Value),
+    Proxy(Token),
+}
+
+/// A `#PROXY` reply: the object the server made of a method's result, and
+/// counted once for the caller. Python: `multiprocessing.managers.Token`
+/// (whose address the client ignores, as CPython's does: the object is in
+/// the manager that answered).
+struct Token {
+    typeid: String,
+    ident: String,
+    exposed: Vec<String>,
+}
+
+impl Token {
+    /// `(exposed, token)`, the token as the pickle reader leaves it:
+    /// `((None, ()), (typeid, address, ident))`.
+    fn of(value: Value) -> Result<Token> {
+        let bad = || Error::Decode("a #PROXY reply that is not (exposed, Token)".into());
+        let Value::Tuple(pair) = value else {
+            return Err(bad());
+        };
+        let [exposed, Value::Tuple(token)] = <[Value; 2]>::try_from(pair).map_err(|_| bad())?
+        else {
+            return Err(bad());
+        };
+        let [_, Value::Tuple(state)] = <[Value; 2]>::try_from(token).map_err(|_| bad())? else {
+            return Err(bad());
+        };
+        let [Value::String(typeid), _address, Value::String(ident)] =
+            <[Value; 3]>::try_from(state).map_err(|_| bad())?
+        else {
+            return Err(bad());
+        };
+        let exposed = match exposed {
+            Value::List(names) | Value::Tuple(names) => names
+                .into_iter()
+                .map(|n| match n {
+                    Value::String(s) => Ok(s),
+                    _ => Err(bad()),
+                })
+                .collect::<Result<_>>()?,
+            Value::None => Vec::new(),
+            _ => return Err(bad()),
+        };
+        Ok(Token {
+            typeid,
+            ident,
+            exposed,
+        })
+    }
+}
+
+/// The value as an `R`.
+fn decoded<R: DeserializeOwned>(value: Value) -> Result<R> {
+    serde_pickle::from_value(value).map_err(|e| Error::Decode(format!("reply: {e}")))
+}
+
 /// Sends `(ident, method, args, {})` and reads the reply, waiting at most
 /// `silence` for it to begin.
-fn exchange<R: DeserializeOwned>(
+fn exchange(
     conn: &SocketConnection,
     ident: Option<&str>,
     method: &str,
     args: Vec<Value>,
     silence: Option<Duration>,
-) -> Result<R> {
+) -> Result<Returned> {
     let request = Value::Tuple(vec![
         ident.map_or(Value::None, |i| Value::String(i.into())),
         Value::String(method.into()),
@@ -311,9 +439,7 @@ fn exchange<R: DeserializeOwned>(
         None => conn.recv_bytes()?,
     };
     match pickle::loads_reply(&reply)? {
-        (kind, Ok(value)) if kind == "#RETURN" => {
-            serde_pickle::from_value(value).map_err(|e| Error::Decode(format!("reply: {e}")))
-        }
+        (kind, Ok(value)) if kind == "#RETURN" => Ok(Returned::Value(value)),
         (kind, Err(Error::Python { class, message })) if kind == "#ERROR" => {
             Err(python_error(class, message))
         }
@@ -324,9 +450,7 @@ fn exchange<R: DeserializeOwned>(
                 other => format!("{other:?}"),
             },
         }),
-        (kind, _) if kind == "#PROXY" => Err(Error::Unsupported(
-            "a method of a CPython manager's object that returns a proxy",
-        )),
+        (kind, Ok(value)) if kind == "#PROXY" => Ok(Returned::Proxy(Token::of(value)?)),
         (kind, Ok(Value::String(text))) if kind == "#UNSERIALIZABLE" => Err(Error::Decode(
             format!("the manager could not pickle the result: {text}"),
         )),

@@ -27,6 +27,15 @@ macro_rules! typed {
             }
         }
 
+        /// A typed proxy of the object a generic one reaches (a proxy that
+        /// [`Proxy::call_proxy`] returned). Its methods are the type's; a
+        /// call the object lacks is the server's error.
+        impl<$($t),*> From<Proxy> for $name<$($t),*> {
+            fn from(proxy: Proxy) -> Self {
+                $name::new(proxy)
+            }
+        }
+
         impl<$($t),*> std::fmt::Debug for $name<$($t),*> {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 self.proxy.fmt(f)
