@@ -7,6 +7,9 @@
                                       get_results: it puts N jobs and one
                                       None per worker (2), then checks the
                                       N squares that come back
+    manager_peer.py hostile KEY       not a manager: answers every request
+                                      with a #PROXY, and when its stdin
+                                      closes prints how many it had
     manager_peer.py proxies KEY       a BaseManager serving get_box, whose
                                       inbox() and counts() return proxies
                                       (method_to_typeid) of a queue and a
@@ -70,6 +73,33 @@ def main():
         m.start()
         print(m.address[1], flush=True)
         until_stdin_closes(m)
+    elif mode == "hostile":
+        from multiprocessing.connection import Listener
+        from multiprocessing.managers import Token
+
+        listener = Listener(("127.0.0.1", 0), authkey=key)
+        print(listener.address[1], flush=True)
+        count = [0]
+
+        def answer(conn):
+            try:
+                while True:
+                    conn.recv_bytes()
+                    count[0] += 1
+                    token = Token("Trap", listener.address, "%x" % count[0])
+                    conn.send(("#PROXY", (["x"], token)))
+            except (EOFError, OSError):
+                pass
+
+        def accept():
+            while True:
+                conn = listener.accept()
+                threading.Thread(target=answer, args=(conn,), daemon=True).start()
+
+        threading.Thread(target=accept, daemon=True).start()
+        sys.stdin.read()
+        print(count[0], flush=True)
+        os._exit(0)
     elif mode == "proxies":
         box = Box()
         QueueManager.register(

@@ -182,6 +182,23 @@ fn methods_that_return_proxies_give_proxies_that_hold_their_own_reference() {
 }
 
 #[test]
+fn a_manager_that_answers_proxies_to_everything_gets_one_decref_each() {
+    within(LIMIT, || {
+        for py in cpythons() {
+            let mut peer = Peer::start(&py, &["hostile", KEY]);
+            // `dummy` is answered by a proxy: given back by one `decref`,
+            // itself answered by a proxy, which is let be.
+            match mp::python::Manager::connect(&peer.address, KEY.as_bytes()) {
+                Err(mp::Error::Decode(text)) => assert!(text.contains("proxy"), "{text}"),
+                other => panic!("{}: {other:?}", py.version),
+            }
+            drop(peer.child.stdin.take());
+            assert_eq!(peer.line(), "2", "{}", py.version);
+        }
+    });
+}
+
+#[test]
 fn a_sync_managers_dict_list_value_and_namespace_and_refcounts() {
     within(LIMIT, || {
         for py in cpythons() {

@@ -116,7 +116,9 @@ pub(crate) fn loads<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
         Kind::Instance(class) if is_exception(&class.module(bytes), class.name(bytes)) => {
             Err(exception(plain, class.full_name(bytes)))
         }
-        Kind::Global(class) | Kind::Instance(class) => Err(not_plain(&class.full_name(bytes))),
+        Kind::Global(class) | Kind::Instance(class) | Kind::Token(class) => {
+            Err(not_plain(&class.full_name(bytes)))
+        }
         Kind::Data | Kind::EmptyTuple | Kind::Str(_) => {
             serde_pickle::from_slice(plain, DeOptions::new())
                 .map_err(|e| Error::Decode(format!("pickle: {e}")))
@@ -144,6 +146,9 @@ pub(crate) fn loads_reply(bytes: &[u8]) -> Result<(String, std::result::Result<V
     else {
         return Err(decode("a manager's reply is not a (kind, value) pair"));
     };
+    if walked.tokens && kind != "#PROXY" {
+        return Err(not_plain("multiprocessing.managers.Token"));
+    }
     match walked.nested {
         Some(class) if kind == "#ERROR" => {
             let e = exception_of(value, class.full_name(bytes));
@@ -163,7 +168,7 @@ pub(crate) fn loads_reply(bytes: &[u8]) -> Result<(String, std::result::Result<V
 /// As [`loads`]; an exception instance is [`Error::Decode`] here.
 pub(crate) fn loads_value(bytes: &[u8]) -> Result<Value> {
     let walked = Walker::new(bytes).walk()?;
-    if let Kind::Global(class) | Kind::Instance(class) = walked.top.kind {
+    if let Kind::Global(class) | Kind::Instance(class) | Kind::Token(class) = walked.top.kind {
         return Err(not_plain(&class.full_name(bytes)));
     }
     let patched = walked.patched(bytes);

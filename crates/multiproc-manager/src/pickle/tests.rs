@@ -985,7 +985,8 @@ fn python_and_rust_values_have_one_canonical_pickle() {
 
 /// Writes `('#PROXY', (exposed, token))` replies at protocols 2 to 5, as a
 /// manager does, then forged ones: a token made with arguments, a token
-/// whose state holds a class instance, another class made by `NEWOBJ`.
+/// whose state holds a class instance, another class made by `NEWOBJ`, a
+/// token in a reply other than `#PROXY`.
 const WRITE_TOKENS: &str = r#"
 import copyreg, datetime, pickle, struct, sys
 from multiprocessing.managers import Token
@@ -1020,6 +1021,7 @@ class Impostor:
 impostor = Impostor()
 impostor.typeid = 'Inbox'
 out(bytes(ForkingPickler.dumps(('#PROXY', (['get'], impostor)), protocol=4)))
+out(bytes(ForkingPickler.dumps(('#RETURN', token), protocol=4)))
 "#;
 
 #[test]
@@ -1036,7 +1038,7 @@ fn a_proxy_reply_reads_its_token_and_nothing_else_is_made() {
         pickles.push(bytes.to_vec());
         rest = tail;
     }
-    assert_eq!(pickles.len(), 7);
+    assert_eq!(pickles.len(), 8);
     for bytes in &pickles[..4] {
         let (kind, value) = loads_reply(bytes).unwrap();
         assert_eq!(kind, "#PROXY");
@@ -1060,6 +1062,7 @@ fn a_proxy_reply_reads_its_token_and_nothing_else_is_made() {
         "multiprocessing.managers.Token",
         "datetime.datetime",
         "__main__.Impostor",
+        "multiprocessing.managers.Token",
     ]) {
         let message = match loads_reply(bytes) {
             Err(Error::Decode(message)) => message,

@@ -296,6 +296,9 @@ pub(super) enum Kind {
     Global(Class),
     /// What `REDUCE` made of a class and arguments: an instance.
     Instance(Class),
+    /// A `multiprocessing.managers.Token` that `NEWOBJ` made, in a
+    /// manager's reply, waiting for its `BUILD`.
+    Token(Class),
 }
 
 /// An object on the walker's stack or in its memo.
@@ -348,6 +351,8 @@ pub(super) struct Walked {
     pub(super) top: Item,
     /// The exception inside the data, for a walk that allows one.
     pub(super) nested: Option<Class>,
+    /// Whether the data holds a manager's token (only a `#PROXY` may).
+    pub(super) tokens: bool,
     patches: Vec<Patch>,
 }
 
@@ -391,6 +396,8 @@ pub(super) struct Walker<'a> {
     /// Whether one exception may sit inside the data.
     allow_nested: bool,
     nested: Option<Class>,
+    /// Whether a token was built (and left as plain data).
+    tokens: bool,
 }
 
 impl<'a> Walker<'a> {
@@ -408,6 +415,7 @@ impl<'a> Walker<'a> {
             patches: Vec::new(),
             allow_nested: false,
             nested: None,
+            tokens: false,
         }
     }
 
@@ -531,11 +539,7 @@ impl<'a> Walker<'a> {
                     let state = self.pop(opcode)?;
                     let top = self.top(opcode)?;
                     match self.resolve(top, false)?.kind {
-                        Kind::Instance(class)
-                            if self.allow_nested && class.is_token(self.bytes) =>
-                        {
-                            self.token_state(opcode, at, state)?;
-                        }
+                        Kind::Token(_) => self.token_state(opcode, at, state)?,
                         Kind::Instance(_) => self.patch(at, 1, &[op::POP]),
                         Kind::Global(class) => return Err(self.not_plain(class)),
                         _ => {
@@ -571,6 +575,7 @@ impl<'a> Walker<'a> {
                     return Ok(Walked {
                         top,
                         nested: self.nested,
+                        tokens: self.tokens,
                         patches: self.patches,
                     });
                 }
@@ -774,7 +779,9 @@ impl<'a> Walker<'a> {
                 {
                     self.nested = Some(class);
                 }
-                Kind::Global(class) | Kind::Instance(class) => return Err(self.not_plain(class)),
+                Kind::Global(class) | Kind::Instance(class) | Kind::Token(class) => {
+                    return Err(self.not_plain(class));
+                }
                 _ => {}
             }
             size = size.saturating_add(item.size);
@@ -803,7 +810,9 @@ impl<'a> Walker<'a> {
         let current = self.resolve(target, false)?;
         match current.kind {
             Kind::Data => {}
-            Kind::Global(class) | Kind::Instance(class) => return Err(self.not_plain(class)),
+            Kind::Global(class) | Kind::Instance(class) | Kind::Token(class) => {
+                return Err(self.not_plain(class));
+            }
             Kind::EmptyTuple | Kind::Str(_) => {
                 return Err(decode(format!(
                     "pickle's {} at offset {} adds to a tuple or string",
@@ -901,7 +910,9 @@ impl<'a> Walker<'a> {
                     "pickle's REDUCE at offset {at} has a string for arguments"
                 )));
             }
-            Kind::Global(inner) | Kind::Instance(inner) => return Err(self.not_plain(inner)),
+            Kind::Global(inner) | Kind::Instance(inner) | Kind::Token(inner) => {
+                return Err(self.not_plain(inner));
+            }
         }
         self.copy(args.size)?;
         let mut item = self.container(args.size, args.depth)?;
@@ -950,7 +961,7 @@ impl<'a> Walker<'a> {
         self.pop(opcode)?;
         self.pop(opcode)?;
         let mut item = self.container(2 * NODE, 1)?;
-        item.kind = Kind::Instance(class);
+        item.kind = Kind::Token(class);
         self.patch(at, 1, &[op::TUPLE2]);
         self.push(item);
         Ok(true)
@@ -960,7 +971,7 @@ impl<'a> Walker<'a> {
     /// state, plain data, is kept beside it.
     fn token_state(&mut self, opcode: &Opcode, at: usize, state: Slot) -> Result<()> {
         let state = self.resolve(state, true)?;
-        if let Kind::Global(class) | Kind::Instance(class) = state.kind {
+        if let Kind::Global(class) | Kind::Instance(class) | Kind::Token(class) = state.kind {
             return Err(self.not_plain(class));
         }
         let token = self.pop(opcode)?;
@@ -971,6 +982,7 @@ impl<'a> Walker<'a> {
         )?;
         self.patch(at, 1, &[op::TUPLE2]);
         self.push(item);
+        self.tokens = true;
         Ok(())
     }
 

@@ -91,12 +91,27 @@ impl Manager {
         match exchange(&conn, None, method, args, Some(self.options.reply_timeout))? {
             Returned::Value(v) => decoded(v),
             Returned::Proxy(token) => {
-                // Not ours to keep: the server's count goes back.
-                drop(self.adopt(&token.typeid, token.ident, token.exposed));
+                self.give_back(&token);
                 Err(Error::Decode(format!(
                     "the manager's {method} returned a proxy"
                 )))
             }
+        }
+    }
+
+    /// Gives back the reference the server counted for a proxy nobody
+    /// asked for: one `decref`, whatever it answers (so that a manager
+    /// answering with more proxies cannot make this go on).
+    fn give_back(&self, token: &Token) {
+        if let Ok(conn) = self.open() {
+            let ident = vec![Value::String(token.ident.clone())];
+            let _ = exchange(
+                &conn,
+                None,
+                "decref",
+                ident,
+                Some(self.options.reply_timeout),
+            );
         }
     }
 
@@ -124,13 +139,17 @@ impl Manager {
             ident,
         };
         let conn = self.open()?;
-        exchange(
+        let name = vec![Value::String(format!("multiproc-{}", std::process::id()))];
+        let accepted = exchange(
             &conn,
             None,
             "accept_connection",
-            vec![Value::String(format!("multiproc-{}", std::process::id()))],
+            name,
             Some(self.options.reply_timeout),
         )?;
+        if let Returned::Proxy(token) = accepted {
+            self.give_back(&token);
+        }
         Ok(Proxy {
             holder,
             typeid: typeid.into(),
@@ -304,13 +323,9 @@ impl Proxy {
             Returned::Value(v) => decoded(v),
             Returned::Proxy(token) => {
                 // Not asked for: the server's count goes back at once.
-                drop(
-                    self.holder
-                        .manager
-                        .adopt(&token.typeid, token.ident, token.exposed),
-                );
+                self.holder.manager.give_back(&token);
                 Err(Error::Decode(format!(
-                    "{method} returned a proxy of a {:?}: call_proxy takes it",
+                    "{method} returned a proxy of type {}: call_proxy takes it",
                     token.typeid
                 )))
             }

@@ -249,8 +249,9 @@ impl Server {
             "RLock" => (Kind::RLock, Init::RLock),
             "Event" => (Kind::Event, Init::Event),
             "Condition" => {
-                // Its lock is its own (an RLock, as Python's default): a
-                // proxy of another lock cannot come as plain data.
+                // Its lock is its own (an RLock, as Python's default); a
+                // proxy of another lock is refused before this, as a
+                // pickle that is not plain data.
                 if !matches!(args.arg(1, "lock"), None | Some(Value::None)) {
                     return Err(invalid(
                         "Condition(lock) is not served: a Condition has a lock of its own",
@@ -260,20 +261,28 @@ impl Server {
             }
             "Barrier" => {
                 let parties = args.int(1, "parties")?;
+                // (A function for its action is refused before this, as a
+                // pickle that is not plain data.)
                 if !matches!(args.arg(2, "action"), None | Some(Value::None)) {
                     return Err(invalid("a Barrier's action is not served"));
                 }
-                let parties = u32::try_from(parties)
-                    .ok()
-                    .filter(|&p| p > 0)
-                    .ok_or_else(|| {
-                        PyReply::Error("builtins.ValueError", "parties must be > 0".into())
-                    })?;
+                if parties < 1 {
+                    return Err(PyReply::Error(
+                        "builtins.ValueError",
+                        "parties must be > 0".into(),
+                    ));
+                }
+                let parties = u32::try_from(parties).map_err(|_| {
+                    PyReply::Error(
+                        "builtins.ValueError",
+                        format!("a Barrier of more than {} parties is not served", u32::MAX),
+                    )
+                })?;
                 (
                     Kind::Barrier,
                     Init::Barrier {
                         parties,
-                        timeout: args.seconds(3, "timeout")?,
+                        timeout: args.seconds_or_now(3, "timeout")?,
                     },
                 )
             }
@@ -541,7 +550,7 @@ impl Server {
             }
             // Conditions: the lock must be held, as in Python.
             (Kind::Condition, "wait") => {
-                let wait = args.seconds(0, "timeout")?;
+                let wait = args.seconds_or_now(0, "timeout")?;
                 owned(object.call(&cx, Op::CondWait(holder, wait)), "wait on")
             }
             (Kind::Condition, "notify" | "notify_all") => {
@@ -553,7 +562,7 @@ impl Server {
                 owned(object.call(&cx, Op::CondNotify(holder, n)), "notify on")
             }
             // Barriers: `parties`, `n_waiting` and `broken` are attributes.
-            (Kind::Barrier, "wait") => value(Op::BarrierWait(args.seconds(0, "timeout")?)),
+            (Kind::Barrier, "wait") => value(Op::BarrierWait(args.seconds_or_now(0, "timeout")?)),
             (Kind::Barrier, "abort") => unit(Op::BarrierAbort),
             (Kind::Barrier, "reset") => unit(Op::BarrierReset),
             (Kind::Barrier, "__getattribute__") => {
@@ -568,7 +577,8 @@ impl Server {
                 };
                 match name.as_str() {
                     "parties" => ret(Value::I64(i64::from(parties))),
-                    "n_waiting" => ret(Value::I64(i64::from(waiting))),
+                    // As CPython: none wait at a broken barrier.
+                    "n_waiting" => ret(Value::I64(if broken { 0 } else { i64::from(waiting) })),
                     "broken" => ret(Value::Bool(broken)),
                     _ => Err(PyReply::Error(
                         "builtins.AttributeError",
@@ -580,7 +590,7 @@ impl Server {
             (Kind::Event, "set") => unit(Op::EventSet),
             (Kind::Event, "clear") => unit(Op::EventClear),
             (Kind::Event, "is_set") => value(Op::EventIsSet),
-            (Kind::Event, "wait") => value(Op::EventWait(args.seconds(0, "timeout")?)),
+            (Kind::Event, "wait") => value(Op::EventWait(args.seconds_or_now(0, "timeout")?)),
             _ => Err(invalid(format!(
                 "method {method:?} of {kind:?} is not served"
             ))),
@@ -726,6 +736,17 @@ impl Args {
                 "builtins.TypeError",
                 format!("'{name}' must be a bool"),
             )),
+        }
+    }
+
+    /// A timeout in seconds, at once if negative (as `Condition.wait`,
+    /// `Event.wait` and `Barrier.wait` take one); `None` waits as long as it
+    /// takes.
+    fn seconds_or_now(&self, i: usize, name: &str) -> Result<Option<Duration>, Refusal> {
+        match self.arg(i, name) {
+            Some(Value::F64(s)) if *s < 0.0 => Ok(Some(Duration::ZERO)),
+            Some(Value::I64(s)) if *s < 0 => Ok(Some(Duration::ZERO)),
+            _ => self.seconds(i, name),
         }
     }
 
