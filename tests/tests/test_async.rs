@@ -1157,3 +1157,49 @@ fn a_managed_call_dropped_with_its_reply_on_the_way_gives_back_what_it_took() {
         }
     });
 }
+
+/// In a child forked from a parent whose other thread waits async: an
+/// async wait of its own, which needs a reactor of its own. Its count of
+/// reactor threads.
+fn sleep_async_in_a_forked_child() -> usize {
+    futures::executor::block_on(mp::sleep(Duration::from_millis(1)));
+    reactor_threads()
+}
+
+#[test]
+fn a_child_forked_while_another_thread_waits_async_gets_a_reactor_of_its_own() {
+    within(LIMIT, || {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        // A pipe nothing is written to.
+        let (never, _writer) = std::io::pipe().expect("pipe");
+        let hammer = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let waker = futures::task::noop_waker();
+                let mut cx = std::task::Context::from_waker(&waker);
+                // Registers and leaves, again and again: the reactor's
+                // locks are taken all the time a child may be forked.
+                while !stop.load(Ordering::Relaxed) {
+                    let fd = std::os::fd::AsFd::as_fd(&never);
+                    let mut wait = Box::pin(mp::readable(fd, None));
+                    assert!(std::future::Future::poll(wait.as_mut(), &mut cx).is_pending());
+                }
+            })
+        };
+        let ctx = mp::get_context(mp::StartMethod::Fork);
+        for round in 0..200 {
+            let mut p = ctx.process(sleep_async_in_a_forked_child, ());
+            p.start().expect("start");
+            let joined = p.join_timeout(Duration::from_secs(5));
+            if joined.is_err() || p.exitcode().is_none() {
+                let _ = p.kill();
+                panic!("round {round}: the forked child hung in its first async wait");
+            }
+            assert_eq!(p.take_result().expect("result"), 1, "round {round}");
+        }
+        stop.store(true, Ordering::Relaxed);
+        hammer.join().expect("hammer");
+    });
+}

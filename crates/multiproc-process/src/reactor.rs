@@ -22,6 +22,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -183,36 +184,88 @@ impl std::fmt::Debug for State {
     }
 }
 
-/// The reactor of this process, if started.
-static CURRENT: Mutex<Option<Arc<Reactor>>> = Mutex::new(None);
+/// The reactor of this process, if started: an `Arc` turned into a
+/// pointer that is never released. No lock guards it, because a child
+/// forked while another thread held one would wait for it forever; a
+/// forked child sees the parent's (its pid differs) and installs its own.
+static CURRENT: AtomicPtr<Reactor> = AtomicPtr::new(std::ptr::null_mut());
+
+/// The pid of the process whose thread is installing a reactor, or 0: a
+/// spin lock that a forked copy (seeing its parent's pid) takes over.
+static INSTALLING: AtomicU32 = AtomicU32::new(0);
 
 /// The `epoll` data of the bell.
 const BELL: u64 = u64::MAX;
 
+/// [`INSTALLING`], held by this process's calling thread.
+struct Installing;
+
+impl Installing {
+    fn take(pid: u32) -> Installing {
+        loop {
+            let holder = INSTALLING.load(Ordering::Acquire);
+            // Free (0), or held by the parent of a forked copy: there is no
+            // such thread here to let go of it.
+            if holder != pid
+                && INSTALLING
+                    .compare_exchange(holder, pid, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                return Installing;
+            }
+            // Another thread of this process installs one: a few
+            // microseconds, once per process.
+            std::thread::yield_now();
+        }
+    }
+}
+
+impl Drop for Installing {
+    fn drop(&mut self) {
+        INSTALLING.store(0, Ordering::Release);
+    }
+}
+
 impl Reactor {
+    /// This process's reactor, if installed.
+    #[allow(unsafe_code)]
+    fn installed(pid: u32) -> Option<Arc<Reactor>> {
+        let raw = CURRENT.load(Ordering::Acquire);
+        // SAFETY: a pointer in CURRENT comes from `Arc::into_raw` below and
+        // its count is never given back, so it points to a live `Reactor`
+        // for the life of the process (and of any forked copy of it).
+        let reactor = unsafe { raw.as_ref() }?;
+        if reactor.pid != pid {
+            return None;
+        }
+        // SAFETY: as above; the new `Arc` owns the count added here.
+        unsafe {
+            Arc::increment_strong_count(raw);
+            Some(Arc::from_raw(raw))
+        }
+    }
+
     /// This process's reactor, started on first use.
     fn current() -> Option<Arc<Reactor>> {
-        let mut current = CURRENT.lock().unwrap_or_else(PoisonError::into_inner);
         let pid = std::process::id();
-        if let Some(r) = current.as_ref()
-            && r.pid == pid
-        {
-            return Some(r.clone());
+        if let Some(r) = Reactor::installed(pid) {
+            return Some(r);
         }
-        if let Some(inherited) = current.take() {
-            // A forked copy's: its thread is not here and its wakers are
-            // the parent's. Its descriptors stay open (closing the copy
-            // of the epoll would not harm the parent, but dropping the
-            // wakers might run the parent's code here).
-            std::mem::forget(inherited);
+        let _installing = Installing::take(pid);
+        if let Some(r) = Reactor::installed(pid) {
+            return Some(r);
         }
+        // What CURRENT holds now, if anything, is a forked copy's: its
+        // thread is not here and its wakers are the parent's. It stays as
+        // it is (its count was never to be given back; dropping its wakers
+        // might run the parent's code here).
         let reactor = Arc::new(Reactor::new(pid).ok()?);
         let thread = reactor.clone();
         std::thread::Builder::new()
             .name(REACTOR_THREAD.into())
             .spawn(move || thread.run())
             .ok()?;
-        *current = Some(reactor.clone());
+        CURRENT.store(Arc::into_raw(reactor.clone()).cast_mut(), Ordering::Release);
         Some(reactor)
     }
 
