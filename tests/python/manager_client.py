@@ -95,6 +95,14 @@ def sync(address, key):
     with lock:
         pass
     raises(RuntimeError, lock.release)
+    # acquire's arguments, checked as CPython's lock and semaphore do.
+    raises(ValueError, lock.acquire, False, 1)
+    raises(ValueError, lock.acquire, True, -2)
+    check(lock.acquire(False, -1) is True, "acquire(False, -1) is the default")
+    lock.release()
+    sem = m.Semaphore(0)
+    raises(ValueError, sem.acquire, False, 1)
+    check(sem.acquire(True, -2) is False, "a semaphore's negative timeout is at once")
     # A Lock is released by any thread, an RLock by its owner only.
     lock.acquire()
     in_thread(lock.release)

@@ -530,12 +530,7 @@ impl Server {
                 | Kind::BoundedSemaphore,
                 "acquire",
             ) => {
-                let blocking = args.bool_or(0, "blocking", true)?;
-                let wait = if blocking {
-                    args.seconds(1, "timeout")?
-                } else {
-                    Some(Duration::ZERO)
-                };
+                let wait = acquire_wait(kind, &args)?;
                 match object.call(&cx, Op::Acquire(holder, wait)) {
                     Ok(_) => ret(Value::Bool(true)),
                     Err(WireError::Timeout | WireError::WouldBlock) => ret(Value::Bool(false)),
@@ -867,6 +862,50 @@ fn reply_value(reply: Reply) -> Result<PyReply, Refusal> {
         other => return Err(invalid(format!("a reply Python cannot take: {other:?}"))),
     };
     Ok(PyReply::Return(v))
+}
+
+/// The wait of `acquire(blocking=True, timeout=None)`, checked as
+/// CPython checks it: a lock's (C's `_thread` lock) takes -1 for "as long
+/// as it takes" and no other negative, a semaphore's (`threading`'s) takes
+/// a negative one as "at once"; neither takes a timeout without blocking.
+fn acquire_wait(kind: Kind, args: &Args) -> Result<Option<Duration>, Refusal> {
+    let semaphore = matches!(kind, Kind::Semaphore | Kind::BoundedSemaphore);
+    let blocking = args.bool_or(0, "blocking", true)?;
+    let timeout = match args.arg(1, "timeout") {
+        None | Some(Value::None) => None,
+        Some(Value::I64(t)) => Some(*t as f64),
+        Some(Value::F64(t)) => Some(*t),
+        Some(_) => {
+            return Err(PyReply::Error(
+                "builtins.TypeError",
+                "'timeout' must be a number".into(),
+            ));
+        }
+    };
+    if !blocking {
+        let default = if semaphore {
+            timeout.is_none()
+        } else {
+            timeout.is_none_or(|t| t == -1.0)
+        };
+        if !default {
+            let why = if semaphore {
+                "can't specify timeout for non-blocking acquire"
+            } else {
+                "can't specify a timeout for a non-blocking call"
+            };
+            return Err(PyReply::Error("builtins.ValueError", why.into()));
+        }
+        return Ok(Some(Duration::ZERO));
+    }
+    match timeout {
+        Some(t) if t < 0.0 && semaphore => Ok(Some(Duration::ZERO)),
+        Some(t) if t < 0.0 && t != -1.0 => Err(PyReply::Error(
+            "builtins.ValueError",
+            "timeout value must be a non-negative number".into(),
+        )),
+        _ => args.seconds(1, "timeout"),
+    }
 }
 
 /// The reply to a call on an owned lock (an `RLock`, a `Condition`'s):
