@@ -103,6 +103,9 @@ def sync(address, key):
     sem = m.Semaphore(0)
     raises(ValueError, sem.acquire, False, 1)
     check(sem.acquire(True, -2) is False, "a semaphore's negative timeout is at once")
+    raises(OverflowError, lock.acquire, True, 1e300)
+    sem.release()
+    check(sem.acquire(True, 1e300) is True, "a semaphore's huge timeout, not needed")
     # A Lock is released by any thread, an RLock by its owner only.
     lock.acquire()
     in_thread(lock.release)

@@ -864,6 +864,9 @@ fn reply_value(reply: Reply) -> Result<PyReply, Refusal> {
     Ok(PyReply::Return(v))
 }
 
+/// CPython's `threading.TIMEOUT_MAX` on Linux, in seconds.
+const TIMEOUT_MAX: f64 = 9_223_372_036.0;
+
 /// The wait of `acquire(blocking=True, timeout=None)`, checked as
 /// CPython checks it: a lock's (C's `_thread` lock) takes -1 for "as long
 /// as it takes" and no other negative, a semaphore's (`threading`'s) takes
@@ -875,6 +878,7 @@ fn acquire_wait(kind: Kind, args: &Args) -> Result<Option<Duration>, Refusal> {
         None | Some(Value::None) => None,
         Some(Value::I64(t)) => Some(*t as f64),
         Some(Value::F64(t)) => Some(*t),
+        Some(Value::Bool(t)) => Some(f64::from(u8::from(*t))),
         Some(_) => {
             return Err(PyReply::Error(
                 "builtins.TypeError",
@@ -882,6 +886,12 @@ fn acquire_wait(kind: Kind, args: &Args) -> Result<Option<Duration>, Refusal> {
             ));
         }
     };
+    if timeout.is_some_and(f64::is_nan) {
+        return Err(PyReply::Error(
+            "builtins.ValueError",
+            "Invalid value NaN (not a number)".into(),
+        ));
+    }
     if !blocking {
         let default = if semaphore {
             timeout.is_none()
@@ -899,12 +909,20 @@ fn acquire_wait(kind: Kind, args: &Args) -> Result<Option<Duration>, Refusal> {
         return Ok(Some(Duration::ZERO));
     }
     match timeout {
+        None => Ok(None),
         Some(t) if t < 0.0 && semaphore => Ok(Some(Duration::ZERO)),
-        Some(t) if t < 0.0 && t != -1.0 => Err(PyReply::Error(
+        Some(-1.0) => Ok(None),
+        Some(t) if t < 0.0 => Err(PyReply::Error(
             "builtins.ValueError",
             "timeout value must be a non-negative number".into(),
         )),
-        _ => args.seconds(1, "timeout"),
+        // A lock refuses past `threading.TIMEOUT_MAX`; a semaphore only
+        // looks at its timeout if it has to wait.
+        Some(t) if t > TIMEOUT_MAX && !semaphore => Err(PyReply::Error(
+            "builtins.OverflowError",
+            "timeout value is too large".into(),
+        )),
+        Some(t) => Ok(Duration::try_from_secs_f64(t).ok()),
     }
 }
 
