@@ -211,16 +211,20 @@ impl Server {
     /// Serves other programs: the listener runs the handshakes beside each
     /// other; each connection that passes gets a thread, up to `max`.
     fn serve_listener(self: Arc<Self>, listener: &Listener, max: usize) {
-        self.accept_each(listener, max, |conn| self.spawn_conn(Chan::Remote(conn)));
+        self.accept_each(listener, max, "manager-conn", |server, conn| {
+            server.serve_conn(&Chan::Remote(conn));
+        });
     }
 
-    /// Hands each connection that passed the handshake to `serve`, while
-    /// fewer than `max` other programs are served; forever.
+    /// Serves each connection that passed the handshake on a thread of its
+    /// own, `name`, counted among the other programs served while fewer
+    /// than `max` are; forever.
     fn accept_each(
-        &self,
+        self: &Arc<Self>,
         listener: &Listener,
         max: usize,
-        mut serve: impl FnMut(SocketConnection),
+        name: &str,
+        serve: fn(&Server, SocketConnection),
     ) {
         loop {
             match listener.accept() {
@@ -233,7 +237,18 @@ impl Server {
                     if conn.set_send_timeout(Some(SEND_TIMEOUT)).is_err() {
                         continue;
                     }
-                    serve(conn);
+                    self.remote.fetch_add(1, Ordering::Relaxed);
+                    let slot = RemoteSlot(self.remote.clone());
+                    let server = self.clone();
+                    let spawned = std::thread::Builder::new()
+                        .name(name.into())
+                        .spawn(move || {
+                            let _slot = slot;
+                            serve(&server, conn);
+                        });
+                    // Out of threads: the connection is dropped (with its
+                    // slot) and the client sees it closed.
+                    drop(spawned);
                 }
                 // The socket failed, or a thread could not be made: try
                 // again later rather than stop serving other programs.
@@ -244,16 +259,9 @@ impl Server {
 
     fn spawn_conn(self: &Arc<Self>, chan: Chan) {
         let server = self.clone();
-        let remote = matches!(chan, Chan::Remote(_)).then(|| {
-            self.remote.fetch_add(1, Ordering::Relaxed);
-            RemoteSlot(self.remote.clone())
-        });
         let spawned = std::thread::Builder::new()
             .name("manager-conn".into())
-            .spawn(move || {
-                let _slot = remote;
-                server.serve_conn(&chan);
-            });
+            .spawn(move || server.serve_conn(&chan));
         // Out of threads: the connection is dropped (with its slot) and
         // the client sees it closed.
         drop(spawned);

@@ -82,18 +82,12 @@ impl Server {
             .entry(PYTHON_SESSION)
             .or_default()
             .conns += 1;
-        self.accept_each(listener, max, |conn| {
-            self.remote.fetch_add(1, Ordering::Relaxed);
-            let slot = super::RemoteSlot(self.remote.clone());
-            let server = self.clone();
-            let spawned = std::thread::Builder::new()
-                .name("manager-python-conn".into())
-                .spawn(move || {
-                    let _slot = slot;
-                    server.serve_python_conn(conn);
-                });
-            drop(spawned);
-        });
+        self.accept_each(
+            listener,
+            max,
+            "manager-python-conn",
+            Server::serve_python_conn,
+        );
     }
 
     fn serve_python_conn(&self, conn: SocketConnection) {
