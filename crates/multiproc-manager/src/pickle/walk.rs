@@ -944,13 +944,10 @@ impl<'a> Walker<'a> {
             return Ok(false);
         }
         let n = self.stack.len();
-        let (Some(&class), Some(&args)) = (self.stack.get(n.wrapping_sub(2)), self.stack.last())
-        else {
-            return Ok(false);
-        };
         if n < self.fence() + 2 {
             return Ok(false);
         }
+        let (class, args) = (self.stack[n - 2], self.stack[n - 1]);
         let (class, args) = (self.resolve(class, false)?, self.resolve(args, false)?);
         let (Kind::Global(class), Kind::EmptyTuple) = (class.kind, args.kind) else {
             return Ok(false);
